@@ -1,0 +1,186 @@
+"""The ``consume_events`` loop: Kafka records → task state → users' streams → commit.
+
+Per batch, in this order (the order is the guarantee):
+1. adapt each record (pure); poison records are collected for the dead-letter topic;
+2. apply the valid events to task state in one transaction (idempotent);
+3. produce poison and rejected records to the dead-letter topic and wait for the acks;
+4. push the deliverable events into the Channels layer;
+5. commit the offsets after the batch.
+A crash anywhere before 5 re-reads the batch on restart: state changes nothing the second
+time, streams drop positions they already sent, so nothing is lost and nothing repeats.
+The loop is driven one batch at a time (``run_once``) so tests never start a forever loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from channels.db import database_sync_to_async
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from realtime import bus, metrics
+from realtime.adapter import InvalidRecord, adapt
+from realtime.events import TaskEvent
+from tasks.services import Applied, Outcome, apply_events
+
+logger = logging.getLogger(__name__)
+
+
+if TYPE_CHECKING:
+    # confluent-kafka's own type; test fakes implement the methods used here.
+    Record = Message[bytes, bytes]
+
+
+@dataclass
+class BatchResult:
+    records: int = 0
+    delivered: int = 0
+    dead_lettered: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class DeadLetterError(Exception):
+    """The dead-letter topic did not acknowledge; nothing in the batch is committed."""
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        consumer: Consumer,
+        dlq_producer: Producer,
+        layer: Any,
+        *,
+        dlq_topic: str,
+        batch_size: int = 500,
+        poll_timeout: float = 0.2,
+        apply: Callable[[Sequence[TaskEvent]], list[Applied]] = apply_events,
+    ) -> None:
+        self.consumer = consumer
+        self.dlq_producer = dlq_producer
+        self.layer = layer
+        self.dlq_topic = dlq_topic
+        self.batch_size = batch_size
+        self.poll_timeout = poll_timeout
+        self._apply = database_sync_to_async(apply)
+        # librdkafka calls block; one dedicated thread keeps them off the event loop and
+        # in one thread, which the consumer handle prefers.
+        self._kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
+        self._stop = False
+
+    def request_stop(self) -> None:
+        """Signal-handler safe: only sets a flag; the loop stops after the current batch."""
+        self._stop = True
+
+    async def run(self) -> None:
+        try:
+            while not self._stop:
+                await self.run_once()
+        finally:
+            await self.close()
+
+    async def run_once(self) -> BatchResult:
+        loop = asyncio.get_running_loop()
+        messages = await loop.run_in_executor(
+            self._kafka_thread, self.consumer.consume, self.batch_size, self.poll_timeout
+        )
+        result = BatchResult()
+        if not messages:
+            return result
+
+        records: list[Record] = []
+        for message in messages:
+            err = message.error()
+            if err is None:
+                records.append(message)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                continue
+            elif err.fatal():
+                raise KafkaException(err)
+            else:
+                logger.warning("kafka consumer error (retried by librdkafka): %s", err)
+        result.records = len(records)
+        if not records:
+            return result
+
+        events: list[TaskEvent] = []
+        dead: list[tuple[Record, str]] = []
+        for record in records:
+            try:
+                events.append(adapt(record))
+            except InvalidRecord as exc:
+                dead.append((record, exc.reason))
+        by_position = {e.position: r for e, r in zip(events, _valid(records, dead), strict=True)}
+
+        applied = await self._apply(events)
+        deliverable: list[TaskEvent] = []
+        for item in applied:
+            result.outcomes[item.outcome.value] = result.outcomes.get(item.outcome.value, 0) + 1
+            metrics.CONSUMER_RECORDS.labels(item.outcome.value).inc()
+            if item.outcome is Outcome.REJECTED:
+                dead.append((by_position[item.event.position], item.reason))
+            elif item.outcome.deliver:
+                deliverable.append(item.event)
+
+        if dead:
+            await loop.run_in_executor(self._kafka_thread, self._dead_letter, dead)
+            result.dead_lettered = len(dead)
+            metrics.CONSUMER_RECORDS.labels("dead_lettered").inc(len(dead))
+
+        sent = await bus.publish(self.layer, deliverable)
+        metrics.LAYER_MESSAGES.inc(sent)
+        result.delivered = len(deliverable)
+
+        await loop.run_in_executor(self._kafka_thread, self._commit, records)
+        metrics.CONSUMER_BATCHES.inc()
+        return result
+
+    def _dead_letter(self, dead: list[tuple[Record, str]]) -> None:
+        for record, reason in dead:
+            logger.warning(
+                "dead-lettering %s:%s:%s: %s",
+                record.topic(),
+                record.partition(),
+                record.offset(),
+                reason,
+            )
+            headers = [
+                ("reason", reason.encode()),
+                ("source", str(record.topic()).encode()),
+                ("partition", str(record.partition()).encode()),
+                ("offset", str(record.offset()).encode()),
+                *(record.headers() or []),
+            ]
+            self.dlq_producer.produce(
+                self.dlq_topic, value=record.value(), key=record.key(), headers=headers
+            )
+        remaining = self.dlq_producer.flush(30.0)
+        if remaining:
+            raise DeadLetterError(f"{remaining} dead-letter record(s) not acknowledged")
+
+    def _commit(self, records: Sequence[Record]) -> None:
+        next_offsets: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (str(record.topic()), int(record.partition() or 0))
+            next_offsets[key] = max(next_offsets.get(key, 0), int(record.offset() or 0) + 1)
+        self.consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
+            asynchronous=False,
+        )
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Every batch commits before the next consume, so nothing is pending here; close()
+        # leaves the group at once instead of waiting for the session to time out.
+        await loop.run_in_executor(self._kafka_thread, self.consumer.close)
+        await loop.run_in_executor(self._kafka_thread, self.dlq_producer.flush, 10.0)
+        self._kafka_thread.shutdown(wait=True)
+
+
+def _valid(records: Sequence[Record], dead: list[tuple[Record, str]]) -> list[Record]:
+    poisoned = {id(r) for r, _ in dead}
+    return [r for r in records if id(r) not in poisoned]

@@ -1,0 +1,120 @@
+"""The event model: what a task event is, which types exist, and how one becomes SSE bytes.
+
+``docs/events.md`` documents every type in ``EVENT_TYPES``; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+SCHEMA_VERSION: Final = 1
+SCOPE_USER: Final = "user"
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    name: str
+    # The SSE `event:` field. Equal to the Kafka type today; kept separate so a type can be
+    # renamed on one side without breaking the other.
+    sse_event: str
+    # The task status this event moves a task to.
+    status: str
+
+
+EVENT_TYPES: Final[dict[str, EventType]] = {
+    t.name: t
+    for t in (
+        EventType("task.started", "task.started", "running"),
+        EventType("task.progress", "task.progress", "running"),
+        EventType("task.succeeded", "task.succeeded", "succeeded"),
+        EventType("task.failed", "task.failed", "failed"),
+        EventType("task.cancelled", "task.cancelled", "cancelled"),
+    )
+}
+
+# Stream-control events the server itself emits (not from Kafka).
+CONTROL_EVENTS: Final = ("stream-open", "heartbeat")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """Where a record sits in Kafka; its string form is the SSE `id:`."""
+
+    source: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.partition}:{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One validated task event, as the adapter builds it from a Kafka record."""
+
+    event_id: str
+    event_type: str
+    version: int
+    occurred_at: datetime
+    user_id: int
+    task_id: str
+    scope: str
+    data: dict[str, Any]
+    position: Position
+
+    def envelope(self) -> dict[str, Any]:
+        """The JSON object sent as the SSE `data:` (and written back to Kafka by workers)."""
+        return {
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "version": self.version,
+            "occurred_at": self.occurred_at.isoformat(),
+            "user_id": self.user_id,
+            "task_id": self.task_id,
+            "scope": self.scope,
+            "data": self.data,
+        }
+
+    def sse_frame(self) -> str:
+        return encode_sse(
+            data=json.dumps(self.envelope(), separators=(",", ":"), ensure_ascii=False),
+            event=EVENT_TYPES[self.event_type].sse_event,
+            event_id=str(self.position),
+        )
+
+
+_FIELD_UNSAFE = str.maketrans("", "", "\r\n\0")
+
+
+def encode_sse(
+    *,
+    data: str | None = None,
+    event: str | None = None,
+    event_id: str | None = None,
+    retry_ms: int | None = None,
+    comment: str | None = None,
+) -> str:
+    """Encode one SSE frame per the WHATWG rules.
+
+    CR, LF and NUL are removed from `id:` and `event:` (a field-injection guard, and a NUL
+    would make browsers ignore the id). Data is split on CRLF, CR and LF into `data:` lines
+    so the browser reassembles it exactly.
+    """
+    lines: list[str] = []
+    if comment is not None:
+        lines.extend(f": {part}" for part in comment.splitlines() or [""])
+    if retry_ms is not None:
+        lines.append(f"retry: {int(retry_ms)}")
+    if event_id is not None:
+        lines.append(f"id: {event_id.translate(_FIELD_UNSAFE)}")
+    if event is not None:
+        lines.append(f"event: {event.translate(_FIELD_UNSAFE)}")
+    if data is not None:
+        # str.splitlines also splits on \v, \f, \x1c-\x1e, \x85, \u2028, \u2029, which SSE
+        # does not treat as line ends: split on exactly CRLF, CR and LF.
+        normalised = data.replace("\r\n", "\n").replace("\r", "\n")
+        lines.extend(f"data: {part}" for part in normalised.split("\n"))
+    return "\n".join(lines) + "\n\n"

@@ -1,0 +1,185 @@
+"""The per-process hub: one Channels-layer channel per server process, fanned out in memory.
+
+Per-browser layer channels do not scale and channels-redis drops messages silently when a
+channel is over capacity (docs/architecture.md). So each process receives on one channel,
+joins a user's group while it has at least one stream for that user, and hands frames to
+each stream's bounded buffer. A stream whose buffer overflows is closed, never thinned: the
+client reconnects with its last id instead of silently missing events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import deque
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from realtime import metrics
+from realtime.bus import MESSAGE_TYPE, BusItem, user_group
+
+logger = logging.getLogger(__name__)
+
+# channels-redis forgets group members after `group_expiry` (a day); re-join well before.
+GROUP_REFRESH_SECONDS = 3600.0
+LAYER_RETRY_SECONDS = 1.0
+
+
+class Subscriber:
+    """One stream's buffer: frames in Kafka order, bounded, deduplicated by position."""
+
+    __slots__ = ("closed_reason", "frames", "last", "limit", "user_id", "wake")
+
+    def __init__(self, user_id: int, limit: int) -> None:
+        self.user_id = user_id
+        self.limit = limit
+        self.frames: deque[str] = deque()
+        self.wake = asyncio.Event()
+        # Highest offset delivered per (source, partition): a redelivered record (consumer
+        # restart before its commit) is dropped here, so a stream never repeats an id.
+        self.last: dict[tuple[str, int], int] = {}
+        self.closed_reason: str | None = None
+
+    def offer(self, items: list[BusItem]) -> None:
+        if self.closed_reason is not None:
+            return
+        for source, partition, offset, frame in items:
+            key = (source, partition)
+            if offset <= self.last.get(key, -1):
+                metrics.STREAM_DUPLICATES_DROPPED.inc()
+                continue
+            if len(self.frames) >= self.limit:
+                self.close("overflow")
+                metrics.STREAM_OVERFLOWS.inc()
+                return
+            self.last[key] = offset
+            self.frames.append(frame)
+        self.wake.set()
+
+    def close(self, reason: str) -> None:
+        if self.closed_reason is None:
+            self.closed_reason = reason
+        self.wake.set()
+
+    async def next_frames(self, wait: float) -> list[str]:
+        """Wait up to ``wait`` seconds for frames; return all that are buffered (maybe none)."""
+        if not self.frames and self.closed_reason is None:
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), wait)
+            except TimeoutError:
+                return []
+        frames = list(self.frames)
+        self.frames.clear()
+        return frames
+
+
+class Hub:
+    """Owns this process's layer channel and the map user → local subscribers."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.channel: str | None = None
+        self.by_user: dict[int, set[Subscriber]] = {}
+        self._membership_locks: dict[int, asyncio.Lock] = {}
+        self._receiver: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._started = asyncio.Lock()
+
+    async def _ensure_started(self) -> str:
+        async with self._started:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel(prefix="ts.hub.")
+                self._receiver = asyncio.create_task(self._receive_loop(), name="hub-receive")
+                self._refresher = asyncio.create_task(self._refresh_loop(), name="hub-refresh")
+            return self.channel
+
+    async def attach(self, subscriber: Subscriber) -> None:
+        channel = await self._ensure_started()
+        uid = subscriber.user_id
+        async with self._membership_lock(uid):
+            members = self.by_user.get(uid)
+            if members is None:
+                # Join before registering: from here on every event for uid reaches us.
+                await self.layer.group_add(user_group(uid), channel)
+                members = self.by_user[uid] = set()
+            members.add(subscriber)
+        metrics.STREAMS_OPEN.inc()
+
+    async def detach(self, subscriber: Subscriber) -> None:
+        uid = subscriber.user_id
+        async with self._membership_lock(uid):
+            members = self.by_user.get(uid)
+            if members is None or subscriber not in members:
+                return
+            members.discard(subscriber)
+            metrics.STREAMS_OPEN.dec()
+            if not members:
+                del self.by_user[uid]
+                if self.channel is not None:
+                    await self.layer.group_discard(user_group(uid), self.channel)
+
+    def _membership_lock(self, uid: int) -> asyncio.Lock:
+        lock = self._membership_locks.get(uid)
+        if lock is None:
+            lock = self._membership_locks[uid] = asyncio.Lock()
+        return lock
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        if message.get("type") != MESSAGE_TYPE:
+            logger.warning("hub ignored a layer message of type %r", message.get("type"))
+            return
+        for subscriber in tuple(self.by_user.get(message["user"], ())):
+            subscriber.offer(message["events"])
+
+    async def _receive_loop(self) -> None:
+        assert self.channel is not None
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Events may have been lost while the layer was unreachable: close every
+                # stream so its client resumes from its last id instead of missing them.
+                logger.exception("hub: channel layer receive failed; closing local streams")
+                self.close_all("layer-error")
+                await asyncio.sleep(LAYER_RETRY_SECONDS)
+                continue
+            self.deliver(message)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(GROUP_REFRESH_SECONDS)
+            for uid in tuple(self.by_user):
+                try:
+                    await self.layer.group_add(user_group(uid), self.channel)
+                except Exception:
+                    logger.exception("hub: could not refresh group membership of user %s", uid)
+
+    def close_all(self, reason: str) -> None:
+        for members in self.by_user.values():
+            for subscriber in members:
+                subscriber.close(reason)
+
+    async def stop(self) -> None:
+        for task in (self._receiver, self._refresher):
+            if task is not None:
+                task.cancel()
+
+
+# One hub per event loop (tests run several loops in one process).
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        layer = get_channel_layer()
+        if layer is None:
+            raise RuntimeError("CHANNEL_LAYERS has no default layer")
+        hub = _hubs[loop] = Hub(layer)
+    return hub

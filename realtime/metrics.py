@@ -1,0 +1,33 @@
+"""Prometheus metrics: one counter per outcome. Served at /metrics by the web process;
+background commands expose theirs with --metrics-port."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+STREAMS_OPEN = Gauge("taskstream_streams_open", "SSE streams open in this process")
+STREAMS_OPENED = Counter("taskstream_streams_opened_total", "SSE streams accepted")
+STREAMS_REJECTED = Counter(
+    "taskstream_streams_rejected_total", "SSE stream requests refused", ["reason"]
+)
+STREAM_FRAMES_SENT = Counter("taskstream_stream_events_sent_total", "Events written to streams")
+STREAM_HEARTBEATS = Counter("taskstream_stream_heartbeats_total", "Heartbeats written")
+STREAM_DUPLICATES_DROPPED = Counter(
+    "taskstream_stream_duplicates_dropped_total",
+    "Events not written because the stream had already sent that position",
+)
+STREAM_OVERFLOWS = Counter(
+    "taskstream_stream_overflows_total", "Streams closed because their buffer was full"
+)
+STREAMS_CLOSED = Counter("taskstream_streams_closed_total", "Streams ended", ["reason"])
+
+CONSUMER_RECORDS = Counter(
+    "taskstream_consumer_records_total", "Records handled by consume_events", ["outcome"]
+)
+CONSUMER_BATCHES = Counter("taskstream_consumer_batches_total", "Batches committed")
+LAYER_MESSAGES = Counter("taskstream_layer_messages_sent_total", "Channel-layer messages sent")
+
+OUTBOX_SENT = Counter("taskstream_outbox_sent_total", "Outbox rows delivered to Kafka")
+OUTBOX_FAILED = Counter("taskstream_outbox_failed_total", "Outbox delivery attempts that failed")
+
+WORKER_EVENTS = Counter("taskstream_worker_events_total", "Events produced by the worker", ["type"])

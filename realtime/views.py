@@ -1,0 +1,62 @@
+"""HTTP endpoints around the stream: the EventSource cookie, metrics, health, demo page."""
+
+from __future__ import annotations
+
+import time
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.tokens import AccessToken
+
+from realtime import conf
+
+STREAM_PATH = "/api/v1/events/"
+
+
+class StreamCookieView(APIView):
+    """Put the caller's access token in an HttpOnly cookie that only the stream reads.
+
+    EventSource cannot send an Authorization header; a cookie it sends by itself, also on
+    its automatic reconnects. The cookie lives no longer than the token inside it.
+    """
+
+    authentication_classes = [JWTAuthentication]
+
+    def post(self, request: Request) -> Response:
+        token = request.auth
+        assert isinstance(token, AccessToken)  # JWTAuthentication + IsAuthenticated ran
+        max_age = max(0, int(token["exp"] - time.time()))
+        response = Response({"expires_in": max_age}, status=200)
+        settings = conf.get()
+        response.set_cookie(
+            settings.AUTH_COOKIE,
+            str(token),
+            max_age=max_age,
+            path=STREAM_PATH,
+            secure=settings.AUTH_COOKIE_SECURE,
+            httponly=True,
+            samesite="Strict",
+        )
+        return response
+
+    def delete(self, request: Request) -> Response:
+        response = Response(status=204)
+        response.delete_cookie(conf.get().AUTH_COOKIE, path=STREAM_PATH, samesite="Strict")
+        return response
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok", content_type="text/plain")
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    return render(request, "realtime/index.html")

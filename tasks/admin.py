@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.timesince import timesince
+
+from tasks.models import AsyncTask, OutboxMessage, TaskEventLog
+
+
+class TaskEventLogInline(admin.TabularInline[TaskEventLog, AsyncTask]):
+    """The task's event history, as applied from Kafka: read-only by design."""
+
+    model = TaskEventLog
+    fields = ("event_type", "source", "partition", "offset", "occurred_at", "changed_task", "data")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["source", "partition", "offset"]
+
+    def has_add_permission(self, request: HttpRequest, obj: AsyncTask | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AsyncTask | None = None) -> bool:
+        return False
+
+
+@admin.register(AsyncTask)
+class AsyncTaskAdmin(admin.ModelAdmin[AsyncTask]):
+    list_display = ["id", "kind", "owner", "status", "progress", "age", "updated_at"]
+    list_filter = ["status", "kind", "created_at"]
+    search_fields = ["owner__username", "owner__email", "kind"]
+    readonly_fields = [
+        "id",
+        "owner",
+        "kind",
+        "params",
+        "status",
+        "progress",
+        "message",
+        "result",
+        "error",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "updated_at",
+        "cancel_requested_at",
+        "last_event_source",
+        "last_event_partition",
+        "last_event_offset",
+    ]
+    inlines = [TaskEventLogInline]
+    list_select_related = ["owner"]
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, obj: AsyncTask) -> str:
+        if timezone.now() - obj.created_at < timedelta(minutes=1):
+            return "just now"
+        return timesince(obj.created_at)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[AsyncTask], search_term: str
+    ) -> tuple[QuerySet[AsyncTask], bool]:
+        """A UUID searches task ids exactly; anything else searches owner and kind."""
+        try:
+            task_id = uuid.UUID(search_term.strip())
+        except ValueError:
+            return super().get_search_results(request, queryset, search_term)
+        return queryset.filter(id=task_id), False
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(admin.ModelAdmin[OutboxMessage]):
+    list_display = ["id", "topic", "key", "created_at", "sent_at", "attempts"]
+    list_filter = ["topic", ("sent_at", admin.EmptyFieldListFilter)]
+    readonly_fields = ["topic", "key", "value", "created_at", "sent_at", "attempts", "last_error"]

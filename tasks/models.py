@@ -1,0 +1,111 @@
+"""Tasks, the history of events applied to them, and the outbox that enqueues them."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator
+from django.db import models
+
+
+class TaskStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+class AsyncTask(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tasks"
+    )
+    kind = models.CharField(max_length=64)
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING, db_index=True
+    )
+    progress = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
+    message = models.CharField(max_length=500, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # Kafka position of the last event applied; an event at or before it changes nothing.
+    last_event_source = models.CharField(max_length=249, blank=True)
+    last_event_partition = models.IntegerField(null=True, blank=True)
+    last_event_offset = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def last_event_id(self) -> str | None:
+        if self.last_event_offset is None:
+            return None
+        return f"{self.last_event_source}:{self.last_event_partition}:{self.last_event_offset}"
+
+
+class TaskEventLog(models.Model):
+    """Every event applied to a task, by Kafka position: the task's history and the
+    idempotency record (a position or event id seen twice is a redelivery)."""
+
+    task = models.ForeignKey(AsyncTask, on_delete=models.CASCADE, related_name="events")
+    event_id = models.UUIDField(unique=True)
+    event_type = models.CharField(max_length=64)
+    source = models.CharField(max_length=249)
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+    occurred_at = models.DateTimeField()
+    data = models.JSONField(default=dict)
+    applied_at = models.DateTimeField(auto_now_add=True)
+    changed_task = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["source", "partition", "offset"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "partition", "offset"], name="unique_event_position"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} @ {self.source}:{self.partition}:{self.offset}"
+
+
+class OutboxMessage(models.Model):
+    """A Kafka record written in the same transaction as the change that causes it.
+
+    The relay (``tasks.outbox``) produces pending rows in id order and marks them sent,
+    so a request never waits for Kafka and a record is never lost while Kafka is down.
+    """
+
+    topic = models.CharField(max_length=249)
+    key = models.CharField(max_length=255)
+    value = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"outbox #{self.pk} → {self.topic}"

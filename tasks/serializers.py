@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from tasks.models import AsyncTask
+
+
+class TaskCreateSerializer(serializers.Serializer[Any]):
+    kind = serializers.RegexField(
+        r"^[a-z][a-z0-9_.-]{0,63}$",
+        max_length=64,
+        error_messages={"invalid": "kind must be lowercase letters, digits, '_', '.' or '-'."},
+    )
+    params = serializers.JSONField(required=False, default=dict)
+
+    def validate_params(self, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("params must be a JSON object.")
+        return value
+
+
+class TaskSerializer(serializers.ModelSerializer[AsyncTask]):
+    last_event_id = serializers.CharField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = AsyncTask
+        fields = [
+            "id",
+            "kind",
+            "params",
+            "status",
+            "progress",
+            "message",
+            "result",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "updated_at",
+            "cancel_requested_at",
+            "last_event_id",
+        ]
+        read_only_fields = fields
