@@ -13,14 +13,12 @@ import logging
 import re
 import threading
 
-from channels.layers import get_channel_layer
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from realtime import conf
-from realtime.consumer import EventConsumer
-from realtime.kafka import consumer_config, producer_config
+from realtime.management.commands.consume_events import build_event_consumer
 from realtime.management.loop import StopFlag
 from tasks.management.commands.relay_outbox import run_relay
 from tasks.management.commands.run_worker import run_worker
@@ -109,16 +107,7 @@ def run(host: str, port: int) -> None:
         thread.start()
 
     async def serve() -> None:
-        settings = conf.get()
-        consumer = Consumer(consumer_config(settings.CONSUMER_GROUP))
-        consumer.subscribe([settings.TOPIC_EVENTS])
-        event_consumer = EventConsumer(
-            consumer,
-            Producer(producer_config()),
-            get_channel_layer(),
-            dlq_topic=settings.TOPIC_DLQ,
-            batch_size=settings.CONSUMER_BATCH,
-        )
+        event_consumer = build_event_consumer()
         consuming = asyncio.create_task(event_consumer.run(), name="consume-events")
         from config.asgi import application
 

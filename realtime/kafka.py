@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -61,3 +62,20 @@ def ensure_topics(topics: list[str], partitions: int, timeout: float = 30.0) -> 
         except Exception as exc:  # TOPIC_ALREADY_EXISTS from a concurrent creator is fine
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+
+
+def subscribe(consumer: Consumer, topics: list[str]) -> None:
+    """Subscribe with assignment changes logged: operators (and tests) see when a process
+    starts owning partitions."""
+
+    def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.info("assigned %s", _describe(partitions))
+
+    def on_revoke(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.info("revoked %s", _describe(partitions))
+
+    consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
+
+
+def _describe(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{p.topic}:{p.partition}" for p in partitions) or "nothing"

@@ -14,7 +14,7 @@ from prometheus_client import start_http_server
 
 from realtime import conf
 from realtime.consumer import EventConsumer
-from realtime.kafka import consumer_config, producer_config
+from realtime.kafka import consumer_config, producer_config, subscribe
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +34,7 @@ class Command(BaseCommand):
 def build_event_consumer() -> EventConsumer:
     settings = conf.get()
     consumer = Consumer(consumer_config(settings.CONSUMER_GROUP))
-    consumer.subscribe(
-        [settings.TOPIC_EVENTS],
-        on_assign=lambda _c, parts: logger.info("assigned %s", _describe(parts)),
-        on_revoke=lambda _c, parts: logger.info("revoked %s", _describe(parts)),
-    )
+    subscribe(consumer, [settings.TOPIC_EVENTS])
     return EventConsumer(
         consumer,
         Producer(producer_config()),
@@ -56,7 +52,3 @@ async def run_consumer() -> None:
     logger.info("consume_events started on %s", conf.get().TOPIC_EVENTS)
     await event_consumer.run()
     logger.info("consume_events stopped")
-
-
-def _describe(partitions: list[Any]) -> str:
-    return ", ".join(f"{p.topic}:{p.partition}" for p in partitions) or "nothing"

@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, Producer
 from django.core.management.base import BaseCommand
 
 from realtime import conf
-from realtime.kafka import consumer_config, producer_config
+from realtime.kafka import consumer_config, producer_config, subscribe
 from realtime.management.loop import StopFlag, recycle_db_connection
 from tasks.worker import Worker, task_state_from_db
 
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 def build_worker() -> Worker:
     settings = conf.get()
     consumer = Consumer(consumer_config(settings.WORKER_GROUP))
-    consumer.subscribe([settings.TOPIC_REQUESTS])
+    subscribe(consumer, [settings.TOPIC_REQUESTS])
     return Worker(
         consumer, Producer(producer_config()), settings.TOPIC_EVENTS, task_state=task_state_from_db
     )

@@ -1,0 +1,46 @@
+# Taskstream: `make run` (embedded, no services) and `make test` (real services) are the
+# quick start; everything else here is what those two need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+PORT ?= 8000
+
+.PHONY: install run services services-down lint test test-unit clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## The whole product in one process: SQLite, in-process layer, embedded Kafka.
+run: install
+	DJANGO_DEBUG=true $(PY) manage.py run_embedded --port $(PORT)
+
+## Install (apt/Maven on first use) and start Redis, PostgreSQL and Kafka on loopback.
+services: install
+	PYTHON=$(PY) scripts/services up
+
+services-down:
+	PYTHON=$(PY) scripts/services down
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	DJANGO_SECRET_KEY=lint-only $(VENV)/bin/mypy .
+
+## Lint, types, then every test against the real services.
+test: install services lint
+	eval "$$(PYTHON=$(PY) scripts/services env)" && \
+	  DJANGO_SECRET_KEY=test-only-secret-key-not-for-production-0123456789 \
+	  $(PY) -m pytest $(PYTEST_ARGS)
+
+## Pure unit tests only (no services; SQLite).
+test-unit: install
+	DJANGO_DEBUG=true $(PY) -m pytest -m "not services" $(PYTEST_ARGS)
+
+clean:
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

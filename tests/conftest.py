@@ -1,0 +1,221 @@
+"""Shared fixtures: named users, API clients, and the real process stack for integration."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
+
+from realtime import conf
+from tests.sse import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def alice(django_user_model: type[User]) -> User:
+    return django_user_model.objects.create_user("alice", password="alice-password")
+
+
+@pytest.fixture
+def bob(django_user_model: type[User]) -> User:
+    return django_user_model.objects.create_user("bob", password="bob-password")
+
+
+def access_token(user: User) -> str:
+    return str(AccessToken.for_user(user))
+
+
+def api_client(user: User) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token(user)}")
+    return client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Proc:
+    """A project process (server or command) started for a test, logging to a file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.args = args
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.log_offset = 0
+
+    def start(self) -> Proc:
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, *self.args], cwd=ROOT, env=self.env, stdout=log, stderr=log
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[self.log_offset :]
+
+    def wait_log(self, text: str, timeout: float = 60.0) -> None:
+        def seen() -> bool:
+            assert self.popen is not None
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.name} exited early:\n{self.log()[-3000:]}")
+            return text in self.log()
+
+        wait_until(seen, timeout, f"{self.name} to log {text!r}")
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        assert self.popen is not None
+        self.popen.kill()
+        self.popen.wait()
+
+
+class Stack:
+    """The real deployment shape: ASGI server, consume_events, worker, outbox relay."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        manage = ["manage.py"]
+        self.server = Proc(
+            "server",
+            [
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+                "--lifespan",
+                "off",
+            ],
+            env,
+            log_dir,
+        )
+        self.consumer = Proc("consume_events", [*manage, "consume_events"], env, log_dir)
+        self.worker = Proc("run_worker", [*manage, "run_worker"], env, log_dir)
+        self.relay = Proc("relay_outbox", [*manage, "relay_outbox"], env, log_dir)
+
+    def start(self) -> None:
+        for proc in (self.server, self.consumer, self.worker, self.relay):
+            proc.start()
+        wait_until(self._server_up, 60, "the ASGI server to answer /healthz")
+        self.consumer.wait_log("assigned task.events")
+        self.worker.wait_log("assigned task.requests")
+
+    def _server_up(self) -> bool:
+        try:
+            return httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        for proc in (self.relay, self.worker, self.consumer, self.server):
+            proc.stop()
+
+
+def _require(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise pytest.UsageError(
+            f"{name} is not set: integration tests need the real services. Run `make test` "
+            "(it starts them), or deselect them with -m 'not services'."
+        )
+    return value
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def kafka_topics(run_id: str) -> Iterator[dict[str, str]]:
+    """Fresh topics for this test session, so earlier runs' records never interfere."""
+    _require("KAFKA_BOOTSTRAP_SERVERS")
+    topics = {
+        "TOPIC_EVENTS": f"task.events.{run_id}",
+        "TOPIC_REQUESTS": f"task.requests.{run_id}",
+        "TOPIC_DLQ": f"task.events.dlq.{run_id}",
+        "CONSUMER_GROUP": f"taskstream-events-{run_id}",
+        "WORKER_GROUP": f"taskstream-worker-{run_id}",
+    }
+    original = dict(settings.TASKSTREAM)
+    settings.TASKSTREAM.update(topics)
+    conf.reload()
+    from realtime.kafka import ensure_topics
+
+    ensure_topics(
+        [topics["TOPIC_EVENTS"], topics["TOPIC_REQUESTS"], topics["TOPIC_DLQ"]],
+        partitions=3,
+    )
+    yield topics
+    settings.TASKSTREAM.clear()
+    settings.TASKSTREAM.update(original)
+    conf.reload()
+
+
+@pytest.fixture(scope="session")
+def stack_env(
+    kafka_topics: dict[str, str], django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    _require("REDIS_URL")
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        raise pytest.UsageError("integration tests need DATABASE_URL to point at PostgreSQL")
+    env = dict(os.environ)
+    env.update({f"TASKSTREAM_{k}": v for k, v in kafka_topics.items()})
+    # The subprocesses use the test database pytest-django created.
+    env["DATABASE_URL"] = (
+        f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    )
+    env["DJANGO_SECRET_KEY"] = settings.SECRET_KEY
+    env["PYTHONUNBUFFERED"] = "1"
+    env["LOG_LEVEL"] = "INFO"
+    return env
+
+
+@pytest.fixture(scope="session")
+def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    log_dir = tmp_path_factory.mktemp("stack-logs")
+    running = Stack(stack_env, log_dir)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings: Any) -> None:
+    # PBKDF2's deliberate slowness costs seconds per created user; tests need none of it.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,136 @@
+"""A small Server-Sent Events client for tests: WHATWG parsing, one thread per stream."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True)
+class SSEEvent:
+    event: str
+    data: str
+    id: str | None
+
+
+def parse_stream(lines: Iterable[str]) -> Iterator[SSEEvent | int]:
+    """Parse decoded lines into events (and ``retry`` values as ints), per WHATWG §9.2.6."""
+    data: list[str] = []
+    event = ""
+    last_id: str | None = None
+    for line in lines:
+        if line == "":
+            if data:
+                yield SSEEvent(event or "message", "\n".join(data), last_id)
+            data, event = [], ""
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+        elif name == "id" and "\0" not in value:
+            last_id = value
+        elif name == "retry" and value.isdigit():
+            yield int(value)
+
+
+class StreamReader:
+    """Reads one SSE stream in a background thread; tests wait on what it collected."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        self.url = url
+        self.headers = headers or {}
+        self.events: list[SSEEvent] = []
+        self.status: int | None = None
+        self.response_headers: httpx.Headers | None = None
+        self.body: bytes = b""
+        self.ended = False
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._response: httpx.Response | None = None
+
+    def start(self) -> StreamReader:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            with (
+                httpx.Client(timeout=httpx.Timeout(5.0, read=None)) as client,
+                client.stream("GET", self.url, headers=self.headers) as response,
+            ):
+                self._response = response
+                with self._cond:
+                    self.status = response.status_code
+                    self.response_headers = response.headers
+                    self._cond.notify_all()
+                if response.status_code != 200:
+                    self.body = response.read()
+                    return
+                for item in parse_stream(self._lines(response)):
+                    if isinstance(item, SSEEvent):
+                        with self._cond:
+                            self.events.append(item)
+                            self._cond.notify_all()
+        except BaseException as exc:  # reported to the test through wait_for
+            if not self._stop.is_set():
+                self.error = exc
+        finally:
+            with self._cond:
+                self.ended = True
+                self._cond.notify_all()
+
+    def _lines(self, response: httpx.Response) -> Iterator[str]:
+        for line in response.iter_lines():
+            if self._stop.is_set():
+                return
+            yield line
+
+    def wait_for(self, predicate: Callable[[StreamReader], bool], timeout: float = 30.0) -> None:
+        """Block until ``predicate(self)`` holds; fail with what was seen after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.ended and not predicate(self)):
+                    raise AssertionError(
+                        f"stream condition not met (status={self.status}, ended={self.ended}, "
+                        f"error={self.error!r}); events: {[e.event for e in self.events]}"
+                    )
+                self._cond.wait(remaining)
+
+    def of_type(self, prefix: str) -> list[SSEEvent]:
+        with self._cond:
+            return [e for e in self.events if e.event.startswith(prefix)]
+
+    def close(self) -> None:
+        """Drop the connection (as a browser tab closing would) and wait for the thread."""
+        self._stop.set()
+        if self._response is not None:
+            self._response.close()
+        self._thread.join(timeout=10)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns a truthy value (for state outside a stream)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)

@@ -1,0 +1,104 @@
+"""Applying events to task state: idempotent by position and event id, monotonic."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from realtime.adapter import adapt
+from realtime.events import TaskEvent
+from tasks.models import AsyncTask, TaskEventLog, TaskStatus
+from tasks.services import Outcome, apply_events
+from tests.fakes import event_value, record
+
+pytestmark = pytest.mark.django_db
+
+
+def make_event(task: AsyncTask, offset: int, **kwargs: Any) -> TaskEvent:
+    value = event_value(user_id=task.owner_id, task_id=str(task.id), **kwargs)
+    return adapt(record(value, offset=offset))
+
+
+def test_a_run_of_events_moves_the_task_to_its_final_state(alice: User) -> None:
+    task = AsyncTask.objects.create(owner=alice, kind="demo")
+    events = [
+        make_event(task, 0, event_type="task.started", data={}),
+        make_event(task, 1, data={"progress": 50, "message": "half"}),
+        make_event(task, 2, event_type="task.succeeded", data={"result": {"n": 1}}),
+    ]
+    outcomes = [a.outcome for a in apply_events(events)]
+    assert outcomes == [Outcome.APPLIED] * 3
+    task.refresh_from_db()
+    assert task.status == TaskStatus.SUCCEEDED
+    assert task.progress == 100
+    assert task.result == {"n": 1}
+    assert task.started_at is not None and task.finished_at is not None
+    assert task.last_event_id == "task.events:0:2"
+    assert TaskEventLog.objects.filter(task=task).count() == 3
+
+
+def test_a_record_delivered_twice_changes_the_task_once(alice: User) -> None:
+    task = AsyncTask.objects.create(owner=alice, kind="demo")
+    event = make_event(task, 5, data={"progress": 30, "message": "x"})
+    [first] = apply_events([event])
+    task.refresh_from_db()
+    updated_at = task.updated_at
+    [second] = apply_events([event])
+    assert first.outcome is Outcome.APPLIED
+    # Same position again: a consumer restart. It changes nothing, but is still delivered
+    # (the first push may never have happened); streams drop positions already sent.
+    assert second.outcome is Outcome.REDELIVERED
+    assert second.outcome.deliver
+    task.refresh_from_db()
+    assert task.updated_at == updated_at
+    assert TaskEventLog.objects.filter(task=task).count() == 1
+
+
+def test_the_same_event_id_at_a_new_position_is_a_duplicate(alice: User) -> None:
+    task = AsyncTask.objects.create(owner=alice, kind="demo")
+    event_id = str(uuid.uuid4())
+    first = make_event(task, 1, event_id=event_id, data={"progress": 10})
+    retry = make_event(task, 2, event_id=event_id, data={"progress": 10})
+    assert [a.outcome for a in apply_events([first, retry])] == [
+        Outcome.APPLIED,
+        Outcome.DUPLICATE,
+    ]
+    assert not Outcome.DUPLICATE.deliver
+
+
+def test_an_older_event_changes_nothing(alice: User) -> None:
+    task = AsyncTask.objects.create(owner=alice, kind="demo")
+    apply_events([make_event(task, 10, data={"progress": 80})])
+    [late] = apply_events([make_event(task, 9, data={"progress": 20})])
+    assert late.outcome is Outcome.STALE
+    task.refresh_from_db()
+    assert task.progress == 80
+
+
+def test_a_final_state_is_final(alice: User) -> None:
+    task = AsyncTask.objects.create(owner=alice, kind="demo")
+    apply_events([make_event(task, 1, event_type="task.failed", data={"error": "boom"})])
+    [after] = apply_events([make_event(task, 2, data={"progress": 99})])
+    assert after.outcome is Outcome.STALE
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED
+    assert task.error == "boom"
+
+
+def test_unknown_user_unknown_task_and_wrong_owner_are_rejected(alice: User, bob: User) -> None:
+    task = AsyncTask.objects.create(owner=alice, kind="demo")
+    ghost_user = adapt(record(event_value(user_id=999999, task_id=str(task.id)), offset=1))
+    ghost_task = adapt(record(event_value(user_id=alice.pk, task_id=str(uuid.uuid4())), offset=2))
+    wrong_owner = adapt(record(event_value(user_id=bob.pk, task_id=str(task.id)), offset=3))
+    results = apply_events([ghost_user, ghost_task, wrong_owner])
+    assert [(a.outcome, a.reason) for a in results] == [
+        (Outcome.REJECTED, "unknown user"),
+        (Outcome.REJECTED, "unknown task"),
+        (Outcome.REJECTED, "task belongs to another user"),
+    ]
+    task.refresh_from_db()
+    assert task.status == TaskStatus.PENDING
+    assert not TaskEventLog.objects.exists()

@@ -1,0 +1,114 @@
+"""The consume_events loop, one batch at a time: fake Kafka edge, real DB and layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import InMemoryChannelLayer
+from django.contrib.auth.models import User
+
+from realtime.consumer import DeadLetterError, EventConsumer
+from realtime.hub import Hub, Subscriber
+from tasks.models import AsyncTask, TaskStatus
+from tests.fakes import FakeConsumer, FakeProducer, event_value, record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class RecordingLayer(InMemoryChannelLayer):  # type: ignore[misc]
+    """The real in-memory layer, noting when a send happens relative to commits."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        self.log.append(f"send {group}")
+        await super().group_send(group, message)
+
+
+def create_task(user: User) -> AsyncTask:
+    return AsyncTask.objects.create(owner=user, kind="demo")
+
+
+async def test_a_batch_is_applied_pushed_dead_lettered_then_committed(alice: User) -> None:
+    task = await database_sync_to_async(create_task)(alice)
+    log: list[str] = []
+    layer = RecordingLayer(log)
+    hub = Hub(layer)
+    subscriber = Subscriber(alice.pk, limit=100)
+    await hub.attach(subscriber)
+
+    good = event_value(user_id=alice.pk, task_id=str(task.id), event_type="task.started", data={})
+    ghost = event_value(user_id=987654, task_id=str(task.id))
+    later = event_value(user_id=alice.pk, task_id=str(task.id), data={"progress": 50})
+    consumer = FakeConsumer(log=log)
+    consumer.batches.append(
+        [
+            record(good, offset=10, partition=1),
+            record(b"{broken", offset=11, partition=1, key=b"1"),
+            record(ghost, offset=12, partition=1),
+            record(later, offset=13, partition=1),
+        ]
+    )
+    dlq = FakeProducer(log=log)
+    loop = EventConsumer(consumer, dlq, layer, dlq_topic="task.events.dlq")  # type: ignore[arg-type]
+
+    result = await loop.run_once()
+
+    assert result.records == 4
+    assert result.delivered == 2
+    assert result.dead_lettered == 2
+    reasons = [dict(p["headers"])["reason"].decode() for p in dlq.produced]
+    assert reasons[0].startswith("value is not JSON")
+    assert reasons[1] == "unknown user"
+    assert all(p["topic"] == "task.events.dlq" for p in dlq.produced)
+    assert dict(dlq.produced[0]["headers"])["offset"] == b"11"
+    # The dead letters are acknowledged and the push is done before the offsets commit.
+    assert log == ["flush", f"send ts.user.{alice.pk}", "commit"]
+    assert consumer.commits == [[("task.events", 1, 14)]]
+    # The hub's own receive loop hands the layer message to the subscriber.
+    frames = await subscriber.next_frames(1)
+    assert [f.split("\n")[0] for f in frames] == ["id: task.events:1:10", "id: task.events:1:13"]
+
+    task = await database_sync_to_async(AsyncTask.objects.get)(id=task.id)
+    assert task.status == TaskStatus.RUNNING
+    assert task.progress == 50
+    await hub.stop()
+
+
+async def test_nothing_is_committed_when_the_dead_letter_topic_does_not_ack(alice: User) -> None:
+    consumer = FakeConsumer()
+    consumer.batches.append([record(b"not json", offset=0, key=b"1")])
+    dlq = FakeProducer(unacked_on_flush=1)
+    loop = EventConsumer(consumer, dlq, InMemoryChannelLayer(), dlq_topic="dlq")  # type: ignore[arg-type]
+    with pytest.raises(DeadLetterError):
+        await loop.run_once()
+    assert consumer.commits == []
+
+
+async def test_an_empty_poll_commits_nothing() -> None:
+    consumer = FakeConsumer()
+    loop = EventConsumer(consumer, FakeProducer(), InMemoryChannelLayer(), dlq_topic="dlq")  # type: ignore[arg-type]
+    result = await loop.run_once()
+    assert result.records == 0
+    assert consumer.commits == []
+
+
+async def test_stop_finishes_the_batch_then_closes(alice: User) -> None:
+    consumer = FakeConsumer()
+    consumer.batches.append([record(b"x", offset=0, key=b"1")])
+    loop = EventConsumer(consumer, FakeProducer(), InMemoryChannelLayer(), dlq_topic="dlq")  # type: ignore[arg-type]
+    original = loop.run_once
+
+    async def run_once_then_stop() -> Any:
+        result = await original()
+        loop.request_stop()
+        return result
+
+    loop.run_once = run_once_then_stop  # type: ignore[method-assign]
+    await loop.run()
+    assert consumer.commits == [[("task.events", 0, 1)]]
+    assert consumer.closed
