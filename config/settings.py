@@ -157,7 +157,10 @@ if REDIS_URL:
                 # One layer channel per server process (see realtime/hub.py), so capacity is
                 # per process, not per browser: size it for bursts. Overflow is detected by
                 # position gaps, never trusted to be absent.
-                "hosts": [{"address": REDIS_URL, "max_connections": 1000}],
+                # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s that
+                # channels-redis blocks in BZPOPMIN: an idle receive then fails with
+                # "Timeout reading" at random. The socket must outlive the blocking pop.
+                "hosts": [{"address": REDIS_URL, "max_connections": 1000, "socket_timeout": 30}],
                 "capacity": env_int("TASKSTREAM_LAYER_CAPACITY", 10000, minimum=100),
                 "expiry": 60,
             },

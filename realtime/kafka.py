@@ -47,6 +47,15 @@ def producer_config(**overrides: Any) -> dict[str, Any]:
     return config
 
 
+def ensure_project_topics() -> None:
+    """Create the events, requests and dead-letter topics when missing (idempotent)."""
+    settings = conf.get()
+    ensure_topics(
+        [settings.TOPIC_EVENTS, settings.TOPIC_REQUESTS, settings.TOPIC_DLQ],
+        settings.TOPIC_PARTITIONS,
+    )
+
+
 def ensure_topics(topics: list[str], partitions: int, timeout: float = 30.0) -> None:
     """Create ``topics`` when missing; existing topics are left as they are."""
     admin = AdminClient({"bootstrap.servers": conf.get().require_kafka()})

@@ -14,7 +14,7 @@ from prometheus_client import start_http_server
 
 from realtime import conf
 from realtime.consumer import EventConsumer
-from realtime.kafka import consumer_config, producer_config, subscribe
+from realtime.kafka import consumer_config, ensure_project_topics, producer_config, subscribe
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["metrics_port"]:
             start_http_server(options["metrics_port"], addr="127.0.0.1")
+        ensure_project_topics()
         asyncio.run(run_consumer())
 
 

@@ -32,6 +32,7 @@ def run_relay(flag: StopFlag) -> None:
 
 
 class Command(BaseCommand):
+    # No topic check at start: the relay must run while Kafka is down; that is its job.
     help = "Deliver pending outbox rows (task commands) to Kafka."
 
     def handle(self, *args: Any, **options: Any) -> None:

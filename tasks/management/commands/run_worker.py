@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, Producer
 from django.core.management.base import BaseCommand
 
 from realtime import conf
-from realtime.kafka import consumer_config, producer_config, subscribe
+from realtime.kafka import consumer_config, ensure_project_topics, producer_config, subscribe
 from realtime.management.loop import StopFlag, recycle_db_connection
 from tasks.worker import Worker, task_state_from_db
 
@@ -41,4 +41,5 @@ class Command(BaseCommand):
     help = "Run the demo worker: execute task.requests, publish task.events."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        ensure_project_topics()
         run_worker(StopFlag().install())
