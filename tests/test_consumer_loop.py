@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer
 from django.contrib.auth.models import User
+from django.db import connections
 
 from realtime.consumer import DeadLetterError, EventConsumer
 from realtime.hub import Hub, Subscriber
@@ -15,6 +17,14 @@ from tasks.models import AsyncTask, TaskStatus
 from tests.fakes import FakeConsumer, FakeProducer, event_value, record
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def close_thread_connections() -> AsyncIterator[None]:
+    yield
+    # database_sync_to_async runs in a worker thread whose connection outlives the test;
+    # left open, it blocks dropping the test database at the end of the session.
+    await database_sync_to_async(connections.close_all)()
 
 
 class RecordingLayer(InMemoryChannelLayer):  # type: ignore[misc]
