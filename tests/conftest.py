@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -82,11 +83,13 @@ class Proc:
 
         wait_until(seen, timeout, f"{self.name} to log {text!r}")
 
-    def stop(self, timeout: float = 15.0) -> int | None:
+    def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> int | None:
+        """Signal the process and wait; SIGKILL (exit -9) if it is still alive after
+        ``timeout``. Returns the exit code."""
         if self.popen is None:
             return None
         if self.popen.poll() is None:
-            self.popen.terminate()
+            self.popen.send_signal(sig)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def embedded(tmp_path: Path) -> Iterator[str]:
         proc.wait_log("Taskstream is running at", timeout=60)
         yield base
     finally:
-        assert proc.stop() == 0, proc.log()[-3000:]
+        # Ctrl-C is how a person stops `make run`.
+        assert proc.stop(sig=signal.SIGINT) == 0, proc.log()[-3000:]
         assert "Taskstream stopped." in proc.log()
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +79,11 @@ def test_a_task_reaches_its_owner_in_order_with_real_positions(
     alice_stream = open_stream(stack, alice)
     bob_stream = open_stream(stack, bob)
     streams += [alice_stream, bob_stream]
+    headers = alice_stream.response_headers
+    assert headers is not None
+    assert headers["content-type"].startswith("text/event-stream")
+    assert "no-cache" in headers["cache-control"]
+    assert headers["x-accel-buffering"] == "no"
 
     alice_task = create_task(stack, alice, {"steps": 4, "step_ms": 50})["id"]
     bob_task = create_task(stack, bob, {"steps": 2, "step_ms": 50})["id"]
@@ -275,3 +281,20 @@ def test_a_task_created_while_kafka_is_down_is_enqueued_once_it_is_back(
     assert [(c["command"], c["task_id"]) for c in commands] == [("task.requested", created["id"])]
     assert records[0].key() == created["id"].encode()
     assert AsyncTask.objects.get(id=created["id"]).status == TaskStatus.PENDING
+
+
+@pytest.mark.parametrize(
+    ("name", "ready"), [("consumer", "task.events"), ("worker", "task.requests")]
+)
+def test_sigterm_stops_a_command_cleanly_within_10_seconds(
+    stack: Stack, name: str, ready: str
+) -> None:
+    proc: Proc = getattr(stack, name)
+    started = time.monotonic()
+    code = proc.stop(timeout=10)  # SIGTERM; a process still alive after 10 s is killed (-9)
+    elapsed = time.monotonic() - started
+    assert code == 0, proc.log()[-2000:]
+    assert elapsed < 10
+    assert "stopped" in proc.log()
+    proc.start()
+    proc.wait_log(f"assigned {ready}")
