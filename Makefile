@@ -44,3 +44,28 @@ test-unit: install
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
+
+## Benchmarks against peers (bench/, issue #4): writes docs/benchmarks.md and docs/benchmarks-*.png.
+## `bench` is the full run (< 15 min), `bench-quick` the small one (< 3 min).
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+BENCH_STAMP := $(VENV)/.bench-$(shell cat bench/requirements.txt | cksum | cut -d' ' -f1)
+
+$(BENCH_STAMP): bench/requirements.txt $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	@rm -f $(VENV)/.bench-*
+	@touch $(BENCH_STAMP)
+
+bench-deps: install $(BENCH_STAMP)
+	cd bench && $(GO) build -o .build/loadclient ./loadclient && $(GO) build -o .build/gohub ./peers/gohub
+
+bench: bench-deps
+	PYTHON=$(PY) scripts/services up
+	eval "$$(PYTHON=$(PY) scripts/services env)" && $(PY) bench/run.py --mode full
+	$(PY) bench/report.py --mode full
+
+bench-quick: bench-deps
+	PYTHON=$(PY) scripts/services up
+	eval "$$(PYTHON=$(PY) scripts/services env)" && $(PY) bench/run.py --mode quick
+	$(PY) bench/report.py --mode quick
+
+.PHONY: bench bench-quick bench-deps

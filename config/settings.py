@@ -224,6 +224,18 @@ TASKSTREAM: dict[str, Any] = {
     "OUTBOX_POLL_SECONDS": env_float("TASKSTREAM_OUTBOX_POLL_SECONDS", 0.2, minimum=0.01),
     "AUTH_COOKIE": env_str("TASKSTREAM_AUTH_COOKIE", "taskstream_access"),
     "AUTH_COOKIE_SECURE": env_bool("TASKSTREAM_AUTH_COOKIE_SECURE", not DEBUG),
+    # The hot store (realtime/store.py) lives in the same Redis as the channel layer.
+    "REDIS_URL": REDIS_URL,
+    "REPLAY_MAX_EVENTS": env_int("TASKSTREAM_REPLAY_MAX_EVENTS", 1000, minimum=10),
+    "REPLAY_TTL_SECONDS": env_int("TASKSTREAM_REPLAY_TTL_SECONDS", 7 * 86400, minimum=60),
+    "REPLAY_PAGE": env_int("TASKSTREAM_REPLAY_PAGE", 500, minimum=1),
+    "REPLAY_MAX_SCAN": env_int("TASKSTREAM_REPLAY_MAX_SCAN", 200_000, minimum=0),
+    "MAX_STREAMS_PER_USER": env_int("TASKSTREAM_MAX_STREAMS_PER_USER", 5, minimum=1),
+    "STREAM_OPENS_PER_MINUTE": env_int("TASKSTREAM_STREAM_OPENS_PER_MINUTE", 120, minimum=1),
+    "STREAM_MAX_SECONDS": env_float("TASKSTREAM_STREAM_MAX_SECONDS", 1800.0, minimum=1.0),
+    "SEND_TIMEOUT_SECONDS": env_float("TASKSTREAM_SEND_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+    "DRAIN_SECONDS": env_float("TASKSTREAM_DRAIN_SECONDS", 10.0, minimum=0.0),
+    "CORS_ALLOWED_ORIGINS": tuple(env_list("TASKSTREAM_CORS_ALLOWED_ORIGINS")),
 }
 
 LOGGING = {

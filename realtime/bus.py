@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any, TypedDict
 
 from realtime.events import TaskEvent
@@ -25,7 +25,9 @@ def user_group(user_id: int) -> str:
     return f"ts.user.{user_id}"
 
 
-# (source, partition, offset, frame): lists, not tuples, survive msgpack unchanged.
+# [source, partition, offset, prev, epoch, body]: lists, not tuples, survive msgpack.
+# ``prev`` is the offset of the user's previous event in that partition (see
+# realtime.store): a stream that sent less than ``prev`` has a hole to fill first.
 BusItem = list[Any]
 
 
@@ -35,19 +37,19 @@ class BusMessage(TypedDict):
     events: list[BusItem]
 
 
-def to_item(event: TaskEvent) -> BusItem:
+def to_item(event: TaskEvent, prev: int, epoch: str) -> BusItem:
     pos = event.position
-    return [pos.source, pos.partition, pos.offset, event.sse_frame()]
+    return [pos.source, pos.partition, pos.offset, prev, epoch, event.sse_body()]
 
 
-async def publish(layer: Any, events: Iterable[TaskEvent]) -> int:
+async def publish(layer: Any, events: Sequence[TaskEvent], prevs: Sequence[int], epoch: str) -> int:
     """Send ``events`` to their owners' groups; return the number of layer messages sent.
 
     Events of one user go in one message, in order; different users go concurrently.
     """
     by_user: dict[int, list[BusItem]] = defaultdict(list)
-    for event in events:
-        by_user[event.user_id].append(to_item(event))
+    for event, prev in zip(events, prevs, strict=True):
+        by_user[event.user_id].append(to_item(event, prev, epoch))
     if not by_user:
         return 0
     gate = asyncio.Semaphore(MAX_CONCURRENT_SENDS)

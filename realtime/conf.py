@@ -31,6 +31,17 @@ class TaskstreamSettings:
     OUTBOX_POLL_SECONDS: float
     AUTH_COOKIE: str
     AUTH_COOKIE_SECURE: bool
+    REDIS_URL: str
+    REPLAY_MAX_EVENTS: int
+    REPLAY_TTL_SECONDS: int
+    REPLAY_PAGE: int
+    REPLAY_MAX_SCAN: int
+    MAX_STREAMS_PER_USER: int
+    STREAM_OPENS_PER_MINUTE: int
+    STREAM_MAX_SECONDS: float
+    SEND_TIMEOUT_SECONDS: float
+    DRAIN_SECONDS: float
+    CORS_ALLOWED_ORIGINS: tuple[str, ...]
 
     def require_kafka(self) -> str:
         """Return the bootstrap servers, or fail loudly when none are configured."""

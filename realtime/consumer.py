@@ -4,9 +4,10 @@ Per batch, in this order (the order is the guarantee):
 1. adapt each record (pure); poison records are collected for the dead-letter topic;
 2. apply the valid events to task state in one transaction (idempotent);
 3. produce poison and rejected records to the dead-letter topic and wait for the acks;
-4. push the deliverable events into the Channels layer;
-5. commit the offsets after the batch.
-A crash anywhere before 5 re-reads the batch on restart: state changes nothing the second
+4. store the deliverable events in the hot store (replay, and holes to fill);
+5. push them into the Channels layer;
+6. record the partitions' heads, then commit the offsets after the batch.
+A crash anywhere before 6 re-reads the batch on restart: state changes nothing the second
 time, streams drop positions they already sent, so nothing is lost and nothing repeats.
 The loop is driven one batch at a time (``run_once``) so tests never start a forever loop.
 """
@@ -14,6 +15,7 @@ The loop is driven one batch at a time (``run_once``) so tests never start a for
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from realtime import bus, metrics
 from realtime.adapter import InvalidRecord, adapt
 from realtime.events import TaskEvent
+from realtime.store import HotStore
 from tasks.services import Applied, Outcome, apply_events
 
 logger = logging.getLogger(__name__)
@@ -54,19 +57,23 @@ class EventConsumer:
         consumer: Consumer,
         dlq_producer: Producer,
         layer: Any,
+        store: HotStore,
         *,
+        epoch: str,
         dlq_topic: str,
         batch_size: int = 500,
         poll_timeout: float = 0.2,
-        apply: Callable[[Sequence[TaskEvent]], list[Applied]] = apply_events,
+        apply: Callable[..., list[Applied]] = apply_events,
     ) -> None:
         self.consumer = consumer
         self.dlq_producer = dlq_producer
         self.layer = layer
+        self.store = store
+        self.epoch = epoch
         self.dlq_topic = dlq_topic
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
-        self._apply = database_sync_to_async(apply)
+        self._apply = database_sync_to_async(functools.partial(apply, epoch=epoch))
         # librdkafka calls block; one dedicated thread keeps them off the event loop and
         # in one thread, which the consumer handle prefers.
         self._kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
@@ -131,9 +138,11 @@ class EventConsumer:
             result.dead_lettered = len(dead)
             metrics.CONSUMER_RECORDS.labels("dead_lettered").inc(len(dead))
 
-        sent = await bus.publish(self.layer, deliverable)
+        prevs = await self.store.append(deliverable)
+        sent = await bus.publish(self.layer, deliverable, prevs, self.epoch)
         metrics.LAYER_MESSAGES.inc(sent)
         result.delivered = len(deliverable)
+        await self.store.set_heads(_heads(records))
 
         await loop.run_in_executor(self._kafka_thread, self._commit, records)
         metrics.CONSUMER_BATCHES.inc()
@@ -163,12 +172,8 @@ class EventConsumer:
             raise DeadLetterError(f"{remaining} dead-letter record(s) not acknowledged")
 
     def _commit(self, records: Sequence[Record]) -> None:
-        next_offsets: dict[tuple[str, int], int] = {}
-        for record in records:
-            key = (str(record.topic()), int(record.partition() or 0))
-            next_offsets[key] = max(next_offsets.get(key, 0), int(record.offset() or 0) + 1)
         self.consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
+            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in _heads(records).items()],
             asynchronous=False,
         )
 
@@ -179,6 +184,15 @@ class EventConsumer:
         await loop.run_in_executor(self._kafka_thread, self.consumer.close)
         await loop.run_in_executor(self._kafka_thread, self.dlq_producer.flush, 10.0)
         self._kafka_thread.shutdown(wait=True)
+
+
+def _heads(records: Sequence[Record]) -> dict[tuple[str, int], int]:
+    """The highest offset per partition in ``records``."""
+    heads: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (str(record.topic()), int(record.partition() or 0))
+        heads[key] = max(heads.get(key, -1), int(record.offset() or 0))
+    return heads
 
 
 def _valid(records: Sequence[Record], dead: list[tuple[Record, str]]) -> list[Record]:

@@ -107,7 +107,7 @@ def run(host: str, port: int) -> None:
         thread.start()
 
     async def serve() -> None:
-        event_consumer = build_event_consumer()
+        event_consumer = await build_event_consumer()
         consuming = asyncio.create_task(event_consumer.run(), name="consume-events")
         from config.asgi import application
 

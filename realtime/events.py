@@ -78,11 +78,12 @@ class TaskEvent:
             "data": self.data,
         }
 
-    def sse_frame(self) -> str:
+    def sse_body(self) -> str:
+        """The SSE frame without its `id:` line: the stream prefixes the resume cursor,
+        which depends on what that stream has delivered (``realtime.cursor``)."""
         return encode_sse(
             data=json.dumps(self.envelope(), separators=(",", ":"), ensure_ascii=False),
             event=EVENT_TYPES[self.event_type].sse_event,
-            event_id=str(self.position),
         )
 
 

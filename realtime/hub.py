@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import weakref
 from collections import deque
 from typing import Any
@@ -28,34 +29,27 @@ LAYER_RETRY_SECONDS = 1.0
 
 
 class Subscriber:
-    """One stream's buffer: frames in Kafka order, bounded, deduplicated by position."""
+    """One stream's inbox: bus items in arrival order, bounded. The stream itself drops
+    positions it already sent and fills holes (realtime.stream), so this stays dumb."""
 
-    __slots__ = ("closed_reason", "frames", "last", "limit", "user_id", "wake")
+    __slots__ = ("closed_reason", "items", "limit", "user_id", "wake")
 
     def __init__(self, user_id: int, limit: int) -> None:
         self.user_id = user_id
         self.limit = limit
-        self.frames: deque[str] = deque()
+        self.items: deque[BusItem] = deque()
         self.wake = asyncio.Event()
-        # Highest offset delivered per (source, partition): a redelivered record (consumer
-        # restart before its commit) is dropped here, so a stream never repeats an id.
-        self.last: dict[tuple[str, int], int] = {}
         self.closed_reason: str | None = None
 
     def offer(self, items: list[BusItem]) -> None:
         if self.closed_reason is not None:
             return
-        for source, partition, offset, frame in items:
-            key = (source, partition)
-            if offset <= self.last.get(key, -1):
-                metrics.STREAM_DUPLICATES_DROPPED.inc()
-                continue
-            if len(self.frames) >= self.limit:
-                self.close("overflow")
-                metrics.STREAM_OVERFLOWS.inc()
-                return
-            self.last[key] = offset
-            self.frames.append(frame)
+        if len(self.items) + len(items) > self.limit:
+            # Never thin a stream: end it, and let the client resume from its last id.
+            metrics.STREAM_OVERFLOWS.inc()
+            self.close("overflow")
+            return
+        self.items.extend(items)
         self.wake.set()
 
     def close(self, reason: str) -> None:
@@ -63,17 +57,17 @@ class Subscriber:
             self.closed_reason = reason
         self.wake.set()
 
-    async def next_frames(self, wait: float) -> list[str]:
-        """Wait up to ``wait`` seconds for frames; return all that are buffered (maybe none)."""
-        if not self.frames and self.closed_reason is None:
+    async def next_items(self, wait: float) -> list[BusItem]:
+        """Wait up to ``wait`` seconds for items; return all that are queued (maybe none)."""
+        if not self.items and self.closed_reason is None:
             self.wake.clear()
             try:
                 await asyncio.wait_for(self.wake.wait(), wait)
             except TimeoutError:
                 return []
-        frames = list(self.frames)
-        self.frames.clear()
-        return frames
+        items = list(self.items)
+        self.items.clear()
+        return items
 
 
 class Hub:
@@ -87,6 +81,7 @@ class Hub:
         self._receiver: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._started = asyncio.Lock()
+        self.draining = False
 
     async def _ensure_started(self) -> str:
         async with self._started:
@@ -163,6 +158,18 @@ class Hub:
         for members in self.by_user.values():
             for subscriber in members:
                 subscriber.close(reason)
+
+    def drain(self, window: float) -> None:
+        """Refuse new streams and end every open one at a random moment within ``window``
+        seconds, so their reconnects spread over the other nodes instead of arriving at
+        once."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        for subscriber in self.subscribers():
+            loop.call_later(random.uniform(0, window), subscriber.close, "drain")
+
+    def subscribers(self) -> list[Subscriber]:
+        return [s for members in self.by_user.values() for s in members]
 
     async def stop(self) -> None:
         for task in (self._receiver, self._refresher):

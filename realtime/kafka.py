@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -45,6 +45,24 @@ def producer_config(**overrides: Any) -> dict[str, Any]:
     }
     config.update(overrides)
     return config
+
+
+def topic_epoch(topic: str, timeout: float = 30.0) -> str:
+    """The topic's identity: its Kafka topic id, which changes when the topic is deleted
+    and created again (offsets then restart). Falls back to the cluster id where the
+    broker cannot describe topics (librdkafka's mock cluster)."""
+    admin = AdminClient({"bootstrap.servers": conf.get().require_kafka()})
+    try:
+        futures = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)
+        topic_id = str(futures[topic].result().topic_id)
+        if topic_id and topic_id != "AAAAAAAAAAAAAAAAAAAAAA":
+            # Kafka prints ids in standard base64; the URL-safe alphabet keeps `+` and `/`
+            # out of SSE ids and query strings.
+            return topic_id.replace("+", "-").replace("/", "_")
+    except Exception:
+        logger.info("cannot describe topic %s; using the cluster id as its epoch", topic)
+    cluster_id = admin.list_topics(timeout=timeout).cluster_id or "unknown"
+    return cluster_id.replace("+", "-").replace("/", "_")
 
 
 def ensure_project_topics() -> None:

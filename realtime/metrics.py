@@ -12,6 +12,11 @@ STREAMS_REJECTED = Counter(
 )
 STREAM_FRAMES_SENT = Counter("taskstream_stream_events_sent_total", "Events written to streams")
 STREAM_HEARTBEATS = Counter("taskstream_stream_heartbeats_total", "Heartbeats written")
+REPLAYS = Counter("taskstream_replays_total", "Replay reads, by where they were served", ["source"])
+STREAM_RESETS = Counter("taskstream_stream_resets_total", "stream-reset events sent", ["reason"])
+STREAM_GAPS_FILLED = Counter(
+    "taskstream_stream_gaps_filled_total", "Holes in a live stream filled from replay"
+)
 STREAM_DUPLICATES_DROPPED = Counter(
     "taskstream_stream_duplicates_dropped_total",
     "Events not written because the stream had already sent that position",

@@ -6,6 +6,11 @@ one message at a time, so a ``handle()`` that loops forever never sees ``http.di
 task and returns to the receive loop: the disconnect arrives while the writer streams, and
 cancels it. It never joins the channel layer itself; the process's hub does that once per
 user (``realtime.hub``). No ORM call happens here: authentication is a stateless JWT check.
+
+Delivery, in the writer: join the hub first (live events queue from then on), then plan
+the resume from the hot store, replay, and go live. Every write goes through ``_deliver``,
+which drops positions already sent and fills any hole first, so the replay/live seam has
+no gap and no duplicate, whatever order things arrive in.
 """
 
 from __future__ import annotations
@@ -14,16 +19,31 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
+import uuid
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 
 from realtime import conf, metrics
 from realtime.auth import AuthFailed, StreamUser, authenticate
+from realtime.bus import BusItem
+from realtime.cursor import Cursor, CursorError, PartitionKey, parse
 from realtime.events import encode_sse
 from realtime.hub import Hub, Subscriber, get_hub
+from realtime.replay import (
+    KafkaReplayer,
+    ResumePlan,
+    ResumeRefused,
+    Unfillable,
+    backfill,
+    get_kafka_replayer,
+    plan_resume,
+)
+from realtime.store import UNKNOWN_PREV, HotStore, StoredEvent, get_store
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +52,23 @@ STREAM_HEADERS = [
     (b"cache-control", b"no-cache, no-store"),
     (b"x-accel-buffering", b"no"),
 ]
+RESUMED_FROM_HEADER = b"taskstream-resumed-from"
+
+
+class SlowClient(Exception):
+    """A write did not complete within SEND_TIMEOUT_SECONDS."""
 
 
 class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels is untyped
     user: StreamUser
     subscriber: Subscriber
     hub: Hub
+    store: HotStore
+    kafka: KafkaReplayer
+    plan: ResumePlan
+    lease: str
     writer: asyncio.Task[None] | None = None
+    attached = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Receive loop without a per-connection layer channel.
@@ -66,27 +96,67 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         if message.get("more_body") or self.writer is not None:
             return
         if self.scope.get("method") not in ("GET", "HEAD"):
-            await self._json_error(405, "Method not allowed; use GET.", "method_not_allowed")
-            raise StopConsumer
+            await self._refuse(405, "method_not_allowed", "Use GET.")
         try:
             self.user = authenticate(self.scope)
         except AuthFailed as exc:
-            metrics.STREAMS_REJECTED.labels(exc.code).inc()
-            await self._json_error(
-                401, exc.detail, exc.code, [(b"www-authenticate", exc.www_authenticate().encode())]
-            )
-            raise StopConsumer from None
+            auth = [(b"www-authenticate", exc.www_authenticate().encode())]
+            await self._refuse(401, exc.code, exc.detail, auth)
+        try:
+            requested = self._requested_cursor()
+        except CursorError as exc:
+            await self._refuse(400, "bad_cursor", f"Last-Event-ID is not a cursor: {exc}")
 
         settings = conf.get()
-        self.subscriber = Subscriber(self.user.user_id, settings.STREAM_QUEUE_SIZE)
+        self.store = get_store()
+        self.kafka = get_kafka_replayer()
         self.hub = get_hub()
-        # Join before the first byte: an event produced after the client sees the stream
-        # open is then guaranteed to reach this subscriber.
+        opens = await self.store.count_hit(f"open:{self.user.user_id}", 60)
+        if opens > settings.STREAM_OPENS_PER_MINUTE:
+            retry = str(60 - int(time.time()) % 60)
+            await self._refuse(
+                429,
+                "throttled",
+                "Too many stream opens; retry later.",
+                [(b"retry-after", retry.encode())],
+            )
+        self.lease = uuid.uuid4().hex
+        if not await self.store.acquire_lease(
+            self.user.user_id, self.lease, settings.MAX_STREAMS_PER_USER, self._lease_ttl()
+        ):
+            await self._refuse(
+                429,
+                "too_many_streams",
+                f"At most {settings.MAX_STREAMS_PER_USER} concurrent streams per user.",
+                [(b"retry-after", b"5")],
+            )
+
+        # Join before reading the store: an event stored after the read then arrives live,
+        # and one stored before it is in the read. Either way, none falls between.
+        if self.hub.draining:
+            # This node is shutting down: a 200 that ends at once makes the browser retry
+            # (through the load balancer, elsewhere); a 503 would make EventSource give up.
+            await self.send_headers(status=200, headers=STREAM_HEADERS)
+            await self.send_body(encode_sse(retry_ms=settings.RETRY_MS).encode())
+            raise StopConsumer
+        self.subscriber = Subscriber(self.user.user_id, settings.STREAM_QUEUE_SIZE)
         await self.hub.attach(self.subscriber)
-        await self.send_headers(status=200, headers=STREAM_HEADERS)
+        self.attached = True
+        try:
+            self.plan = await plan_resume(self.store, self.user.user_id, requested)
+        except ResumeRefused as exc:
+            await self._refuse(exc.status, exc.code, exc.detail)
+
+        headers = [*STREAM_HEADERS, (RESUMED_FROM_HEADER, self.plan.resumed_from.encode())]
+        await self.send_headers(status=200, headers=headers)
         opening = encode_sse(retry_ms=settings.RETRY_MS, comment="taskstream") + encode_sse(
             event="stream-open", data=json.dumps({"user_id": self.user.user_id})
         )
+        if self.plan.reset is not None:
+            # The first event says the request could not be honoured, and from where the
+            # stream resumes instead: never a silent jump.
+            metrics.STREAM_RESETS.labels(self.plan.reset["reason"]).inc()
+            opening += encode_sse(event="stream-reset", data=json.dumps(self.plan.reset))
         await self.send_body(opening.encode(), more_body=True)
         metrics.STREAMS_OPENED.inc()
         self.writer = asyncio.create_task(self._write_loop(), name="sse-writer")
@@ -94,44 +164,166 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
     async def http_disconnect(self, message: dict[str, Any]) -> None:
         raise StopConsumer
 
+    def _requested_cursor(self) -> Cursor | None:
+        # The header wins: EventSource re-sends the page's query string on every automatic
+        # reconnect, so the query value is stale after the first one.
+        for name, value in self.scope.get("headers", ()):
+            if name == b"last-event-id":
+                text = bytes(value).decode("latin-1").strip()
+                return parse(text) if text else None
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        values = query.get("last_event_id")
+        return parse(values[-1]) if values and values[-1] else None
+
+    def _lease_ttl(self) -> float:
+        settings = conf.get()
+        return 3 * settings.HEARTBEAT_SECONDS + settings.SEND_TIMEOUT_SECONDS
+
+    # --- the writer -------------------------------------------------------------------
+
     async def _write_loop(self) -> None:
         settings = conf.get()
-        heartbeat = settings.HEARTBEAT_SECONDS
-        subscriber = self.subscriber
-        reason = "server"
+        self.cursor = self.plan.cursor.copy()
+        lifetime = settings.STREAM_MAX_SECONDS * random.uniform(0.8, 1.0)
+        deadline = min(self.user.expires_at, time.time() + lifetime)
+        reason = "lifetime"
+        renewed = time.monotonic()
         try:
+            await self._replay()
             while True:
-                remaining = self.user.expires_at - time.time()
-                if remaining <= 0:
-                    reason = "token-expired"
+                now = time.time()
+                if now >= deadline:
+                    reason = "token-expired" if now >= self.user.expires_at else "lifetime"
                     break
-                frames = await subscriber.next_frames(min(heartbeat, remaining))
+                wait = min(settings.HEARTBEAT_SECONDS, deadline - now)
+                items = await self.subscriber.next_items(wait)
                 if time.time() >= self.user.expires_at:
-                    # Nothing that arrives after the token expired is delivered.
-                    reason = "token-expired"
+                    reason = "token-expired"  # nothing that arrives after expiry goes out
                     break
-                if frames:
-                    await self.send_body("".join(frames).encode(), more_body=True)
-                    metrics.STREAM_FRAMES_SENT.inc(len(frames))
-                elif subscriber.closed_reason is None:
-                    beat = encode_sse(event="heartbeat", data=json.dumps({"t": int(time.time())}))
-                    await self.send_body(beat.encode(), more_body=True)
-                    metrics.STREAM_HEARTBEATS.inc()
-                if subscriber.closed_reason is not None:
-                    reason = subscriber.closed_reason
+                if items:
+                    await self._deliver_items(items)
+                if self.subscriber.closed_reason is not None:
+                    reason = self.subscriber.closed_reason
                     break
-            # Ending the 200 response cleanly makes EventSource reconnect with Last-Event-ID.
-            await self.send_body(b"", more_body=False)
+                if not items:
+                    await self._heartbeat()
+                if time.monotonic() - renewed >= settings.HEARTBEAT_SECONDS:
+                    await self.store.acquire_lease(
+                        self.user.user_id,
+                        self.lease,
+                        settings.MAX_STREAMS_PER_USER,
+                        self._lease_ttl(),
+                    )
+                    renewed = time.monotonic()
+            # A clean end of the 200 response makes EventSource reconnect with its
+            # Last-Event-ID after the `retry:` delay.
+            await self._send(encode_sse(retry_ms=settings.RETRY_MS), final=True)
         except asyncio.CancelledError:
             reason = "client-gone"
             raise
+        except SlowClient:
+            # Abandon the response: the server closes the socket, and the client resumes
+            # from its last id (memory is freed, nothing is lost).
+            reason = "slow-client"
+        except Unfillable as exc:
+            reason = f"unfillable-{exc.reason}"
+            await self._end_quietly()
         except Exception:
             reason = "error"
             logger.exception("stream of user %s failed", self.user.user_id)
-            await self.send_body(b"", more_body=False)
+            await self._end_quietly()
         finally:
             metrics.STREAMS_CLOSED.labels(reason).inc()
             logger.debug("stream of user %s ended: %s", self.user.user_id, reason)
+
+    async def _replay(self) -> None:
+        keys = list(self.cursor.offsets)
+        if self.plan.from_earliest:
+            source = conf.get().TOPIC_EVENTS
+            keys = [k for k in await self.store.last(self.user.user_id) if k[0] == source]
+        for key in keys:
+            events = await backfill(
+                self.store,
+                self.kafka,
+                self.user.user_id,
+                key,
+                self.cursor.offsets.get(key, -1),
+                accept_incomplete=self.plan.from_earliest,
+            )
+            await self._write_events(events, self.cursor.epochs.get(key[0]))
+
+    async def _deliver_items(self, items: list[BusItem]) -> None:
+        chunks: list[str] = []
+        for source, partition, offset, prev, epoch, body in items:
+            key = (source, partition)
+            known_epoch = self.cursor.epochs.get(source)
+            if known_epoch not in (None, epoch, "unknown"):
+                self.subscriber.close("epoch-changed")
+                break
+            sent = self.cursor.offsets.get(key, -1)
+            if offset <= sent:
+                metrics.STREAM_DUPLICATES_DROPPED.inc()
+                continue
+            if prev != UNKNOWN_PREV and prev > sent:
+                # The layer lost something between what we sent and this event.
+                if chunks:
+                    await self._send("".join(chunks))
+                    chunks = []
+                metrics.STREAM_GAPS_FILLED.inc()
+                missing = await backfill(
+                    self.store, self.kafka, self.user.user_id, key, sent, offset
+                )
+                await self._write_events(missing, epoch)
+            self.cursor.advance(source, partition, offset, epoch)
+            chunks.append(f"id: {self.cursor}\n{body}")
+        if chunks:
+            await self._send("".join(chunks))
+            metrics.STREAM_FRAMES_SENT.inc(len(chunks))
+
+    async def _write_events(self, events: list[StoredEvent], epoch: str | None) -> None:
+        chunks: list[str] = []
+        for event in events:
+            key = (event.source, event.partition)
+            if event.offset <= self.cursor.offsets.get(key, -1):
+                continue
+            self.cursor.advance(event.source, event.partition, event.offset, epoch or "unknown")
+            chunks.append(f"id: {self.cursor}\n{event.body}")
+        if chunks:
+            await self._send("".join(chunks))
+            metrics.STREAM_FRAMES_SENT.inc(len(chunks))
+
+    async def _heartbeat(self) -> None:
+        """A named event page JavaScript can see, preceded, when the user's partitions
+        moved on without them, by an id-only frame that advances the client's cursor, so
+        a reconnect does not rescan other users' records."""
+        keys: list[PartitionKey] = list(self.cursor.offsets)
+        heads = await self.store.heads(keys)
+        advanced = False
+        for key, head in heads.items():
+            sent = self.cursor.offsets.get(key, -1)
+            if head > sent:
+                # Anything of ours up to the head goes out first, then the id moves on.
+                missing = await backfill(
+                    self.store, self.kafka, self.user.user_id, key, sent, head + 1
+                )
+                await self._write_events(missing, self.cursor.epochs.get(key[0]))
+                self.cursor.advance(key[0], key[1], head, self.cursor.epochs.get(key[0], "unknown"))
+                advanced = True
+        frame = f"id: {self.cursor}\n\n" if advanced else ""
+        frame += encode_sse(event="heartbeat", data=json.dumps({"t": int(time.time())}))
+        await self._send(frame)
+        metrics.STREAM_HEARTBEATS.inc()
+
+    async def _send(self, text: str, *, final: bool = False) -> None:
+        try:
+            async with asyncio.timeout(conf.get().SEND_TIMEOUT_SECONDS):
+                await self.send_body(text.encode(), more_body=not final)
+        except TimeoutError:
+            raise SlowClient from None
+
+    async def _end_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._send("", final=True)
 
     async def _finish(self) -> None:
         if self.writer is not None:
@@ -139,15 +331,22 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             # The writer logs its own failures; here it only has to be finished.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.writer
+        if self.attached:
             await self.hub.detach(self.subscriber)
+        if hasattr(self, "lease"):
+            with contextlib.suppress(Exception):
+                await self.store.release_lease(self.user.user_id, self.lease)
 
-    async def _json_error(
+    async def _refuse(
         self,
         status: int,
-        detail: str,
         code: str,
+        detail: str,
         extra_headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
+        """Answer with a JSON error before any stream bytes, and stop."""
+        metrics.STREAMS_REJECTED.labels(code).inc()
         body = json.dumps({"detail": detail, "code": code}).encode()
         headers = [(b"content-type", b"application/json"), *(extra_headers or [])]
         await self.send_response(status, body, headers=headers)
+        raise StopConsumer

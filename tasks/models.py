@@ -43,6 +43,7 @@ class AsyncTask(models.Model):
     last_event_source = models.CharField(max_length=249, blank=True)
     last_event_partition = models.IntegerField(null=True, blank=True)
     last_event_offset = models.BigIntegerField(null=True, blank=True)
+    last_event_epoch = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -57,9 +58,12 @@ class AsyncTask(models.Model):
 
     @property
     def last_event_id(self) -> str | None:
+        """The stream cursor just after this task's last event (usable as
+        ``?last_event_id=`` to open a stream that continues from this state)."""
         if self.last_event_offset is None:
             return None
-        return f"{self.last_event_source}:{self.last_event_partition}:{self.last_event_offset}"
+        position = f"{self.last_event_source}:{self.last_event_partition}:{self.last_event_offset}"
+        return f"{position}@{self.last_event_epoch}" if self.last_event_epoch else position
 
 
 class TaskEventLog(models.Model):

@@ -83,8 +83,11 @@ class Applied:
     reason: str = ""
 
 
-def apply_events(events: Sequence[TaskEvent]) -> list[Applied]:
-    """Apply a batch of events in one transaction; return one outcome per event, in order."""
+def apply_events(events: Sequence[TaskEvent], epoch: str = "") -> list[Applied]:
+    """Apply a batch of events in one transaction; return one outcome per event, in order.
+
+    ``epoch`` is the identity of the events' topic (realtime.kafka.topic_epoch), kept with
+    the task's last position so that position is a complete stream cursor."""
     if not events:
         return []
     user_ids = {e.user_id for e in events}
@@ -138,6 +141,7 @@ def apply_events(events: Sequence[TaskEvent]) -> list[Applied]:
             taken_positions.add((pos.source, pos.partition, pos.offset))
             changed_task = _transition(task, event)
             if changed_task:
+                task.last_event_epoch = epoch
                 changed[event.task_id] = task
             new_logs.append(
                 TaskEventLog(
@@ -173,6 +177,7 @@ _TASK_FIELDS = [
     "last_event_source",
     "last_event_partition",
     "last_event_offset",
+    "last_event_epoch",
 ]
 
 

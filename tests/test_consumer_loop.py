@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from channels.db import database_sync_to_async
@@ -13,6 +13,7 @@ from django.db import connections
 
 from realtime.consumer import DeadLetterError, EventConsumer
 from realtime.hub import Hub, Subscriber
+from realtime.store import MemoryHotStore
 from tasks.models import AsyncTask, TaskStatus
 from tests.fakes import FakeConsumer, FakeProducer, event_value, record
 
@@ -37,6 +38,19 @@ class RecordingLayer(InMemoryChannelLayer):  # type: ignore[misc]
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         self.log.append(f"send {group}")
         await super().group_send(group, message)
+
+
+def make_loop(
+    consumer: FakeConsumer, producer: FakeProducer, layer: Any = None, store: Any = None
+) -> EventConsumer:
+    return EventConsumer(
+        cast(Any, consumer),
+        cast(Any, producer),
+        layer or InMemoryChannelLayer(),
+        store or MemoryHotStore(),
+        epoch="E1",
+        dlq_topic="task.events.dlq",
+    )
 
 
 def create_task(user: User) -> AsyncTask:
@@ -64,7 +78,8 @@ async def test_a_batch_is_applied_pushed_dead_lettered_then_committed(alice: Use
         ]
     )
     dlq = FakeProducer(log=log)
-    loop = EventConsumer(consumer, dlq, layer, dlq_topic="task.events.dlq")  # type: ignore[arg-type]
+    store = MemoryHotStore()
+    loop = make_loop(consumer, dlq, layer, store)
 
     result = await loop.run_once()
 
@@ -80,8 +95,13 @@ async def test_a_batch_is_applied_pushed_dead_lettered_then_committed(alice: Use
     assert log == ["flush", f"send ts.user.{alice.pk}", "commit"]
     assert consumer.commits == [[("task.events", 1, 14)]]
     # The hub's own receive loop hands the layer message to the subscriber.
-    frames = await subscriber.next_frames(1)
-    assert [f.split("\n")[0] for f in frames] == ["id: task.events:1:10", "id: task.events:1:13"]
+    items = await subscriber.next_items(1)
+    assert [(i[2], i[3], i[4]) for i in items] == [(10, -1, "E1"), (13, 10, "E1")]
+    # Stored for replay before the push; heads record everything consumed.
+    assert [
+        e.offset for e in (await store.read_after(alice.pk, ("task.events", 1), -1, 10)).events
+    ] == [10, 13]
+    assert await store.heads([("task.events", 1)]) == {("task.events", 1): 13}
 
     task = await database_sync_to_async(AsyncTask.objects.get)(id=task.id)
     assert task.status == TaskStatus.RUNNING
@@ -93,7 +113,7 @@ async def test_nothing_is_committed_when_the_dead_letter_topic_does_not_ack(alic
     consumer = FakeConsumer()
     consumer.batches.append([record(b"not json", offset=0, key=b"1")])
     dlq = FakeProducer(unacked_on_flush=1)
-    loop = EventConsumer(consumer, dlq, InMemoryChannelLayer(), dlq_topic="dlq")  # type: ignore[arg-type]
+    loop = make_loop(consumer, dlq)
     with pytest.raises(DeadLetterError):
         await loop.run_once()
     assert consumer.commits == []
@@ -101,7 +121,7 @@ async def test_nothing_is_committed_when_the_dead_letter_topic_does_not_ack(alic
 
 async def test_an_empty_poll_commits_nothing() -> None:
     consumer = FakeConsumer()
-    loop = EventConsumer(consumer, FakeProducer(), InMemoryChannelLayer(), dlq_topic="dlq")  # type: ignore[arg-type]
+    loop = make_loop(consumer, FakeProducer())
     result = await loop.run_once()
     assert result.records == 0
     assert consumer.commits == []
@@ -110,7 +130,7 @@ async def test_an_empty_poll_commits_nothing() -> None:
 async def test_stop_finishes_the_batch_then_closes(alice: User) -> None:
     consumer = FakeConsumer()
     consumer.batches.append([record(b"x", offset=0, key=b"1")])
-    loop = EventConsumer(consumer, FakeProducer(), InMemoryChannelLayer(), dlq_topic="dlq")  # type: ignore[arg-type]
+    loop = make_loop(consumer, FakeProducer())
     original = loop.run_once
 
     async def run_once_then_stop() -> Any:

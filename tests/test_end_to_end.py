@@ -19,6 +19,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from realtime import conf
+from realtime.kafka import topic_epoch
 from tasks.models import AsyncTask, OutboxMessage, TaskEventLog, TaskStatus
 from tests.conftest import ROOT, Proc, Stack, access_token, free_port
 from tests.fakes import event_value
@@ -103,7 +104,10 @@ def test_a_task_reaches_its_owner_in_order_with_real_positions(
     assert [json.loads(e.data)["data"].get("progress") for e in received[1:5]] == [25, 50, 75, 100]
     # Each id is the record's real position in Kafka, read back from the topic itself.
     real = positions_by_event_id()
-    assert [e.id for e in received] == [real[json.loads(e.data)["event_id"]] for e in received]
+    epoch = topic_epoch(conf.get().TOPIC_EVENTS)
+    assert [e.id for e in received] == [
+        f"{real[json.loads(e.data)['event_id']]}@{epoch}" for e in received
+    ]
     # Isolation: each stream holds only its owner's events.
     assert {json.loads(e.data)["user_id"] for e in alice_stream.of_type("task.")} == {alice.pk}
     assert {json.loads(e.data)["user_id"] for e in bob_stream.of_type("task.")} == {bob.pk}
@@ -222,7 +226,7 @@ def test_consume_events_killed_and_restarted_loses_nothing_and_repeats_nothing(
     stream.wait_for(lambda r: len(task_events(r, str(task.id))) >= 300, 90)
     received = task_events(stream, str(task.id))
     assert [json.loads(e.data)["data"]["message"] for e in received] == [str(n) for n in range(300)]
-    offsets = [int(e.id.rsplit(":", 1)[1]) for e in received if e.id]
+    offsets = [int(e.id.split("@")[0].rsplit(":", 1)[1]) for e in received if e.id]
     assert offsets == sorted(set(offsets))  # strictly increasing: no repeat, no reorder
     assert TaskEventLog.objects.filter(task=task).count() == 300
 

@@ -34,7 +34,7 @@ def test_retry_and_comment_frames() -> None:
     assert parse(frame) == [3000]
 
 
-def test_an_event_frame_carries_position_type_and_envelope() -> None:
+def test_an_event_body_carries_type_and_envelope() -> None:
     event = TaskEvent(
         event_id=str(uuid.uuid4()),
         event_type="task.progress",
@@ -46,7 +46,7 @@ def test_an_event_frame_carries_position_type_and_envelope() -> None:
         data={"progress": 5, "message": "multi\nline ünïcode"},
         position=Position("task.events", 1, 77),
     )
-    [parsed] = parse(event.sse_frame())
+    [parsed] = parse(f"id: {event.position}\n" + event.sse_body())
     assert isinstance(parsed, SSEEvent)
     assert parsed.id == "task.events:1:77"
     assert parsed.event == "task.progress"

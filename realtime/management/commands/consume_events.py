@@ -14,7 +14,14 @@ from prometheus_client import start_http_server
 
 from realtime import conf
 from realtime.consumer import EventConsumer
-from realtime.kafka import consumer_config, ensure_project_topics, producer_config, subscribe
+from realtime.kafka import (
+    consumer_config,
+    ensure_project_topics,
+    producer_config,
+    subscribe,
+    topic_epoch,
+)
+from realtime.store import get_store
 
 logger = logging.getLogger(__name__)
 
@@ -32,21 +39,28 @@ class Command(BaseCommand):
         asyncio.run(run_consumer())
 
 
-def build_event_consumer() -> EventConsumer:
+async def build_event_consumer() -> EventConsumer:
     settings = conf.get()
+    loop = asyncio.get_running_loop()
+    epoch = await loop.run_in_executor(None, topic_epoch, settings.TOPIC_EVENTS)
+    store = get_store()
+    await store.set_epoch(settings.TOPIC_EVENTS, epoch)
+    logger.info("epoch of %s is %s", settings.TOPIC_EVENTS, epoch)
     consumer = Consumer(consumer_config(settings.CONSUMER_GROUP))
     subscribe(consumer, [settings.TOPIC_EVENTS])
     return EventConsumer(
         consumer,
         Producer(producer_config()),
         get_channel_layer(),
+        store,
+        epoch=epoch,
         dlq_topic=settings.TOPIC_DLQ,
         batch_size=settings.CONSUMER_BATCH,
     )
 
 
 async def run_consumer() -> None:
-    event_consumer = build_event_consumer()
+    event_consumer = await build_event_consumer()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, event_consumer.request_stop)

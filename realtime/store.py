@@ -1,0 +1,366 @@
+"""The hot store: recent events per user, partition heads, epochs and stream leases.
+
+``consume_events`` writes each user's events here before pushing them live, so a stream
+can replay what a client missed without touching Kafka, and can fill a hole left by a
+message the channel layer dropped. Redis in production; an in-process twin for the
+embedded mode and unit tests. Both keep the same contract, tested together.
+
+Per user and partition, events are kept in order with the offset of the user's previous
+event in that partition (``prev``): a stream that sees ``prev`` above the last offset it
+sent knows it missed something.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+import weakref
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from realtime import conf
+from realtime.cursor import PartitionKey
+from realtime.events import TaskEvent
+
+NO_PREV = -1  # the user's first event in this partition (as far as the store knows)
+UNKNOWN_PREV = -2  # a redelivered record: it was stored before; skip the gap check
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    source: str
+    partition: int
+    offset: int
+    prev: int
+    body: str  # the SSE frame without its `id:` line (the stream adds the cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    events: list[StoredEvent]
+    # True when nothing this user had after the requested offset is missing from the store
+    # (it was never trimmed and the store knows this user's partitions).
+    complete: bool
+
+
+class HotStore(abc.ABC):
+    def __init__(self, *, max_events: int = 1000, ttl_seconds: int = 7 * 86400) -> None:
+        self.max_events = max_events
+        self.ttl_seconds = ttl_seconds
+
+    @abc.abstractmethod
+    async def append(self, events: Sequence[TaskEvent]) -> list[int]:
+        """Store ``events`` (in Kafka order); return each one's ``prev`` offset."""
+
+    @abc.abstractmethod
+    async def read_after(self, user_id: int, key: PartitionKey, after: int, limit: int) -> Page: ...
+
+    @abc.abstractmethod
+    async def last(self, user_id: int) -> dict[PartitionKey, int]:
+        """The offset of the user's latest stored event, per partition."""
+
+    @abc.abstractmethod
+    async def set_heads(self, heads: dict[PartitionKey, int]) -> None:
+        """Record the highest offset consumed (and pushed) per partition; never lowers."""
+
+    @abc.abstractmethod
+    async def heads(self, keys: Sequence[PartitionKey]) -> dict[PartitionKey, int]: ...
+
+    @abc.abstractmethod
+    async def set_epoch(self, source: str, epoch: str) -> None: ...
+
+    @abc.abstractmethod
+    async def epoch(self, source: str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def acquire_lease(self, user_id: int, lease: str, limit: int, ttl: float) -> bool:
+        """Hold one of the user's ``limit`` stream slots for ``ttl`` seconds (renewable)."""
+
+    @abc.abstractmethod
+    async def release_lease(self, user_id: int, lease: str) -> None: ...
+
+    @abc.abstractmethod
+    async def count_hit(self, bucket: str, window: int) -> int:
+        """Count one hit in the current ``window``-second bucket; return the count."""
+
+    async def close(self) -> None:  # noqa: B027 (optional hook)
+        pass
+
+
+class MemoryHotStore(HotStore):
+    """One process's store: the embedded mode and the stream's unit tests."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._events: dict[tuple[int, PartitionKey], list[StoredEvent]] = defaultdict(list)
+        self._trimmed: dict[tuple[int, PartitionKey], int] = {}
+        self._last: dict[tuple[int, PartitionKey], int] = {}
+        self._heads: dict[PartitionKey, int] = {}
+        self._epochs: dict[str, str] = {}
+        self._leases: dict[int, dict[str, float]] = defaultdict(dict)
+        self._hits: dict[str, int] = defaultdict(int)
+
+    async def append(self, events: Sequence[TaskEvent]) -> list[int]:
+        prevs: list[int] = []
+        for event in events:
+            pos = event.position
+            key = (event.user_id, (pos.source, pos.partition))
+            last = self._last.get(key, NO_PREV)
+            if pos.offset <= last:
+                prevs.append(UNKNOWN_PREV)
+                continue
+            stored = self._events[key]
+            stored.append(
+                StoredEvent(pos.source, pos.partition, pos.offset, last, event.sse_body())
+            )
+            if len(stored) > self.max_events:
+                self._trimmed[key] = stored.pop(0).offset
+            self._last[key] = pos.offset
+            prevs.append(last)
+        return prevs
+
+    async def read_after(self, user_id: int, key: PartitionKey, after: int, limit: int) -> Page:
+        full_key = (user_id, key)
+        events = [e for e in self._events.get(full_key, []) if e.offset > after][:limit]
+        return Page(events, complete=self._trimmed.get(full_key, NO_PREV) <= after)
+
+    async def last(self, user_id: int) -> dict[PartitionKey, int]:
+        return {pk: offset for (uid, pk), offset in self._last.items() if uid == user_id}
+
+    async def set_heads(self, heads: dict[PartitionKey, int]) -> None:
+        for key, offset in heads.items():
+            self._heads[key] = max(offset, self._heads.get(key, NO_PREV))
+
+    async def heads(self, keys: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
+        return {k: self._heads[k] for k in keys if k in self._heads}
+
+    async def set_epoch(self, source: str, epoch: str) -> None:
+        self._epochs[source] = epoch
+
+    async def epoch(self, source: str) -> str | None:
+        return self._epochs.get(source)
+
+    async def acquire_lease(self, user_id: int, lease: str, limit: int, ttl: float) -> bool:
+        now = time.monotonic()
+        leases = self._leases[user_id]
+        for name, expiry in list(leases.items()):
+            if expiry <= now:
+                del leases[name]
+        if lease not in leases and len(leases) >= limit:
+            return False
+        leases[lease] = now + ttl
+        return True
+
+    async def release_lease(self, user_id: int, lease: str) -> None:
+        self._leases[user_id].pop(lease, None)
+
+    async def count_hit(self, bucket: str, window: int) -> int:
+        current = int(time.time()) // window
+        key = f"{bucket}:{current}"
+        if key not in self._hits and len(self._hits) > 10_000:
+            # Old windows only ever grow the dict: drop them all, the current ones restart.
+            self._hits.clear()
+        self._hits[key] += 1
+        return self._hits[key]
+
+
+class RedisHotStore(HotStore):
+    """The shared store of every server and consumer process.
+
+    Keys (all with the ``ts:`` prefix):
+    ``r:{user}:{source}:{partition}``  a Redis stream per user and partition; entry id
+        ``{offset}-1``, fields ``p`` (prev) and ``f`` (frame); capped at ``max_events``
+        (approximately) and expiring ``ttl_seconds`` after the last write
+    ``rp:{user}``  the set of ``{source}:{partition}`` the user has events in
+    ``head:{source}:{partition}``  highest consumed offset; ``epoch:{source}``
+    ``lease:{user}``  sorted set of stream leases by expiry; ``hit:{bucket}:{window}``
+    """
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        import redis.asyncio
+
+        self.redis = redis.asyncio.Redis.from_url(url, decode_responses=True)
+        # Filled from Redis on first sight of a (user, partition): which offset came last.
+        self._last: dict[tuple[int, PartitionKey], int] = {}
+
+    @staticmethod
+    def _key(user_id: int, key: PartitionKey) -> str:
+        return f"ts:r:{user_id}:{key[0]}:{key[1]}"
+
+    async def append(self, events: Sequence[TaskEvent]) -> list[int]:
+        missing = {
+            (e.user_id, (e.position.source, e.position.partition))
+            for e in events
+            if (e.user_id, (e.position.source, e.position.partition)) not in self._last
+        }
+        if missing:
+            ordered = list(missing)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for uid, pk in ordered:
+                    pipe.xrevrange(self._key(uid, pk), count=1)
+                found = await pipe.execute()
+            for (uid, pk), entries in zip(ordered, found, strict=True):
+                self._last[(uid, pk)] = _offset(entries[0][0]) if entries else NO_PREV
+        prevs: list[int] = []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                pos = event.position
+                pk = (pos.source, pos.partition)
+                last = self._last[(event.user_id, pk)]
+                if pos.offset <= last:
+                    prevs.append(UNKNOWN_PREV)
+                    continue
+                key = self._key(event.user_id, pk)
+                pipe.xadd(
+                    key,
+                    {"p": last, "f": event.sse_body()},
+                    id=f"{pos.offset}-1",
+                    maxlen=self.max_events,
+                    approximate=True,
+                )
+                pipe.expire(key, self.ttl_seconds)
+                pipe.sadd(f"ts:rp:{event.user_id}", f"{pk[0]}:{pk[1]}")
+                pipe.expire(f"ts:rp:{event.user_id}", self.ttl_seconds)
+                self._last[(event.user_id, pk)] = pos.offset
+                prevs.append(last)
+            await pipe.execute()
+        if len(self._last) > 100_000:
+            self._last.clear()  # a cache: refilled from Redis on demand
+        return prevs
+
+    async def read_after(self, user_id: int, key: PartitionKey, after: int, limit: int) -> Page:
+        stream = self._key(user_id, key)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(stream, min=f"({after}-1" if after >= 0 else "-", max="+", count=limit)
+            pipe.exists(stream)
+            pipe.sismember(f"ts:rp:{user_id}", f"{key[0]}:{key[1]}")
+            pipe.exists(f"ts:rp:{user_id}")
+            entries, stream_exists, listed, index_exists = await pipe.execute()
+        events = [
+            StoredEvent(key[0], key[1], _offset(entry_id), int(fields["p"]), fields["f"])
+            for entry_id, fields in entries
+        ]
+        if stream_exists:
+            info = await self.redis.xinfo_stream(stream)
+            # Redis 7 remembers the newest entry it trimmed: complete if that is at or
+            # before the cursor, or if nothing was ever trimmed.
+            trimmed = _offset(info.get("max-deleted-entry-id", "0-0"))
+            complete = not _was_trimmed(info) or trimmed <= after
+        else:
+            # No events here: complete only if the user's partition index says so.
+            complete = bool(index_exists) and not listed
+        return Page(events, complete)
+
+    async def last(self, user_id: int) -> dict[PartitionKey, int]:
+        members = await self.redis.smembers(f"ts:rp:{user_id}")
+        keys = [_partition_key(str(m)) for m in members]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pk in keys:
+                pipe.xrevrange(self._key(user_id, pk), count=1)
+            found = await pipe.execute()
+        return {pk: _offset(e[0][0]) for pk, e in zip(keys, found, strict=True) if e}
+
+    async def set_heads(self, heads: dict[PartitionKey, int]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (source, partition), offset in heads.items():
+                pipe.eval(_SET_MAX, 1, f"ts:head:{source}:{partition}", offset)
+            await pipe.execute()
+
+    async def heads(self, keys: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
+        if not keys:
+            return {}
+        values = await self.redis.mget([f"ts:head:{s}:{p}" for s, p in keys])
+        return {k: int(v) for k, v in zip(keys, values, strict=True) if v is not None}
+
+    async def set_epoch(self, source: str, epoch: str) -> None:
+        await self.redis.set(f"ts:epoch:{source}", epoch)
+
+    async def epoch(self, source: str) -> str | None:
+        value = await self.redis.get(f"ts:epoch:{source}")
+        return None if value is None else str(value)
+
+    async def acquire_lease(self, user_id: int, lease: str, limit: int, ttl: float) -> bool:
+        acquired = await self.redis.eval(
+            _ACQUIRE_LEASE, 1, f"ts:lease:{user_id}", lease, limit, ttl, time.time()
+        )
+        return bool(acquired)
+
+    async def release_lease(self, user_id: int, lease: str) -> None:
+        await self.redis.zrem(f"ts:lease:{user_id}", lease)
+
+    async def count_hit(self, bucket: str, window: int) -> int:
+        key = f"ts:hit:{bucket}:{int(time.time()) // window}"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, window * 2)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def _offset(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+def _partition_key(member: str) -> PartitionKey:
+    source, _, partition = member.rpartition(":")
+    return source, int(partition)
+
+
+def _was_trimmed(info: dict[str, Any]) -> bool:
+    return int(info.get("entries-added", 0)) > int(info.get("length", 0))
+
+
+# Keep the larger of the stored and the given value (heads never move back).
+_SET_MAX = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+# Drop expired leases, then take a slot if one is free (or renew the caller's own).
+_ACQUIRE_LEASE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and
+   redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[1])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 60)
+return 1
+"""
+
+
+_memory_store: MemoryHotStore | None = None
+_redis_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisHotStore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_store() -> HotStore:
+    """This process's store: Redis when REDIS_URL is set (one client per event loop, as
+    redis-py's asyncio clients are bound to one), else one in-memory store."""
+    global _memory_store
+    settings = conf.get()
+    sizes = {"max_events": settings.REPLAY_MAX_EVENTS, "ttl_seconds": settings.REPLAY_TTL_SECONDS}
+    if not settings.REDIS_URL:
+        if _memory_store is None:
+            _memory_store = MemoryHotStore(**sizes)
+        return _memory_store
+    loop = asyncio.get_running_loop()
+    store = _redis_stores.get(loop)
+    if store is None:
+        store = _redis_stores[loop] = RedisHotStore(settings.REDIS_URL, **sizes)
+    return store
+
+
+def reset_memory_store() -> None:
+    """Forget the in-memory store (tests)."""
+    global _memory_store
+    _memory_store = None
