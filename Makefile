@@ -20,9 +20,11 @@ install: $(STAMP)
 run: install
 	DJANGO_DEBUG=true $(PY) manage.py run_embedded --port $(PORT)
 
-## Install (apt/Maven on first use) and start Redis, PostgreSQL and Kafka on loopback.
+## Install (apt/Maven on first use) and start Redis, PostgreSQL and Kafka on loopback;
+## install nginx and Chromium, which the acceptance tests drive.
 services: install
 	PYTHON=$(PY) scripts/services up
+	PYTHON=$(PY) scripts/services tools
 
 services-down:
 	PYTHON=$(PY) scripts/services down

@@ -13,16 +13,19 @@ django_application = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
+from realtime.cors import CorsMiddleware  # noqa: E402
 from realtime.stream import EventStreamConsumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": URLRouter(
-            [
-                path("api/v1/events/stream", EventStreamConsumer.as_asgi()),
-                # django-stubs types re_path for views only; an ASGI app is what URLRouter takes.
-                re_path(r"", django_application),  # type: ignore[arg-type]
-            ]
+        "http": CorsMiddleware(
+            URLRouter(
+                [
+                    path("api/v1/events/stream", EventStreamConsumer.as_asgi()),
+                    # django-stubs types re_path for views only; URLRouter takes ASGI apps.
+                    re_path(r"", django_application),  # type: ignore[arg-type]
+                ]
+            )
         ),
     }
 )

@@ -197,6 +197,15 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # Stream opens are limited separately, in the stream (TASKSTREAM_STREAM_OPENS_PER_MINUTE).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_str("TASKSTREAM_API_RATE_ANON", "60/min"),
+        "user": env_str("TASKSTREAM_API_RATE_USER", "600/min"),
+    },
     "EXCEPTION_HANDLER": "tasks.views.json_exception_handler",
 }
 

@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/v1/", include("tasks.urls")),
     path("metrics", realtime_views.metrics_view, name="metrics"),
     path("healthz", realtime_views.healthz, name="healthz"),
+    path("readyz", realtime_views.readyz, name="readyz"),
 ]
 
 if settings.DEBUG:

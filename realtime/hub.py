@@ -18,7 +18,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from realtime import metrics
+from realtime import lifecycle, metrics
 from realtime.bus import MESSAGE_TYPE, BusItem, user_group
 
 logger = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ class Hub:
         seconds, so their reconnects spread over the other nodes instead of arriving at
         once."""
         self.draining = True
+        lifecycle.draining.set()
         loop = asyncio.get_running_loop()
         for subscriber in self.subscribers():
             loop.call_later(random.uniform(0, window), subscriber.close, "drain")

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.tokens import AccessToken
 
-from realtime import conf
+from realtime import conf, lifecycle
 
 STREAM_PATH = "/api/v1/events/"
 
@@ -56,6 +56,13 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 
 def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok", content_type="text/plain")
+
+
+def readyz(request: HttpRequest) -> HttpResponse:
+    """Readiness: fails while the node drains, so the load balancer sends streams elsewhere."""
+    if lifecycle.draining.is_set():
+        return HttpResponse("draining", status=503, content_type="text/plain")
+    return HttpResponse("ready", content_type="text/plain")
 
 
 def index(request: HttpRequest) -> HttpResponse:

@@ -111,21 +111,7 @@ class Stack:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         manage = ["manage.py"]
-        self.server = Proc(
-            "server",
-            [
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-                "--lifespan",
-                "off",
-            ],
-            env,
-            log_dir,
-        )
+        self.server = Proc("server", [*manage, "serve", "--port", str(self.port)], env, log_dir)
         self.consumer = Proc("consume_events", [*manage, "consume_events"], env, log_dir)
         self.worker = Proc("run_worker", [*manage, "run_worker"], env, log_dir)
         self.relay = Proc("relay_outbox", [*manage, "relay_outbox"], env, log_dir)
