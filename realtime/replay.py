@@ -52,7 +52,9 @@ class Unfillable(Exception):
         self.reason = reason
 
 
-async def plan_resume(store: HotStore, user_id: int, requested: Cursor | None) -> ResumePlan:
+async def plan_resume(
+    store: HotStore, kafka: KafkaReplayer, user_id: int, requested: Cursor | None
+) -> ResumePlan:
     settings = conf.get()
     source = settings.TOPIC_EVENTS
     # Only the stream's own source: the store may remember others (a renamed topic).
@@ -80,6 +82,14 @@ async def plan_resume(store: HotStore, user_id: int, requested: Cursor | None) -
                 "resumed_from": plan.resumed_from,
             }
             return plan
+    for key, offset in requested.offsets.items():
+        page = await store.read_after(user_id, key, offset, 1)
+        if not page.complete:
+            # The store lost part of the range: Kafka must serve it, if it still can.
+            until = page.events[0].offset if page.events else None
+            problem = await kafka.check(key, offset, until)
+            if problem is not None:
+                return _reset(problem, requested, epoch or requested.epochs[source])
     cursor = requested.copy()
     # Partitions the client has never received from start at their current end.
     for key, offset in last.items():
@@ -142,18 +152,32 @@ class KafkaReplayer:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._read, user_id, key, after, before)
 
+    async def check(self, key: PartitionKey, after: int, before: int | None) -> str | None:
+        """Why Kafka cannot serve ``after < offset < before`` (a reset reason), or None."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._thread, self._range, key, after, before)
+        except Unfillable as exc:
+            return exc.reason
+        return None
+
+    def _range(self, key: PartitionKey, after: int, before: int | None) -> int:
+        """The end (exclusive) of the readable range, or Unfillable."""
+        consumer = self._get_consumer()
+        low, high = consumer.get_watermark_offsets(TopicPartition(*key), timeout=10)
+        end = high if before is None else min(before, high)
+        if after + 1 < low:
+            raise Unfillable("cursor-expired")  # retention deleted part of the range
+        if end - (after + 1) > conf.get().REPLAY_MAX_SCAN:
+            raise Unfillable("replay-limit")
+        return end
+
     def _read(
         self, user_id: int, key: PartitionKey, after: int, before: int | None
     ) -> list[StoredEvent]:
-        settings = conf.get()
         consumer = self._get_consumer()
         source, partition = key
-        low, high = consumer.get_watermark_offsets(TopicPartition(source, partition), timeout=10)
-        end = high if before is None else min(before, high)
-        if after + 1 < low:
-            raise Unfillable("cursor-expired")
-        if end - (after + 1) > settings.REPLAY_MAX_SCAN:
-            raise Unfillable("replay-limit")
+        end = self._range(key, after, before)
         if end <= after + 1:
             return []
         consumer.assign([TopicPartition(source, partition, after + 1)])

@@ -143,7 +143,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         await self.hub.attach(self.subscriber)
         self.attached = True
         try:
-            self.plan = await plan_resume(self.store, self.user.user_id, requested)
+            self.plan = await plan_resume(self.store, self.kafka, self.user.user_id, requested)
         except ResumeRefused as exc:
             await self._refuse(exc.status, exc.code, exc.detail)
 
