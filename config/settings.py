@@ -147,6 +147,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer and cache; without it, in-process equivalents ----------------
 REDIS_URL = env_str("REDIS_URL")
+# Every Redis key Taskstream writes starts with this: several deployments (or test runs)
+# can share one Redis.
+REDIS_PREFIX = env_str("TASKSTREAM_REDIS_PREFIX", "ts")
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} must start with redis://")
@@ -163,6 +166,10 @@ if REDIS_URL:
                 "hosts": [{"address": REDIS_URL, "max_connections": 1000, "socket_timeout": 30}],
                 "capacity": env_int("TASKSTREAM_LAYER_CAPACITY", 10000, minimum=100),
                 "expiry": 60,
+                "prefix": f"{REDIS_PREFIX}:asgi",
+                # A hub re-joins its groups hourly (realtime/hub.py); a dead process's
+                # memberships then lapse within two hours instead of channels-redis's day.
+                "group_expiry": 7200,
             },
         }
     }
@@ -235,6 +242,7 @@ TASKSTREAM: dict[str, Any] = {
     "AUTH_COOKIE_SECURE": env_bool("TASKSTREAM_AUTH_COOKIE_SECURE", not DEBUG),
     # The hot store (realtime/store.py) lives in the same Redis as the channel layer.
     "REDIS_URL": REDIS_URL,
+    "REDIS_PREFIX": REDIS_PREFIX,
     "REPLAY_MAX_EVENTS": env_int("TASKSTREAM_REPLAY_MAX_EVENTS", 1000, minimum=10),
     "REPLAY_TTL_SECONDS": env_int("TASKSTREAM_REPLAY_TTL_SECONDS", 7 * 86400, minimum=60),
     "REPLAY_PAGE": env_int("TASKSTREAM_REPLAY_PAGE", 500, minimum=1),

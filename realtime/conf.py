@@ -32,6 +32,7 @@ class TaskstreamSettings:
     AUTH_COOKIE: str
     AUTH_COOKIE_SECURE: bool
     REDIS_URL: str
+    REDIS_PREFIX: str
     REPLAY_MAX_EVENTS: int
     REPLAY_TTL_SECONDS: int
     REPLAY_PAGE: int

@@ -170,7 +170,7 @@ class MemoryHotStore(HotStore):
 class RedisHotStore(HotStore):
     """The shared store of every server and consumer process.
 
-    Keys (all with the ``ts:`` prefix):
+    Keys (all under TASKSTREAM_REDIS_PREFIX, ``ts`` by default):
     ``r:{user}:{source}:{partition}``  a Redis stream per user and partition; entry id
         ``{offset}-1``, fields ``p`` (prev) and ``f`` (frame); capped at ``max_events``
         (approximately) and expiring ``ttl_seconds`` after the last write
@@ -179,17 +179,18 @@ class RedisHotStore(HotStore):
     ``lease:{user}``  sorted set of stream leases by expiry; ``hit:{bucket}:{window}``
     """
 
-    def __init__(self, url: str, **kwargs: Any) -> None:
+    def __init__(self, url: str, prefix: str = "ts", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         import redis.asyncio
+
+        self.p = prefix
 
         self.redis = redis.asyncio.Redis.from_url(url, decode_responses=True)
         # Filled from Redis on first sight of a (user, partition): which offset came last.
         self._last: dict[tuple[int, PartitionKey], int] = {}
 
-    @staticmethod
-    def _key(user_id: int, key: PartitionKey) -> str:
-        return f"ts:r:{user_id}:{key[0]}:{key[1]}"
+    def _key(self, user_id: int, key: PartitionKey) -> str:
+        return f"{self.p}:r:{user_id}:{key[0]}:{key[1]}"
 
     async def append(self, events: Sequence[TaskEvent]) -> list[int]:
         missing = {
@@ -223,8 +224,8 @@ class RedisHotStore(HotStore):
                     approximate=True,
                 )
                 pipe.expire(key, self.ttl_seconds)
-                pipe.sadd(f"ts:rp:{event.user_id}", f"{pk[0]}:{pk[1]}")
-                pipe.expire(f"ts:rp:{event.user_id}", self.ttl_seconds)
+                pipe.sadd(f"{self.p}:rp:{event.user_id}", f"{pk[0]}:{pk[1]}")
+                pipe.expire(f"{self.p}:rp:{event.user_id}", self.ttl_seconds)
                 self._last[(event.user_id, pk)] = pos.offset
                 prevs.append(last)
             await pipe.execute()
@@ -236,27 +237,26 @@ class RedisHotStore(HotStore):
         stream = self._key(user_id, key)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xrange(stream, min=f"({after}-1" if after >= 0 else "-", max="+", count=limit)
-            pipe.exists(stream)
-            pipe.sismember(f"ts:rp:{user_id}", f"{key[0]}:{key[1]}")
-            pipe.exists(f"ts:rp:{user_id}")
-            entries, stream_exists, listed, index_exists = await pipe.execute()
+            pipe.xrange(stream, min="-", max="+", count=1)
+            pipe.xlen(stream)
+            pipe.sismember(f"{self.p}:rp:{user_id}", f"{key[0]}:{key[1]}")
+            pipe.exists(f"{self.p}:rp:{user_id}")
+            entries, first, length, listed, index_exists = await pipe.execute()
         events = [
             StoredEvent(key[0], key[1], _offset(entry_id), int(fields["p"]), fields["f"])
             for entry_id, fields in entries
         ]
-        if stream_exists:
-            info = await self.redis.xinfo_stream(stream)
-            # Redis 7 remembers the newest entry it trimmed: complete if that is at or
-            # before the cursor, or if nothing was ever trimmed.
-            trimmed = _offset(info.get("max-deleted-entry-id", "0-0"))
-            complete = not _was_trimmed(info) or trimmed <= after
+        if first:
+            # The oldest entry kept names the user's event before it (``p``): if that is at
+            # or before the cursor, trimming removed nothing the client still needs.
+            complete = int(first[0][1]["p"]) <= after
         else:
             # No events here: complete only if the user's partition index says so.
-            complete = bool(index_exists) and not listed
+            complete = bool(index_exists) and not listed and not length
         return Page(events, complete)
 
     async def last(self, user_id: int) -> dict[PartitionKey, int]:
-        members = await self.redis.smembers(f"ts:rp:{user_id}")
+        members = await self.redis.smembers(f"{self.p}:rp:{user_id}")
         keys = [_partition_key(str(m)) for m in members]
         async with self.redis.pipeline(transaction=False) as pipe:
             for pk in keys:
@@ -267,33 +267,33 @@ class RedisHotStore(HotStore):
     async def set_heads(self, heads: dict[PartitionKey, int]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for (source, partition), offset in heads.items():
-                pipe.eval(_SET_MAX, 1, f"ts:head:{source}:{partition}", offset)
+                pipe.eval(_SET_MAX, 1, f"{self.p}:head:{source}:{partition}", offset)
             await pipe.execute()
 
     async def heads(self, keys: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
         if not keys:
             return {}
-        values = await self.redis.mget([f"ts:head:{s}:{p}" for s, p in keys])
+        values = await self.redis.mget([f"{self.p}:head:{s}:{p}" for s, p in keys])
         return {k: int(v) for k, v in zip(keys, values, strict=True) if v is not None}
 
     async def set_epoch(self, source: str, epoch: str) -> None:
-        await self.redis.set(f"ts:epoch:{source}", epoch)
+        await self.redis.set(f"{self.p}:epoch:{source}", epoch)
 
     async def epoch(self, source: str) -> str | None:
-        value = await self.redis.get(f"ts:epoch:{source}")
+        value = await self.redis.get(f"{self.p}:epoch:{source}")
         return None if value is None else str(value)
 
     async def acquire_lease(self, user_id: int, lease: str, limit: int, ttl: float) -> bool:
         acquired = await self.redis.eval(
-            _ACQUIRE_LEASE, 1, f"ts:lease:{user_id}", lease, limit, ttl, time.time()
+            _ACQUIRE_LEASE, 1, f"{self.p}:lease:{user_id}", lease, limit, ttl, time.time()
         )
         return bool(acquired)
 
     async def release_lease(self, user_id: int, lease: str) -> None:
-        await self.redis.zrem(f"ts:lease:{user_id}", lease)
+        await self.redis.zrem(f"{self.p}:lease:{user_id}", lease)
 
     async def count_hit(self, bucket: str, window: int) -> int:
-        key = f"ts:hit:{bucket}:{int(time.time()) // window}"
+        key = f"{self.p}:hit:{bucket}:{int(time.time()) // window}"
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.incr(key)
             pipe.expire(key, window * 2)
@@ -311,10 +311,6 @@ def _offset(entry_id: str) -> int:
 def _partition_key(member: str) -> PartitionKey:
     source, _, partition = member.rpartition(":")
     return source, int(partition)
-
-
-def _was_trimmed(info: dict[str, Any]) -> bool:
-    return int(info.get("entries-added", 0)) > int(info.get("length", 0))
 
 
 # Keep the larger of the stored and the given value (heads never move back).
@@ -356,7 +352,9 @@ def get_store() -> HotStore:
     loop = asyncio.get_running_loop()
     store = _redis_stores.get(loop)
     if store is None:
-        store = _redis_stores[loop] = RedisHotStore(settings.REDIS_URL, **sizes)
+        store = _redis_stores[loop] = RedisHotStore(
+            settings.REDIS_URL, settings.REDIS_PREFIX, **sizes
+        )
     return store
 
 

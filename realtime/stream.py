@@ -32,6 +32,7 @@ from realtime import conf, metrics
 from realtime.auth import AuthFailed, StreamUser, authenticate
 from realtime.bus import BusItem
 from realtime.cursor import Cursor, CursorError, PartitionKey, parse
+from realtime.cursor_frames import frames_after
 from realtime.events import encode_sse
 from realtime.hub import Hub, Subscriber, get_hub
 from realtime.replay import (
@@ -281,13 +282,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             metrics.STREAM_FRAMES_SENT.inc(len(chunks))
 
     async def _write_events(self, events: list[StoredEvent], epoch: str | None) -> None:
-        chunks: list[str] = []
-        for event in events:
-            key = (event.source, event.partition)
-            if event.offset <= self.cursor.offsets.get(key, -1):
-                continue
-            self.cursor.advance(event.source, event.partition, event.offset, epoch or "unknown")
-            chunks.append(f"id: {self.cursor}\n{event.body}")
+        chunks = frames_after(self.cursor, events, epoch)
         if chunks:
             await self._send("".join(chunks))
             metrics.STREAM_FRAMES_SENT.inc(len(chunks))

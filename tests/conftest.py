@@ -150,7 +150,7 @@ def run_id() -> str:
 
 
 @pytest.fixture(scope="session")
-def kafka_topics(run_id: str) -> Iterator[dict[str, str]]:
+def session_names(run_id: str) -> Iterator[dict[str, str]]:
     """Fresh topics for this test session, so earlier runs' records never interfere."""
     _require("KAFKA_BOOTSTRAP_SERVERS")
     topics = {
@@ -159,6 +159,7 @@ def kafka_topics(run_id: str) -> Iterator[dict[str, str]]:
         "TOPIC_DLQ": f"task.events.dlq.{run_id}",
         "CONSUMER_GROUP": f"taskstream-events-{run_id}",
         "WORKER_GROUP": f"taskstream-worker-{run_id}",
+        "REDIS_PREFIX": f"ts-test-{run_id}",
     }
     original = dict(settings.TASKSTREAM)
     settings.TASKSTREAM.update(topics)
@@ -177,14 +178,14 @@ def kafka_topics(run_id: str) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def stack_env(
-    kafka_topics: dict[str, str], django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory
+    session_names: dict[str, str], django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
     _require("REDIS_URL")
     db = settings.DATABASES["default"]
     if db["ENGINE"] != "django.db.backends.postgresql":
         raise pytest.UsageError("integration tests need DATABASE_URL to point at PostgreSQL")
     env = dict(os.environ)
-    env.update({f"TASKSTREAM_{k}": v for k, v in kafka_topics.items()})
+    env.update({f"TASKSTREAM_{k}": v for k, v in session_names.items()})
     # The subprocesses use the test database pytest-django created.
     env["DATABASE_URL"] = (
         f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -106,7 +108,8 @@ class StreamReader:
                 if remaining <= 0 or (self.ended and not predicate(self)):
                     raise AssertionError(
                         f"stream condition not met (status={self.status}, ended={self.ended}, "
-                        f"error={self.error!r}); events: {[e.event for e in self.events]}"
+                        f"error={self.error!r}); {len(self.events)} events, the last ones: "
+                        f"{[(e.event, e.id, e.data[:60]) for e in self.events[-3:]]}"
                     )
                 self._cond.wait(remaining)
 
@@ -115,10 +118,17 @@ class StreamReader:
             return [e for e in self.events if e.event.startswith(prefix)]
 
     def close(self) -> None:
-        """Drop the connection (as a browser tab closing would) and wait for the thread."""
+        """Drop the connection (as a browser tab closing would) and wait for the thread.
+
+        Closing an httpx response from another thread does not interrupt a blocked read,
+        so the socket itself is shut down first."""
         self._stop.set()
         if self._response is not None:
-            self._response.close()
+            stream = self._response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         self._thread.join(timeout=10)
 
 

@@ -1,0 +1,103 @@
+"""The hot store's contract, held by both implementations: in-memory and Redis."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from realtime.events import Position, TaskEvent
+from realtime.store import NO_PREV, UNKNOWN_PREV, HotStore, MemoryHotStore, RedisHotStore
+
+KEY = ("task.events", 1)
+
+
+def event(user_id: int, offset: int, partition: int = 1) -> TaskEvent:
+    return TaskEvent(
+        event_id=str(uuid.uuid4()),
+        event_type="task.progress",
+        version=1,
+        occurred_at=datetime.now(UTC),
+        user_id=user_id,
+        task_id=str(uuid.uuid4()),
+        scope="user",
+        data={"progress": 1, "message": str(offset)},
+        position=Position("task.events", partition, offset),
+    )
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.services)])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[HotStore]:
+    if request.param == "memory":
+        yield MemoryHotStore(max_events=10)
+        return
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        raise pytest.UsageError("REDIS_URL is not set: run `make test` (it starts Redis)")
+    redis_store = RedisHotStore(url, f"ts-store-test-{uuid.uuid4().hex}", max_events=10)
+    yield redis_store
+    keys = [k async for k in redis_store.redis.scan_iter(f"{redis_store.p}:*")]
+    if keys:
+        await redis_store.redis.delete(*keys)
+    await redis_store.close()
+
+
+async def test_append_returns_each_users_previous_offset_and_skips_redeliveries(
+    store: HotStore,
+) -> None:
+    prevs = await store.append([event(1, 5), event(2, 6), event(1, 9)])
+    assert prevs == [NO_PREV, NO_PREV, 5]
+    assert await store.append([event(1, 9), event(1, 12)]) == [UNKNOWN_PREV, 9]
+    assert await store.last(1) == {KEY: 12}
+
+
+async def test_read_after_pages_in_order_and_knows_it_is_complete(store: HotStore) -> None:
+    await store.append([event(1, n) for n in range(0, 8)])
+    page = await store.read_after(1, KEY, 2, limit=3)
+    assert [e.offset for e in page.events] == [3, 4, 5]
+    assert [e.prev for e in page.events] == [2, 3, 4]
+    assert page.complete
+    assert "event: task.progress" in page.events[0].body
+
+
+async def test_trimming_makes_old_cursors_incomplete_but_not_recent_ones(store: HotStore) -> None:
+    await store.append([event(1, n) for n in range(0, 400)])
+    # Redis trims approximately (whole nodes); the in-memory store exactly. Either way
+    # the oldest events are gone and a cursor before them cannot be served completely.
+    assert not (await store.read_after(1, KEY, 3, limit=5)).complete
+    assert (await store.read_after(1, KEY, 398, limit=5)).complete
+
+
+async def test_a_partition_the_user_never_had_events_in_is_complete_and_empty(
+    store: HotStore,
+) -> None:
+    await store.append([event(1, 3)])
+    page = await store.read_after(1, ("task.events", 0), 10, limit=5)
+    assert page.events == [] and page.complete
+
+
+async def test_heads_only_move_forward_and_epochs_are_kept(store: HotStore) -> None:
+    await store.set_heads({KEY: 10})
+    await store.set_heads({KEY: 7})
+    assert await store.heads([KEY, ("task.events", 0)]) == {KEY: 10}
+    await store.set_epoch("task.events", "E1")
+    assert await store.epoch("task.events") == "E1"
+    assert await store.epoch("other") is None
+
+
+async def test_leases_cap_concurrent_streams_per_user(store: HotStore) -> None:
+    assert await store.acquire_lease(1, "a", limit=2, ttl=30)
+    assert await store.acquire_lease(1, "b", limit=2, ttl=30)
+    assert not await store.acquire_lease(1, "c", limit=2, ttl=30)
+    assert await store.acquire_lease(1, "a", limit=2, ttl=30)  # renewing your own slot
+    assert await store.acquire_lease(2, "c", limit=2, ttl=30)  # other users are separate
+    await store.release_lease(1, "b")
+    assert await store.acquire_lease(1, "c", limit=2, ttl=30)
+
+
+async def test_hits_are_counted_per_bucket(store: HotStore) -> None:
+    assert [await store.count_hit("open:1", 60) for _ in range(3)] == [1, 2, 3]
+    assert await store.count_hit("open:2", 60) == 1
