@@ -36,7 +36,7 @@ EVENT_TYPES: Final[dict[str, EventType]] = {
 }
 
 # Stream-control events the server itself emits (not from Kafka).
-CONTROL_EVENTS: Final = ("stream-open", "heartbeat")
+CONTROL_EVENTS: Final = ("stream-open", "stream-reset", "heartbeat")
 
 
 @dataclass(frozen=True, slots=True, order=True)
