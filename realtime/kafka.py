@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from confluent_kafka import Consumer, TopicCollection, TopicPartition
@@ -32,6 +33,19 @@ def consumer_config(group_id: str, **overrides: Any) -> dict[str, Any]:
     }
     config.update(overrides)
     return config
+
+
+def reader_config(name: str) -> dict[str, Any]:
+    """A consumer that only ever assign()s ranges: it never joins a group or commits.
+    librdkafka still wants a group id; a unique one keeps it from meaning anything."""
+    return {
+        "bootstrap.servers": conf.get().require_kafka(),
+        "group.id": f"taskstream-{name}-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+        "fetch.wait.max.ms": 10,
+        "logger": logging.getLogger(f"rdkafka.{name}"),
+    }
 
 
 def producer_config(**overrides: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 from realtime import conf, metrics
 from realtime.adapter import InvalidRecord, adapt
 from realtime.cursor import Cursor, PartitionKey
+from realtime.kafka import reader_config
 from realtime.store import UNKNOWN_PREV, HotStore, StoredEvent
 
 logger = logging.getLogger(__name__)
@@ -207,17 +207,7 @@ class KafkaReplayer:
 
     def _get_consumer(self) -> Consumer:
         if self._consumer is None:
-            self._consumer = Consumer(
-                {
-                    "bootstrap.servers": conf.get().require_kafka(),
-                    # Never joins: assign() only. A group id is still required by librdkafka.
-                    "group.id": f"taskstream-replay-{uuid.uuid4().hex}",
-                    "enable.auto.commit": False,
-                    "enable.partition.eof": False,
-                    "fetch.wait.max.ms": 10,
-                    "logger": logging.getLogger("rdkafka.replay"),
-                }
-            )
+            self._consumer = Consumer(reader_config("replay"))
         return self._consumer
 
     def close(self) -> None:

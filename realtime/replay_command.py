@@ -43,7 +43,7 @@ from realtime.adapter import InvalidRecord, adapt
 from realtime.cursor import Cursor, CursorError, PartitionKey, parse
 from realtime.cursor_frames import frames_after
 from realtime.events import EVENT_TYPES, TaskEvent
-from realtime.kafka import topic_epoch
+from realtime.kafka import reader_config, topic_epoch
 from realtime.replay import KafkaReplayer, ResumeRefused, plan_resume
 from realtime.store import HotStore, StoredEvent, get_store
 from tasks.models import AsyncTask, TaskEventLog
@@ -126,17 +126,7 @@ class KafkaRangeReader:
     @property
     def consumer(self) -> Any:
         if self._consumer is None:
-            self._consumer = Consumer(
-                {
-                    "bootstrap.servers": conf.get().require_kafka(),
-                    # assign() only; librdkafka still wants a group id, which is never joined.
-                    "group.id": f"taskstream-replay-events-{uuid.uuid4().hex}",
-                    "enable.auto.commit": False,
-                    "enable.partition.eof": False,
-                    "fetch.wait.max.ms": 10,
-                    "logger": logging.getLogger("rdkafka.replay"),
-                }
-            )
+            self._consumer = Consumer(reader_config("replay-events"))
         return self._consumer
 
     def partitions(self, source: str) -> list[int]:

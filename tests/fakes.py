@@ -14,6 +14,8 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
+from realtime.events import Position, TaskEvent
+
 
 @dataclass
 class FakeMessage:
@@ -120,3 +122,18 @@ def record(
     if key is None and isinstance(value, dict) and "user_id" in value:
         key = str(value["user_id"]).encode()
     return FakeMessage(topic, partition, offset, raw, key)
+
+
+def task_event(user_id: int, offset: int, partition: int = 0) -> TaskEvent:
+    """A validated event at ``task.events:{partition}:{offset}``, as the adapter makes."""
+    return TaskEvent(
+        event_id=str(uuid.uuid4()),
+        event_type="task.progress",
+        version=1,
+        occurred_at=datetime.now(UTC),
+        user_id=user_id,
+        task_id=str(uuid.uuid4()),
+        scope="user",
+        data={"progress": 1, "message": str(offset)},
+        position=Position("task.events", partition, offset),
+    )

@@ -5,28 +5,18 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 
-from realtime.events import Position, TaskEvent
+from realtime.events import TaskEvent
 from realtime.store import NO_PREV, UNKNOWN_PREV, HotStore, MemoryHotStore, RedisHotStore
+from tests.fakes import task_event
 
 KEY = ("task.events", 1)
 
 
-def event(user_id: int, offset: int, partition: int = 1) -> TaskEvent:
-    return TaskEvent(
-        event_id=str(uuid.uuid4()),
-        event_type="task.progress",
-        version=1,
-        occurred_at=datetime.now(UTC),
-        user_id=user_id,
-        task_id=str(uuid.uuid4()),
-        scope="user",
-        data={"progress": 1, "message": str(offset)},
-        position=Position("task.events", partition, offset),
-    )
+def event(user_id: int, offset: int) -> TaskEvent:
+    return task_event(user_id, offset, partition=1)
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.services)])

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,10 +14,11 @@ from channels.testing import ApplicationCommunicator
 from rest_framework_simplejwt.tokens import AccessToken
 
 from realtime import bus
-from realtime.events import Position, TaskEvent
+from realtime.events import TaskEvent
 from realtime.hub import get_hub
 from realtime.store import get_store, reset_memory_store
 from realtime.stream import EventStreamConsumer
+from tests.fakes import task_event as event
 from tests.sse import SSEEvent, parse_stream
 
 ALICE, BOB = 101, 202
@@ -57,20 +57,6 @@ def token(user_id: int, lifetime: timedelta | None = None) -> str:
     if lifetime is not None:
         access.set_exp(lifetime=lifetime)
     return str(access)
-
-
-def event(user_id: int, offset: int, partition: int = 0, progress: int = 1) -> TaskEvent:
-    return TaskEvent(
-        event_id=str(uuid.uuid4()),
-        event_type="task.progress",
-        version=1,
-        occurred_at=datetime.now(UTC),
-        user_id=user_id,
-        task_id=str(uuid.uuid4()),
-        scope="user",
-        data={"progress": progress, "message": f"m{offset}"},
-        position=Position("task.events", partition, offset),
-    )
 
 
 class Stream:
