@@ -92,9 +92,7 @@ class EventConsumer:
 
     async def run_once(self) -> BatchResult:
         loop = asyncio.get_running_loop()
-        messages = await loop.run_in_executor(
-            self._kafka_thread, self.consumer.consume, self.batch_size, self.poll_timeout
-        )
+        messages = await loop.run_in_executor(self._kafka_thread, self._next_batch)
         result = BatchResult()
         if not messages:
             return result
@@ -148,6 +146,9 @@ class EventConsumer:
         metrics.CONSUMER_BATCHES.inc()
         return result
 
+    def _next_batch(self) -> list[Any]:
+        return next_batch(self.consumer, self.batch_size, self.poll_timeout)
+
     def _dead_letter(self, dead: list[tuple[Record, str]]) -> None:
         for record, reason in dead:
             logger.warning(
@@ -184,6 +185,22 @@ class EventConsumer:
         await loop.run_in_executor(self._kafka_thread, self.consumer.close)
         await loop.run_in_executor(self._kafka_thread, self.dlq_producer.flush, 10.0)
         self._kafka_thread.shutdown(wait=True)
+
+
+def next_batch(consumer: Consumer, size: int, timeout: float) -> list[Any]:
+    """Up to ``size`` records: whatever is buffered now, else wait up to ``timeout`` for
+    the first one and take what came with it.
+
+    ``consume(size, timeout)`` alone waits out the whole timeout unless ``size`` records
+    are ready: at low rates that added up to 200 ms to every event's latency.
+    """
+    batch = consumer.consume(size, 0)
+    if batch:
+        return batch
+    first = consumer.consume(1, timeout)
+    if not first:
+        return []
+    return first + consumer.consume(size - 1, 0) if size > 1 else first
 
 
 def _heads(records: Sequence[Record]) -> dict[tuple[str, int], int]:

@@ -185,7 +185,12 @@ class RedisHotStore(HotStore):
 
         self.p = prefix
 
-        self.redis = redis.asyncio.Redis.from_url(url, decode_responses=True)
+        # redis-py's default pool raises "Too many connections" past 100 at once, which a
+        # reconnect storm reaches: this pool waits for a free connection instead.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=200, timeout=20, decode_responses=True
+        )
+        self.redis = redis.asyncio.Redis(connection_pool=pool)
         # Filled from Redis on first sight of a (user, partition): which offset came last.
         self._last: dict[tuple[int, PartitionKey], int] = {}
 

@@ -21,6 +21,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from realtime import metrics
+from realtime.consumer import next_batch
 from realtime.events import SCHEMA_VERSION, SCOPE_USER
 from tasks.models import AsyncTask
 
@@ -82,7 +83,7 @@ class Worker:
         now = self.clock()
         next_due = min((r.due for r in self.running.values()), default=now + max_wait)
         timeout = max(0.0, min(max_wait, next_due - now))
-        for message in self.consumer.consume(100, timeout):
+        for message in next_batch(self.consumer, 100, timeout):
             err = message.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:

@@ -28,7 +28,14 @@ EPOCH = "EpochOne"
 @pytest.fixture(autouse=True)
 def in_memory_layer_and_store(settings: Any) -> None:
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    settings.TASKSTREAM = {**settings.TASKSTREAM, "HEARTBEAT_SECONDS": 30.0, "REDIS_URL": ""}
+    # Pinned here: the integration tests' session fixture renames the topics for the
+    # rest of the session, and these tests must not depend on whether they ran first.
+    settings.TASKSTREAM = {
+        **settings.TASKSTREAM,
+        "HEARTBEAT_SECONDS": 30.0,
+        "REDIS_URL": "",
+        "TOPIC_EVENTS": "task.events",
+    }
     reset_memory_store()
 
 
