@@ -1,0 +1,3 @@
+module taskstream/bench
+
+go 1.26

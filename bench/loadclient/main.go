@@ -1,0 +1,466 @@
+// Command loadclient opens many SSE streams and measures what arrives.
+//
+// It is driven over a tiny loopback HTTP control API by bench/run.py:
+//
+//	POST /open?n=N&from=I&count=K&stall=S   open N streams using tokens[I..I+K) round robin;
+//	                                        the first S of them stop reading (tiny SO_RCVBUF)
+//	GET  /stats                             counters and latency percentiles (JSON)
+//	POST /reset                             zero counters and the histogram
+//	POST /storm                             close every stream, reopen them all at once
+//	POST /closeall                          close every stream
+//	POST /quit                              exit
+//
+// Each data frame carries "seq" (per user, from 1) and "t_ns" (producer wall clock, ns).
+// Latency is now - t_ns (same host, same clock). Gaps and duplicates are judged per stream
+// from seq. Only the Go standard library is used.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"math/bits"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+const nBuckets = 128 + 50*64
+
+type histogram struct{ b [nBuckets]atomic.Uint64 }
+
+func bucketOf(v uint64) int {
+	if v < 128 {
+		return int(v)
+	}
+	k := bits.Len64(v) - 1 // v in [2^k, 2^(k+1))
+	shift := k - 6
+	idx := 128 + (k-7)*64 + int(v>>uint(shift)) - 64
+	if idx >= nBuckets {
+		idx = nBuckets - 1
+	}
+	return idx
+}
+
+func bucketValue(i int) uint64 {
+	if i < 128 {
+		return uint64(i)
+	}
+	k := (i-128)/64 + 7
+	sub := uint64((i-128)%64 + 64)
+	return sub << uint(k-6)
+}
+
+func (h *histogram) add(v uint64) { h.b[bucketOf(v)].Add(1) }
+func (h *histogram) reset() {
+	for i := range h.b {
+		h.b[i].Store(0)
+	}
+}
+
+func (h *histogram) quantiles(qs []float64) (uint64, []uint64) {
+	var counts [nBuckets]uint64
+	var total uint64
+	for i := range h.b {
+		counts[i] = h.b[i].Load()
+		total += counts[i]
+	}
+	out := make([]uint64, len(qs))
+	if total == 0 {
+		return 0, out
+	}
+	for j, q := range qs {
+		target := uint64(q*float64(total) + 0.5)
+		if target < 1 {
+			target = 1
+		}
+		var acc uint64
+		for i := 0; i < nBuckets; i++ {
+			acc += counts[i]
+			if acc >= target {
+				out[j] = bucketValue(i)
+				break
+			}
+		}
+	}
+	return total, out
+}
+
+type spec struct {
+	uid, token string
+	stall      bool
+}
+
+type stream struct {
+	spec
+	idx     int
+	conn    net.Conn
+	lastSeq int64
+	opened  bool
+	gotData bool
+}
+
+type client struct {
+	addr, path string
+	srcIPs     int
+	tokens     [][2]string
+	conc       int
+
+	mu      sync.Mutex
+	streams map[*stream]struct{}
+	specs   []spec
+	nextIdx int
+	gen     atomic.Int64 // bumped by closeall/storm: old streams stop counting
+
+	lat, connectLat                                 histogram
+	open, connecting, connectErrors, closedByServer atomic.Int64
+	events, gaps, dups, heartbeats, otherEvents     atomic.Int64
+	firstNs, lastNs                                 atomic.Int64
+	stormT0, stormAllOpenNs, stormAllFirstEventNs   atomic.Int64
+	stormOpened, stormFirstEvent                    atomic.Int64
+}
+
+func (c *client) dial(s *stream) (net.Conn, error) {
+	ip := net.IPv4(127, 0, 0, byte(2+s.idx%c.srcIPs))
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 30 * time.Second}
+	if s.stall {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) {
+				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			})
+		}
+	}
+	return d.Dial("tcp", c.addr)
+}
+
+func markMax(a *atomic.Int64, v int64) {
+	for {
+		old := a.Load()
+		if v <= old || a.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}
+
+func markMin(a *atomic.Int64, v int64) {
+	for {
+		old := a.Load()
+		if (old != 0 && v >= old) || a.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}
+
+// run keeps one stream open until its generation ends; it does not reconnect by itself.
+func (c *client) run(s *stream, gen int64, start time.Time, sem chan struct{}) {
+	sem <- struct{}{}
+	held := true
+	release := func() {
+		if held {
+			held = false
+			<-sem
+		}
+	}
+	defer release()
+	c.connecting.Add(1)
+	conn, err := c.dial(s)
+	if err == nil {
+		path := strings.ReplaceAll(c.path, "{uid}", s.uid)
+		req := "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+		if s.token != "" {
+			req += "Authorization: Bearer " + s.token + "\r\n"
+		}
+		_, err = conn.Write([]byte(req + "\r\n"))
+	}
+	c.connecting.Add(-1)
+	if err != nil {
+		c.connectErrors.Add(1)
+		if conn != nil {
+			conn.Close()
+		}
+		return
+	}
+	c.mu.Lock()
+	s.conn = conn
+	c.streams[s] = struct{}{}
+	c.mu.Unlock()
+	defer func() {
+		conn.Close()
+		c.mu.Lock()
+		delete(c.streams, s)
+		c.mu.Unlock()
+		if s.opened {
+			c.open.Add(-1)
+		}
+	}()
+	bufSize := 4096
+	br := bufio.NewReaderSize(conn, bufSize)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		c.connectErrors.Add(1)
+		return
+	}
+	body := bufio.NewReaderSize(resp.Body, bufSize)
+	var event, data []byte
+	var line []byte
+	for {
+		line, err = readLine(body, line[:0])
+		if err != nil {
+			if c.gen.Load() == gen {
+				c.closedByServer.Add(1)
+			}
+			return
+		}
+		if len(line) > 0 {
+			switch {
+			case bytes.HasPrefix(line, []byte("data:")):
+				data = append(data[:0], line[5:]...)
+			case bytes.HasPrefix(line, []byte("event:")):
+				event = append(event[:0], bytes.TrimSpace(line[6:])...)
+			}
+			continue
+		}
+		// blank line: dispatch the frame
+		now := time.Now()
+		if string(event) == "stream-open" && !s.opened {
+			s.opened = true
+			release()
+			c.open.Add(1)
+			c.connectLat.add(uint64(now.Sub(start).Microseconds()))
+			if t0 := c.stormT0.Load(); t0 != 0 {
+				c.stormOpened.Add(1)
+				markMax(&c.stormAllOpenNs, now.UnixNano()-t0)
+			}
+			if s.stall {
+				// Stop reading: the server's writes pile up behind a 4 KiB receive buffer.
+				for c.gen.Load() == gen {
+					time.Sleep(200 * time.Millisecond)
+				}
+				return
+			}
+		} else if len(data) > 0 {
+			t := jsonInt(data, []byte(`"t_ns":`))
+			if t > 0 {
+				nowNs := now.UnixNano()
+				seq := jsonInt(data, []byte(`"seq":`))
+				c.events.Add(1)
+				if nowNs > t {
+					c.lat.add(uint64((nowNs - t) / 1000))
+				}
+				markMin(&c.firstNs, nowNs)
+				markMax(&c.lastNs, nowNs)
+				switch {
+				case s.lastSeq == 0 || seq == s.lastSeq+1:
+				case seq <= s.lastSeq:
+					c.dups.Add(1)
+				default:
+					c.gaps.Add(seq - s.lastSeq - 1)
+				}
+				if seq > s.lastSeq {
+					s.lastSeq = seq
+				}
+				if !s.gotData {
+					s.gotData = true
+					if t0 := c.stormT0.Load(); t0 != 0 {
+						c.stormFirstEvent.Add(1)
+						markMax(&c.stormAllFirstEventNs, nowNs-t0)
+					}
+				}
+			} else if bytes.Contains(event, []byte("heartbeat")) || bytes.Contains(event, []byte("keep-alive")) {
+				c.heartbeats.Add(1)
+			} else {
+				c.otherEvents.Add(1)
+			}
+		}
+		event, data = event[:0], data[:0]
+	}
+}
+
+func readLine(r *bufio.Reader, buf []byte) ([]byte, error) {
+	for {
+		chunk, err := r.ReadSlice('\n')
+		buf = append(buf, chunk...)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return buf, err
+		}
+	}
+	buf = bytes.TrimRight(buf, "\r\n")
+	return buf, nil
+}
+
+func jsonInt(data, key []byte) int64 {
+	i := bytes.Index(data, key)
+	if i < 0 {
+		return 0
+	}
+	var v int64
+	for _, ch := range data[i+len(key):] {
+		if ch == ' ' {
+			continue
+		}
+		if ch < '0' || ch > '9' {
+			break
+		}
+		v = v*10 + int64(ch-'0')
+	}
+	return v
+}
+
+// openSpecs starts the streams with at most conc of them between dial and stream-open.
+func (c *client) openSpecs(specs []spec, conc int) {
+	if conc < 1 {
+		conc = 1
+	}
+	sem := make(chan struct{}, conc)
+	gen := c.gen.Load()
+	start := time.Now()
+	for _, sp := range specs {
+		c.mu.Lock()
+		s := &stream{spec: sp, idx: c.nextIdx}
+		c.nextIdx++
+		c.mu.Unlock()
+		go c.run(s, gen, start, sem)
+	}
+}
+
+func (c *client) closeAll() {
+	c.gen.Add(1)
+	c.mu.Lock()
+	for s := range c.streams {
+		s.conn.Close()
+	}
+	c.mu.Unlock()
+	for i := 0; i < 500; i++ {
+		c.mu.Lock()
+		n := len(c.streams)
+		c.mu.Unlock()
+		if n == 0 && c.connecting.Load() == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.open.Store(0)
+}
+
+func (c *client) reset() {
+	c.lat.reset()
+	c.connectLat.reset()
+	for _, a := range []*atomic.Int64{&c.connectErrors, &c.closedByServer, &c.events, &c.gaps, &c.dups,
+		&c.heartbeats, &c.otherEvents, &c.firstNs, &c.lastNs, &c.stormT0, &c.stormAllOpenNs,
+		&c.stormAllFirstEventNs, &c.stormOpened, &c.stormFirstEvent} {
+		a.Store(0)
+	}
+}
+
+func (c *client) stats() map[string]any {
+	qs := []float64{0.5, 0.9, 0.99, 0.999, 1.0}
+	n, lq := c.lat.quantiles(qs)
+	cn, cq := c.connectLat.quantiles(qs)
+	c.mu.Lock()
+	nstreams := len(c.streams)
+	c.mu.Unlock()
+	return map[string]any{
+		"open": c.open.Load(), "streams": nstreams, "connecting": c.connecting.Load(),
+		"connect_errors": c.connectErrors.Load(), "closed_by_server": c.closedByServer.Load(),
+		"events": c.events.Load(), "gaps": c.gaps.Load(), "dups": c.dups.Load(),
+		"heartbeats": c.heartbeats.Load(), "other_events": c.otherEvents.Load(),
+		"first_ns": c.firstNs.Load(), "last_ns": c.lastNs.Load(),
+		"lat_count": n, "lat_us": lq, "connect_count": cn, "connect_us": cq,
+		"storm_t0": c.stormT0.Load(), "storm_opened": c.stormOpened.Load(),
+		"storm_all_open_ns": c.stormAllOpenNs.Load(), "storm_first_event": c.stormFirstEvent.Load(),
+		"storm_all_first_event_ns": c.stormAllFirstEventNs.Load(),
+	}
+}
+
+func intArg(r *http.Request, name string, def int) int {
+	v, err := strconv.Atoi(r.URL.Query().Get(name))
+	if err != nil {
+		return def
+	}
+	return v
+}
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8000", "server host:port")
+	path := flag.String("path", "/api/v1/events/stream", "stream path; {uid} is replaced")
+	tokens := flag.String("tokens", "", "file of 'uid token' lines")
+	ctl := flag.String("ctl", "127.0.0.1:7070", "control listen address")
+	srcIPs := flag.Int("srcips", 8, "source addresses 127.0.0.2..")
+	conc := flag.Int("concurrency", 50, "default streams between dial and stream-open")
+	life := flag.Duration("max-life", 30*time.Minute, "exit after this long whatever happens")
+	flag.Parse()
+
+	c := &client{addr: *addr, path: *path, srcIPs: *srcIPs, conc: *conc,
+		streams: map[*stream]struct{}{}}
+	if *tokens != "" {
+		raw, err := os.ReadFile(*tokens)
+		if err != nil {
+			log.Fatal(err)
+		}
+		for _, ln := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+			f := strings.Fields(ln)
+			if len(f) == 2 {
+				c.tokens = append(c.tokens, [2]string{f[0], f[1]})
+			} else if len(f) == 1 {
+				c.tokens = append(c.tokens, [2]string{f[0], ""})
+			}
+		}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/open", func(w http.ResponseWriter, r *http.Request) {
+		n, from, count, stall := intArg(r, "n", 0), intArg(r, "from", 0), intArg(r, "count", 1), intArg(r, "stall", 0)
+		specs := make([]spec, n)
+		for i := range specs {
+			t := c.tokens[(from+i%count)%len(c.tokens)]
+			specs[i] = spec{uid: t[0], token: t[1], stall: i < stall}
+		}
+		c.mu.Lock()
+		c.specs = append(c.specs, specs...)
+		c.mu.Unlock()
+		c.openSpecs(specs, intArg(r, "conc", c.conc))
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(c.stats())
+	})
+	mux.HandleFunc("/reset", func(w http.ResponseWriter, r *http.Request) { c.reset(); fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/closeall", func(w http.ResponseWriter, r *http.Request) {
+		c.closeAll()
+		c.mu.Lock()
+		c.specs = nil
+		c.mu.Unlock()
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/storm", func(w http.ResponseWriter, r *http.Request) {
+		c.closeAll()
+		c.reset()
+		c.mu.Lock()
+		specs := append([]spec(nil), c.specs...)
+		c.mu.Unlock()
+		c.stormT0.Store(time.Now().UnixNano())
+		c.openSpecs(specs, len(specs))
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/quit", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "bye")
+		go func() { time.Sleep(50 * time.Millisecond); os.Exit(0) }()
+	})
+	go func() { time.Sleep(*life); log.Print("max-life reached"); os.Exit(2) }()
+	srv := &http.Server{Addr: *ctl, Handler: mux}
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Fatal(err)
+	}
+}

@@ -1,0 +1,1163 @@
+"""Taskstream benchmarks against peers: ``make bench`` (full) and ``make bench-quick``.
+
+Runs every metric of issue #4 (M1-M7) for Taskstream under uvicorn and daphne and for the
+peers U (lean uvicorn app), G (Go net/http hub) and D (django-eventstream), in one invocation,
+with the same load, payload and Redis hop. Raw results go to ``bench/.build/results-<mode>.json``;
+``bench/report.py`` turns them into ``docs/benchmarks.md`` and PNG plots.
+
+Pinning on this 2-core box: the server under test on CPU 1; the load client, the producer
+(this process), the ingest (consume_events or the bridge), Redis, Kafka and PostgreSQL on CPU 0.
+Everything stays on loopback; every process started here is stopped here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+BUILD = BENCH / ".build"
+VENV = ROOT / ".venv" / "bin"
+PY = str(VENV / "python")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SECRET = "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+REDIS_URL = "redis://127.0.0.1:6380/2"
+SERVER_CPU = "1"
+OTHER_CPU = "0"
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+# Sizes. "quick" must finish in < 3 min, "full" in < 15 min on the 2-core box.
+MODES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "users": 1000,
+        "m1_clients": 200,
+        "m1_rates": [60],
+        "m2_clients": 200,
+        "m2_rates": [400],
+        "step_s": 1.5,
+        "m3_rate": 5,
+        "m3_s": 2.5,
+        "m7_rate": 10,
+        "m7_s": 1.5,
+        "m7_pad": 4096,
+        "m5_clients": 200,
+        "m4_sizes": [200, 600],
+        "m4_window": 1.0,
+        "m6_events": 1000,
+        "wait_s": 3.0,
+        "catch_up_s": 5.0,
+    },
+    "full": {
+        "users": 1000,
+        "m1_clients": 1000,
+        "m1_rates": [10, 25, 50, 100],
+        "m2_clients": 1000,
+        "m2_rates": [250, 500, 1000],
+        "step_s": 3.0,
+        "m3_rate": 5,
+        "m3_s": 12.0,
+        "m7_rate": 10,
+        "m7_s": 8.0,
+        "m7_pad": 4096,
+        "m5_clients": 1000,
+        "m4_sizes": [1000, 5000, 10000],
+        "m4_window": 4.0,
+        "m6_events": 5000,
+        "wait_s": 5.0,
+        "catch_up_s": 20.0,
+    },
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def slab_kib() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Slab:"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss(self) -> int:
+        return rss_kib(self.pid)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 3.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+    def tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class Procs:
+    """Every process the bench starts; ``stop_all`` ends them in reverse order."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.items: list[Proc] = []
+
+    def start(
+        self,
+        name: str,
+        cmd: list[str],
+        *,
+        cpu: str,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+        stdout_pipe: bool = False,
+    ) -> Proc:
+        log_path = self.log_dir / f"{name}.log"
+        out = open(log_path, "wb")  # noqa: SIM115  # closed when the process ends
+        popen = subprocess.Popen(
+            ["taskset", "-c", cpu, *cmd],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE if stdout_pipe else out,
+            stderr=out,
+            start_new_session=True,
+        )
+        proc = Proc(name, popen, log_path)
+        self.items.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.items):
+            with contextlib.suppress(Exception):
+                proc.stop()
+        self.items.clear()
+
+
+def wait_port(port: int, proc: Proc, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{proc.name} did not listen on {port}:\n{proc.tail()}")
+
+
+def wait_line(proc: Proc, pattern: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pattern in proc.log_path.read_text(errors="replace"):
+            return
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
+        time.sleep(0.1)
+    raise RuntimeError(f"{proc.name}: no {pattern!r} within {timeout}s:\n{proc.tail()}")
+
+
+def read_json_line(proc: Proc, timeout: float) -> dict[str, Any]:
+    """The last JSON line of a process that prints one when it is done."""
+    assert proc.popen.stdout is not None
+    try:
+        out, _ = proc.popen.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.stop()
+        return {}
+    for line in reversed(out.decode().splitlines()):
+        if line.startswith("{"):
+            parsed: dict[str, Any] = json.loads(line)
+            return parsed
+    return {}
+
+
+def wait_ready(proc: Proc, timeout: float = 30.0) -> None:
+    assert proc.popen.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.popen.stdout.readline().decode()
+        if line.strip() == "ready":
+            return
+        if not line and not proc.alive():
+            break
+    raise RuntimeError(f"{proc.name} not ready:\n{proc.tail()}")
+
+
+# --------------------------------------------------------------------------- load client
+
+
+class Client:
+    def __init__(self, procs: Procs, name: str, port: int, path: str, tokens: Path) -> None:
+        self.ctl_port = free_port()
+        self.proc = procs.start(
+            name,
+            [
+                str(BUILD / "loadclient"),
+                "-addr",
+                f"127.0.0.1:{port}",
+                "-path",
+                path,
+                "-tokens",
+                str(tokens),
+                "-ctl",
+                f"127.0.0.1:{self.ctl_port}",
+                "-max-life",
+                "20m",
+            ],
+            cpu=OTHER_CPU,
+        )
+        wait_port(self.ctl_port, self.proc, 10)
+
+    def call(self, path: str) -> str:
+        url = f"http://127.0.0.1:{self.ctl_port}{path}"
+        method = "GET" if path.startswith("/stats") else "POST"
+        req = urllib.request.Request(url, method=method)
+        with OPENER.open(req, timeout=60) as resp:
+            body: bytes = resp.read()
+        return body.decode()
+
+    def stats(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.call("/stats"))
+        return parsed
+
+    def open(self, n: int, first: int, count: int, stall: int = 0) -> None:
+        self.call(f"/open?n={n}&from={first}&count={count}&stall={stall}")
+
+    def wait_open(self, n: int, timeout: float) -> int:
+        """Until ``n`` streams are open, or no stream opened for 3 s with none connecting."""
+        deadline = time.monotonic() + timeout
+        s = self.stats()
+        last, last_change = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            s = self.stats()
+            if s["open"] >= n:
+                break
+            if s["open"] != last:
+                last, last_change = s["open"], time.monotonic()
+            elif time.monotonic() - last_change > 3 and s["connecting"] == 0:
+                break
+            time.sleep(0.1)
+        return int(s["open"])
+
+    def wait_events(self, expected: int, timeout: float, quiet: float = 1.0) -> dict[str, Any]:
+        """Until ``expected`` events arrived, or nothing new for ``quiet`` s, or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        last, last_change = -1, time.monotonic()
+        s = self.stats()
+        while time.monotonic() < deadline:
+            s = self.stats()
+            if s["events"] >= expected:
+                break
+            if s["events"] != last:
+                last, last_change = s["events"], time.monotonic()
+            elif time.monotonic() - last_change > quiet:
+                break
+            time.sleep(0.05)
+        return s
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# --------------------------------------------------------------------------- producer
+
+
+class Load:
+    """Produces task.progress records per docs/events.md with ``seq`` and ``t_ns`` in data."""
+
+    def __init__(self, bootstrap: str, tasks: dict[int, str]) -> None:
+        from confluent_kafka import Producer
+
+        # linger.ms=0 for the latency metric (M3); 5 ms for the throughput steps, because the
+        # broker JVM costs ~0.5 core per 1,000 unbatched produce requests/s on this box.
+        self.fast = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": 1})
+        self.batched = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": 1})
+        self.producer = self.batched
+        self.tasks = tasks
+        self.seq: dict[tuple[str, int], int] = {}
+
+    def _value(self, topic: str, uid: int, pad: str) -> bytes:
+        key = (topic, uid)
+        seq = self.seq[key] = self.seq.get(key, 0) + 1
+        data = {"progress": seq % 101, "message": "", "seq": seq, "t_ns": time.time_ns()}
+        if pad:
+            data["pad"] = pad
+        body = {
+            "event_id": str(uuid.uuid4()),
+            "event_type": "task.progress",
+            "version": 1,
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "user_id": uid,
+            "task_id": self.tasks[uid],
+            "scope": "user",
+            "data": data,
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def paced(
+        self,
+        topic: str,
+        users: list[int],
+        rate: float,
+        seconds: float,
+        pad_bytes: int = 0,
+        fast: bool = False,
+    ) -> int:
+        """``rate`` events/s for ``seconds``, round robin over ``users``; returns events sent."""
+        self.producer = self.fast if fast else self.batched
+        pad = "x" * pad_bytes
+        start = time.monotonic()
+        sent = 0
+        total = int(rate * seconds)
+        while sent < total:
+            due = min(total, int(rate * (time.monotonic() - start)) + 1)
+            while sent < due:
+                uid = users[sent % len(users)]
+                self.producer.produce(topic, self._value(topic, uid, pad), key=str(uid))
+                sent += 1
+            self.producer.poll(0)
+            time.sleep(0.002)
+        self.producer.flush(30)
+        return sent
+
+    def burst(self, topic: str, users: list[int], count: int) -> int:
+        for i in range(count):
+            uid = users[i % len(users)]
+            self.producer.produce(topic, self._value(topic, uid, ""), key=str(uid))
+            if i % 1000 == 999:
+                self.producer.poll(0)
+        self.producer.flush(60)
+        return count
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclass
+class Target:
+    key: str
+    label: str
+    cmd: list[str]
+    path: str
+    ingest: str  # "taskstream" or "bridge-hub" or "bridge-des"
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
+
+
+def targets(port: int) -> list[Target]:
+    uv = [
+        str(VENV / "uvicorn"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--backlog",
+        "4096",
+    ]
+    daphne_ep = [str(VENV / "daphne"), "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=4096"]
+    des = BENCH / "peers" / "des"
+    return [
+        Target(
+            "T_uv",
+            "Taskstream (uvicorn)",
+            [*uv, "config.asgi:application"],
+            "/api/v1/events/stream",
+            "taskstream",
+        ),
+        Target(
+            "T_daphne",
+            "Taskstream (daphne)",
+            [*daphne_ep, "-v", "0", "config.asgi:application"],
+            "/api/v1/events/stream",
+            "taskstream",
+        ),
+        Target(
+            "U",
+            "U: lean uvicorn app",
+            [*uv, "--app-dir", str(BENCH / "peers"), "uvicorn_min:app"],
+            "/events",
+            "bridge-hub",
+            {"BENCH_REDIS_URL": REDIS_URL, "BENCH_JWT_KEY": SECRET},
+        ),
+        Target(
+            "G",
+            "G: Go net/http hub",
+            [
+                str(BUILD / "gohub"),
+                "-addr",
+                f"127.0.0.1:{port}",
+                "-redis",
+                "127.0.0.1:6380",
+                "-key",
+                SECRET,
+            ],
+            "/events",
+            "bridge-hub",
+        ),
+        Target(
+            "D",
+            "D: django-eventstream (daphne)",
+            [*daphne_ep, "-v", "0", "des_asgi:application"],
+            "/events/u{uid}/",
+            "bridge-des",
+            {
+                "PYTHONPATH": str(des),
+                "DJANGO_SETTINGS_MODULE": "des_settings",
+                "BENCH_JWT_KEY": SECRET,
+            },
+            des,
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Bench:
+    def __init__(self, mode: str, only: list[str]) -> None:
+        self.mode = mode
+        self.cfg = MODES[mode]
+        self.only = only
+        self.run_id = f"{int(time.time())}"
+        self.dir = BUILD / f"run-{mode}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.procs = Procs(self.dir)
+        self.bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+        db = os.environ.get("DATABASE_URL", "postgres://taskstream@127.0.0.1:5433/taskstream")
+        self.db_url = db.rsplit("/", 1)[0] + "/taskstream_bench"
+        prefix = f"bench.{self.run_id}"
+        self.topic_ts = f"{prefix}.ts.events"
+        self.topic_peer = f"{prefix}.peer"
+        self.topic_m6 = f"{prefix}.m6"
+        self.all_topics = [
+            self.topic_ts,
+            f"{prefix}.ts.requests",
+            f"{prefix}.ts.dlq",
+            self.topic_peer,
+            self.topic_m6,
+            f"{prefix}.m6.requests",
+            f"{prefix}.m6.dlq",
+        ]
+        self.ts_env = {
+            "DJANGO_SECRET_KEY": SECRET,
+            "DATABASE_URL": self.db_url,
+            "REDIS_URL": REDIS_URL,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "TASKSTREAM_TOPIC_EVENTS": self.topic_ts,
+            "TASKSTREAM_TOPIC_REQUESTS": f"{prefix}.ts.requests",
+            "TASKSTREAM_TOPIC_DLQ": f"{prefix}.ts.dlq",
+            "TASKSTREAM_CONSUMER_GROUP": f"{prefix}.ts",
+            "JWT_ACCESS_SECONDS": "86400",
+            "LOG_LEVEL": "WARNING",
+            # Knobs of the stream code being written for issue #3 (ignored where absent):
+            # the bench opens 1,000+ streams per user on purpose (M1, M4).
+            "TASKSTREAM_MAX_STREAMS_PER_USER": "100000",
+            "TASKSTREAM_STREAM_OPENS_PER_MINUTE": "10000000",
+        }
+        self.results: dict[str, Any] = {"mode": mode, "cfg": self.cfg, "targets": {}}
+        self.pinned: list[tuple[int, set[int]]] = []
+        self.kafka_pid = 0
+        with contextlib.suppress(OSError, ValueError):
+            self.kafka_pid = int((ROOT / ".services/kafka/kafka.pid").read_text().split()[0])
+
+    # ---- setup
+
+    def setup(self) -> None:
+        import psycopg
+
+        admin_url = self.db_url.rsplit("/", 1)[0] + "/taskstream"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = 'taskstream_bench'"
+            ).fetchone()
+            if not found:
+                conn.execute("CREATE DATABASE taskstream_bench")
+        env = {**os.environ, **self.ts_env}
+        subprocess.run(
+            [PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
+        )
+        subprocess.run(
+            [PY, str(BENCH / "setup_db.py"), str(self.cfg["users"]), str(self.dir)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
+        self.tokens = self.dir / "tokens.txt"
+        rows = [ln.split() for ln in (self.dir / "tasks.txt").read_text().splitlines()]
+        self.tasks = {int(u): t for u, t in rows}
+        self.users = sorted(self.tasks)
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        futures = admin.create_topics(
+            [NewTopic(t, num_partitions=3, replication_factor=1) for t in self.all_topics]
+        )
+        for fut in futures.values():
+            with contextlib.suppress(Exception):
+                fut.result()
+        self.load = Load(self.bootstrap, self.tasks)
+        self.results["env"] = environment()
+
+    def pin_services(self) -> None:
+        """Redis, Kafka and PostgreSQL on CPU 0 for the run (restored afterwards)."""
+        pids: list[int] = []
+        for pid_file in ("redis/redis.pid", "kafka/kafka.pid", "postgres/data/postmaster.pid"):
+            path = ROOT / ".services" / pid_file
+            with contextlib.suppress(OSError, ValueError):
+                pids.append(int(path.read_text().split()[0]))
+        postmaster = pids[-1] if pids else 0
+        for proc_dir in Path("/proc").iterdir():
+            if proc_dir.name.isdigit():
+                with contextlib.suppress(OSError):
+                    ppid = int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    if ppid == postmaster:
+                        pids.append(int(proc_dir.name))
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    tid = int(task.name)
+                    with contextlib.suppress(OSError):
+                        self.pinned.append((tid, os.sched_getaffinity(tid)))
+                        os.sched_setaffinity(tid, {0})
+        self.results["pinning"] = (
+            f"server under test: taskset -c {SERVER_CPU}; load client, producer, ingest "
+            f"(consume_events / bridge), Redis, Kafka, PostgreSQL: CPU {OTHER_CPU} "
+            f"({len(self.pinned)} service threads re-pinned for the run)"
+        )
+
+    def unpin_services(self) -> None:
+        for tid, mask in self.pinned:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, mask)
+        self.pinned.clear()
+
+    def cleanup_topics(self) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        for fut in admin.delete_topics(self.all_topics, operation_timeout=30).values():
+            with contextlib.suppress(Exception):
+                fut.result()
+
+    # ---- ingest
+
+    @contextlib.contextmanager
+    def ingest(self, kind: str) -> Iterator[Proc]:
+        if kind == "taskstream":
+            env = {**self.ts_env, "LOG_LEVEL": "INFO"}
+            proc = self.procs.start(
+                "consume_events", [PY, "manage.py", "consume_events"], cpu=OTHER_CPU, env=env
+            )
+            wait_line(proc, "assigned " + self.topic_ts, 60)
+        else:
+            fmt = kind.split("-", 1)[1]
+            proc = self.procs.start(
+                f"bridge-{fmt}",
+                [
+                    PY,
+                    str(BENCH / "bridge.py"),
+                    "--bootstrap",
+                    self.bootstrap,
+                    "--topic",
+                    self.topic_peer,
+                    "--group",
+                    f"bench.{self.run_id}.bridge",
+                    "--redis",
+                    REDIS_URL,
+                    "--format",
+                    fmt,
+                ],
+                cpu=OTHER_CPU,
+                stdout_pipe=True,
+            )
+            wait_ready(proc)
+        try:
+            yield proc
+        finally:
+            proc.stop()
+
+    # ---- one measured step
+
+    def step(
+        self,
+        client: Client,
+        server: Proc,
+        ingest: Proc,
+        topic: str,
+        users: list[int],
+        rate: float,
+        seconds: float,
+        receivers: int,
+        pad: int = 0,
+        fast: bool = False,
+    ) -> dict[str, Any]:
+        """Produce ``rate`` events/s for ``seconds``; each event has ``receivers`` streams."""
+        client.call("/reset")
+        cpu0 = (server.cpu(), client.proc.cpu(), ingest.cpu(), cpu_seconds(self.kafka_pid))
+        rss0 = server.rss()
+        t0 = time.time_ns()
+        w0 = time.monotonic()
+        sent = self.load.paced(topic, users, rate, seconds, pad, fast)
+        expected = sent * receivers
+        s = client.wait_events(expected, timeout=max(self.cfg["wait_s"], seconds), quiet=1.0)
+        wall = time.monotonic() - w0
+        cpu1 = (server.cpu(), client.proc.cpu(), ingest.cpu(), cpu_seconds(self.kafka_pid))
+        delivered = int(s["events"])
+        span = max(1e-3, (int(s["last_ns"]) - t0) / 1e9) if delivered else 0.0
+        return {
+            "rate": rate,
+            "sent": sent,
+            "expected": expected,
+            "delivered": delivered,
+            "lost": max(0, expected - delivered),
+            "gaps": s["gaps"],
+            "dups": s["dups"],
+            "closed_by_server": s["closed_by_server"],
+            "deliveries_per_s": delivered / span if span else 0.0,
+            "offered_deliveries_per_s": rate * receivers,
+            "p50_ms": s["lat_us"][0] / 1000,
+            "p99_ms": s["lat_us"][2] / 1000,
+            "p999_ms": s["lat_us"][3] / 1000,
+            "max_ms": s["lat_us"][4] / 1000,
+            "server_cpu_s": cpu1[0] - cpu0[0],
+            "server_cpu_us_per_delivery": (cpu1[0] - cpu0[0]) * 1e6 / delivered
+            if delivered
+            else None,
+            "client_cpu_pct": 100 * (cpu1[1] - cpu0[1]) / wall,
+            "ingest_cpu_pct": 100 * (cpu1[2] - cpu0[2]) / wall,
+            "server_cpu_pct": 100 * (cpu1[0] - cpu0[0]) / wall,
+            "kafka_cpu_pct": 100 * (cpu1[3] - cpu0[3]) / wall,
+            "rss_kib_before": rss0,
+            "rss_kib_after": server.rss(),
+            "wall_s": wall,
+        }
+
+    # ---- per target
+
+    def run_target(self, t: Target, port: int) -> dict[str, Any]:
+        cfg = self.cfg
+        res: dict[str, Any] = {"label": t.label}
+        env = {**self.ts_env, **t.env} if t.ingest == "taskstream" else t.env
+        server = self.procs.start(t.key, t.cmd, cpu=SERVER_CPU, env=env, cwd=t.cwd)
+        wait_port(port, server)
+        time.sleep(0.5)
+        res["rss_kib_start"] = server.rss()
+        topic = self.topic_ts if t.ingest == "taskstream" else self.topic_peer
+        client = Client(self.procs, f"client-{t.key}", port, t.path, self.tokens)
+        user0 = [self.users[0]]
+        try:
+            with self.ingest(t.ingest) as ingest:
+                # M1 broadcast (one user, many streams), then M3 and M7 on the same streams.
+                n1 = cfg["m1_clients"]
+                client.open(n1, 0, 1)
+                opened = client.wait_open(n1, 60)
+                res["m1_open"] = opened
+                log(f"{t.key}: M1 {opened}/{n1} streams open")
+                self.load.paced(topic, user0, 10, 0.3)
+                client.wait_events(3 * opened, 5)
+                res["m1"] = [
+                    self.step(client, server, ingest, topic, user0, r, cfg["step_s"], opened)
+                    for r in cfg["m1_rates"]
+                ]
+                # Streams closed by overflow in the top step are not reopened by the client.
+                client.call("/closeall")
+                client.open(n1, 0, 1)
+                opened = client.wait_open(n1, 60)
+                res["m3"] = self.m3(t, client, server, ingest, topic, opened)
+                res["m7"] = self.m7(client, server, ingest, topic, n1)
+                client.call("/closeall")
+                # M2 targeted: one stream per user.
+                n2 = cfg["m2_clients"]
+                users = self.users[:n2]
+                client.open(n2, 0, n2)
+                opened2 = client.wait_open(n2, 60)
+                res["m2_open"] = opened2
+                log(f"{t.key}: M2 {opened2}/{n2} streams open")
+                self.load.paced(topic, users, 2000, n2 / 2000)
+                client.wait_events(n2, 5)
+                res["m2"] = [
+                    self.step(client, server, ingest, topic, users, r, cfg["step_s"], 1)
+                    for r in cfg["m2_rates"]
+                ]
+                res["m2_backlog_s"] = self.wait_caught_up(topic, t.ingest)
+                res["m5"] = self.m5(client, topic, users)
+                res["m5_backlog_s"] = self.wait_caught_up(topic, t.ingest)
+                client.call("/closeall")
+                res["m4"] = self.m4(client, server)
+        finally:
+            with contextlib.suppress(Exception):
+                client.call("/quit")
+            client.proc.stop()
+            server.stop()
+        return res
+
+    def wait_caught_up(self, topic: str, ingest: str) -> float:
+        """Wait until the ingest's group has committed the end of ``topic`` (no backlog left
+        for the next metric); returns the seconds waited."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        group = (
+            self.ts_env["TASKSTREAM_CONSUMER_GROUP"]
+            if ingest == "taskstream"
+            else f"bench.{self.run_id}.bridge"
+        )
+        watcher = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+        parts = [TopicPartition(topic, p) for p in range(3)]
+        start = time.monotonic()
+        timeout = self.cfg["catch_up_s"]
+        try:
+            ends = [watcher.get_watermark_offsets(p, timeout=5)[1] for p in parts]
+            while time.monotonic() - start < timeout:
+                done = watcher.committed(parts, timeout=5)
+                if all(c.offset >= e for c, e in zip(done, ends, strict=True)):
+                    break
+                time.sleep(0.25)
+        finally:
+            watcher.close()
+        return time.monotonic() - start
+
+    def m3(
+        self, t: Target, client: Client, server: Proc, ingest: Proc, topic: str, receivers: int
+    ) -> dict[str, Any]:
+        cfg = self.cfg
+        secs = cfg["m3_s"]
+        floor = self.procs.start(
+            f"kfloor-{t.key}",
+            [
+                PY,
+                str(BENCH / "kfloor.py"),
+                "latency",
+                "--bootstrap",
+                self.bootstrap,
+                "--topic",
+                topic,
+                "--group",
+                f"bench.{self.run_id}.floor",
+                "--seconds",
+                str(secs + 3),
+            ],
+            cpu=OTHER_CPU,
+            stdout_pipe=True,
+        )
+        if t.ingest == "taskstream":
+            probe_cmd = ["channels", "--uid", str(self.users[0])]
+        elif t.ingest == "bridge-des":
+            probe_cmd = ["redis", "--channel", "events_channel"]
+        else:
+            probe_cmd = ["redis", "--channel", "bench:ev"]
+        probe = self.procs.start(
+            f"probe-{t.key}",
+            [
+                PY,
+                str(BENCH / "probe.py"),
+                *probe_cmd,
+                "--redis",
+                REDIS_URL,
+                "--seconds",
+                str(secs + 3),
+            ],
+            cpu=OTHER_CPU,
+            stdout_pipe=True,
+        )
+        wait_ready(floor)
+        wait_ready(probe)
+        time.sleep(0.5)
+        step = self.step(
+            client,
+            server,
+            ingest,
+            topic,
+            [self.users[0]],
+            cfg["m3_rate"],
+            secs,
+            receivers,
+            fast=True,
+        )
+        return {
+            "client": step,
+            "kafka": read_json_line(floor, 20),
+            "layer": read_json_line(probe, 20),
+        }
+
+    def m7(self, client: Client, server: Proc, ingest: Proc, topic: str, n: int) -> dict[str, Any]:
+        cfg = self.cfg
+        user0 = [self.users[0]]
+        args = (cfg["m7_rate"], cfg["m7_s"])
+        base = self.step(client, server, ingest, topic, user0, *args, n, cfg["m7_pad"])
+        client.call("/closeall")
+        stalled = 10
+        client.open(n, 0, 1, stall=stalled)
+        client.wait_open(n, 60)
+        time.sleep(0.3)
+        rss0 = server.rss()
+        stall = self.step(client, server, ingest, topic, user0, *args, n - stalled, cfg["m7_pad"])
+        time.sleep(1.0)
+        stall["rss_growth_kib"] = server.rss() - rss0
+        return {"baseline": base, "stalled": stall, "stalled_clients": stalled}
+
+    def m5(self, client: Client, topic: str, users: list[int]) -> dict[str, Any]:
+        n = len(users)
+        client.call("/storm")
+        deadline = time.monotonic() + 60
+        s = client.stats()
+        while time.monotonic() < deadline:
+            s = client.stats()
+            if s["storm_opened"] + s["connect_errors"] >= n:
+                break
+            time.sleep(0.05)
+        all_open_s = s["storm_all_open_ns"] / 1e9 if s["storm_opened"] >= n else None
+        self.load.burst(topic, users, n)
+        deadline = time.monotonic() + self.cfg["catch_up_s"]
+        while time.monotonic() < deadline:
+            s = client.stats()
+            if s["storm_first_event"] >= s["storm_opened"]:
+                break
+            time.sleep(0.05)
+        return {
+            "clients": n,
+            "opened": s["storm_opened"],
+            "all_open_s": all_open_s,
+            "first_event": s["storm_first_event"],
+            "all_first_event_s": s["storm_all_first_event_ns"] / 1e9
+            if s["storm_first_event"] >= n
+            else None,
+            "connect_p50_ms": s["connect_us"][0] / 1000,
+            "connect_p99_ms": s["connect_us"][2] / 1000,
+            "connect_errors": s["connect_errors"],
+        }
+
+    def m4(self, client: Client, server: Proc) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        out: list[dict[str, Any]] = []
+        time.sleep(1.0)
+        rss_zero, slab_zero = server.rss(), slab_kib()
+        have = 0
+        for size in cfg["m4_sizes"]:
+            client.open(size - have, have, len(self.users))
+            opened = client.wait_open(size, 120)
+            have = size
+            time.sleep(1.0)
+            c0, w0 = server.cpu(), time.monotonic()
+            time.sleep(cfg["m4_window"])
+            cpu = server.cpu() - c0
+            wall = time.monotonic() - w0
+            rss = server.rss()
+            out.append(
+                {
+                    "clients": size,
+                    "open": opened,
+                    "rss_kib": rss,
+                    "rss_kib_zero": rss_zero,
+                    "rss_per_conn_kib": (rss - rss_zero) / max(1, opened),
+                    "slab_per_conn_kib": (slab_kib() - slab_zero) / max(1, opened),
+                    "idle_cpu_us_per_s_per_conn": cpu * 1e6 / wall / max(1, opened),
+                    "connect_errors": client.stats()["connect_errors"],
+                }
+            )
+            log(f"M4 {size}: open {opened}, rss {rss / 1024:.0f} MiB")
+        client.call("/closeall")
+        return out
+
+    # ---- M6
+
+    def m6(self) -> dict[str, Any]:
+        n = self.cfg["m6_events"]
+        users = self.users
+        log(f"M6: pre-filling {self.topic_m6} with {n} events")
+        self.load.burst(self.topic_m6, users, n)
+        res: dict[str, Any] = {"events": n}
+        bare = self.procs.start(
+            "m6-bare",
+            [
+                PY,
+                str(BENCH / "kfloor.py"),
+                "drain",
+                "--bootstrap",
+                self.bootstrap,
+                "--topic",
+                self.topic_m6,
+                "--group",
+                f"bench.{self.run_id}.m6bare",
+                "--count",
+                str(n),
+            ],
+            cpu=SERVER_CPU,
+            stdout_pipe=True,
+        )
+        out = read_json_line(bare, 120)
+        res["bare"] = out | {"per_s": out.get("records", 0) / max(1e-6, out.get("seconds", 1))}
+        bridge = self.procs.start(
+            "m6-bridge",
+            [
+                PY,
+                str(BENCH / "bridge.py"),
+                "--bootstrap",
+                self.bootstrap,
+                "--topic",
+                self.topic_m6,
+                "--group",
+                f"bench.{self.run_id}.m6bridge",
+                "--count",
+                str(n),
+                "--redis",
+                REDIS_URL,
+            ],
+            cpu=SERVER_CPU,
+            stdout_pipe=True,
+        )
+        out = read_json_line(bridge, 120)
+        res["bridge"] = out | {"per_s": out.get("records", 0) / max(1e-6, out.get("seconds", 1))}
+        res["taskstream"] = self.m6_taskstream(n)
+        return res
+
+    def m6_taskstream(self, n: int) -> dict[str, Any]:
+        from confluent_kafka import Consumer, TopicPartition
+
+        group = f"bench.{self.run_id}.m6ts"
+        prefix = f"bench.{self.run_id}.m6"
+        env = {
+            **self.ts_env,
+            "TASKSTREAM_TOPIC_EVENTS": self.topic_m6,
+            "TASKSTREAM_TOPIC_REQUESTS": f"{prefix}.requests",
+            "TASKSTREAM_TOPIC_DLQ": f"{prefix}.dlq",
+            "TASKSTREAM_CONSUMER_GROUP": group,
+        }
+        watcher = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+        parts = [TopicPartition(self.topic_m6, p) for p in range(3)]
+        proc = self.procs.start(
+            "m6-consume_events", [PY, "manage.py", "consume_events"], cpu=SERVER_CPU, env=env
+        )
+        samples: list[tuple[float, int, float]] = []
+        deadline = time.monotonic() + 240
+        done = 0
+        try:
+            while time.monotonic() < deadline and proc.alive():
+                committed = watcher.committed(parts, timeout=5)
+                done = sum(max(0, p.offset) for p in committed)
+                samples.append((time.monotonic(), done, proc.cpu()))
+                if done >= n:
+                    break
+                time.sleep(0.25)
+        finally:
+            proc.stop()
+            watcher.close()
+        started = [s for s in samples if s[1] > 0]
+        if len(started) < 2:
+            return {"error": f"no progress ({done} of {n} committed)", "log": proc.tail(5)}
+        (t_a, n_a, c_a), (t_b, n_b, c_b) = started[0], started[-1]
+        per_s = (n_b - n_a) / max(1e-6, t_b - t_a)
+        return {
+            "records": n_b,
+            "seconds": t_b - t_a,
+            "per_s": per_s,
+            "cpu_us_per_event": (c_b - c_a) * 1e6 / max(1, n_b - n_a),
+            "complete": n_b >= n,
+        }
+
+    # ---- main
+
+    def run(self) -> None:
+        t_start = time.monotonic()
+        self.pin_services()
+        try:
+            self.setup()
+            log(f"setup done in {time.monotonic() - t_start:.0f}s")
+            for t in targets(18600):
+                if self.only and t.key not in self.only:
+                    continue
+                t0 = time.monotonic()
+                log(f"target {t.key}")
+                try:
+                    self.results["targets"][t.key] = self.run_target(t, 18600)
+                except Exception as exc:
+                    log(f"{t.key} failed: {exc!r}")
+                    self.results["targets"][t.key] = {"label": t.label, "error": repr(exc)}
+                finally:
+                    self.procs.stop_all()
+                self.results["targets"][t.key]["seconds"] = time.monotonic() - t0
+                log(f"target {t.key} done in {time.monotonic() - t0:.0f}s")
+            if not self.only or "M6" in self.only:
+                try:
+                    self.results["m6"] = self.m6()
+                except Exception as exc:
+                    log(f"M6 failed: {exc!r}")
+                    self.results["m6"] = {"error": repr(exc)}
+        finally:
+            self.procs.stop_all()
+            self.unpin_services()
+            with contextlib.suppress(Exception):
+                self.cleanup_topics()
+        self.results["runtime_s"] = time.monotonic() - t_start
+        out = BUILD / f"results-{self.mode}.json"
+        out.write_text(json.dumps(self.results, indent=1))
+        log(f"results in {out} after {self.results['runtime_s']:.0f}s")
+
+
+def _version(module: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(module)
+    except PackageNotFoundError:
+        return "absent"
+
+
+def environment() -> dict[str, Any]:
+    import confluent_kafka
+    import redis
+
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    governor = "n/a (no cpufreq)"
+    gov = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    if gov.exists():
+        governor = gov.read_text().strip()
+    redis_version = str(redis.Redis.from_url(REDIS_URL).info("server").get("redis_version"))
+    go = subprocess.run(
+        ["/usr/local/go/bin/go", "version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    kafka = "unknown"
+    with contextlib.suppress(Exception):
+        status = subprocess.run(
+            ["scripts/services", "status", "kafka"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHON": PY},
+            check=False,
+        ).stdout
+        m = re.search(r"kafka\s+\S+\s+pid \d+\s+(kafka [\d.]+)", status)
+        kafka = m.group(1) if m else status.strip()
+    git = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--short", "--", "realtime", "tasks", "config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split("\n")
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "governor": governor,
+        "python": platform.python_version(),
+        "packages": {
+            name: _version(name)
+            for name in (
+                "Django",
+                "channels",
+                "channels-redis",
+                "redis",
+                "uvicorn",
+                "uvloop",
+                "httptools",
+                "daphne",
+                "Twisted",
+                "confluent-kafka",
+                "django-eventstream",
+                "PyJWT",
+            )
+        },
+        "librdkafka": confluent_kafka.libversion()[0],
+        "redis_server": redis_version,
+        "kafka": kafka,
+        "go": go,
+        "git": git,
+        "dirty_core_files": len([d for d in dirty if d.strip()]),
+        "fd_limit": subprocess.run(
+            ["bash", "-c", "ulimit -n"], capture_output=True, text=True, check=False
+        ).stdout.strip(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=list(MODES), default="quick")
+    ap.add_argument("--only", nargs="*", default=[], help="target keys (T_uv U ...) and/or M6")
+    args = ap.parse_args()
+    os.sched_setaffinity(0, {int(OTHER_CPU)})
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # runs the finally blocks: every child is stopped
+
+    signal.signal(signal.SIGTERM, on_term)
+    Bench(args.mode, args.only).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
