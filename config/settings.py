@@ -150,6 +150,8 @@ REDIS_URL = env_str("REDIS_URL")
 # Every Redis key Taskstream writes starts with this: several deployments (or test runs)
 # can share one Redis.
 REDIS_PREFIX = env_str("TASKSTREAM_REDIS_PREFIX", "ts")
+if env_int("TASKSTREAM_DRAIN_REFUSAL_STATUS", 200) not in (200, 503):
+    raise ImproperlyConfigured("TASKSTREAM_DRAIN_REFUSAL_STATUS must be 200 or 503")
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} must start with redis://")
@@ -252,6 +254,7 @@ TASKSTREAM: dict[str, Any] = {
     "STREAM_MAX_SECONDS": env_float("TASKSTREAM_STREAM_MAX_SECONDS", 1800.0, minimum=1.0),
     "SEND_TIMEOUT_SECONDS": env_float("TASKSTREAM_SEND_TIMEOUT_SECONDS", 10.0, minimum=0.1),
     "DRAIN_SECONDS": env_float("TASKSTREAM_DRAIN_SECONDS", 10.0, minimum=0.0),
+    "DRAIN_REFUSAL_STATUS": env_int("TASKSTREAM_DRAIN_REFUSAL_STATUS", 200, minimum=200),
     "CORS_ALLOWED_ORIGINS": tuple(env_list("TASKSTREAM_CORS_ALLOWED_ORIGINS")),
 }
 

@@ -42,6 +42,7 @@ class TaskstreamSettings:
     STREAM_MAX_SECONDS: float
     SEND_TIMEOUT_SECONDS: float
     DRAIN_SECONDS: float
+    DRAIN_REFUSAL_STATUS: int
     CORS_ALLOWED_ORIGINS: tuple[str, ...]
 
     def require_kafka(self) -> str:

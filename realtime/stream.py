@@ -135,8 +135,12 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         # Join before reading the store: an event stored after the read then arrives live,
         # and one stored before it is in the read. Either way, none falls between.
         if self.hub.draining:
-            # This node is shutting down: a 200 that ends at once makes the browser retry
-            # (through the load balancer, elsewhere); a 503 would make EventSource give up.
+            # This node is shutting down. Behind a proxy that retries 503 on another node
+            # (deploy/nginx), a 503 moves the request there at once; facing browsers
+            # directly, a 200 that ends at once makes EventSource retry (a 503 would make
+            # it give up for good).
+            if settings.DRAIN_REFUSAL_STATUS == 503:
+                await self._refuse(503, "draining", "This node is shutting down.")
             await self.send_headers(status=200, headers=STREAM_HEADERS)
             await self.send_body(encode_sse(retry_ms=settings.RETRY_MS).encode())
             raise StopConsumer

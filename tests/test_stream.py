@@ -13,7 +13,7 @@ from channels.layers import get_channel_layer
 from channels.testing import ApplicationCommunicator
 from rest_framework_simplejwt.tokens import AccessToken
 
-from realtime import bus
+from realtime import bus, lifecycle
 from realtime.events import TaskEvent
 from realtime.hub import get_hub
 from realtime.store import get_store, reset_memory_store
@@ -387,3 +387,17 @@ async def test_drain_ends_open_streams_and_new_ones_at_once() -> None:
     assert (await late.open())["status"] == 200
     assert (await late.until_end()) == "retry: 3000\n\n"
     get_hub().draining = False
+    lifecycle.draining.clear()
+
+
+async def test_a_draining_node_behind_a_retrying_proxy_refuses_new_streams_with_503(
+    settings: Any,
+) -> None:
+    settings.TASKSTREAM = {**settings.TASKSTREAM, "DRAIN_REFUSAL_STATUS": 503}
+    get_hub().drain(0.1)
+    late = Stream(bearer(BOB))
+    start = await late.open()
+    assert start["status"] == 503
+    assert json.loads((await late.comm.receive_output(5))["body"])["code"] == "draining"
+    get_hub().draining = False
+    lifecycle.draining.clear()
