@@ -18,6 +18,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from realtime import conf
+from realtime.kafka import cluster_epoch
 from realtime.management.commands.consume_events import build_event_consumer
 from realtime.management.loop import StopFlag
 from tasks.management.commands.relay_outbox import run_relay
@@ -107,7 +108,10 @@ def run(host: str, port: int) -> None:
         thread.start()
 
     async def serve() -> None:
-        event_consumer = await build_event_consumer()
+        loop = asyncio.get_running_loop()
+        # The mock cluster cannot describe topics (asking would wait out a timeout).
+        epoch = await loop.run_in_executor(None, cluster_epoch) if mock_owner else None
+        event_consumer = await build_event_consumer(epoch)
         consuming = asyncio.create_task(event_consumer.run(), name="consume-events")
         from config.asgi import application
 

@@ -115,6 +115,9 @@ class Hub:
                 del self.by_user[uid]
                 if self.channel is not None:
                     await self.layer.group_discard(user_group(uid), self.channel)
+        if uid not in self.by_user and not self._membership_locks[uid].locked():
+            # One lock per user ever seen would grow without bound.
+            del self._membership_locks[uid]
 
     def _membership_lock(self, uid: int) -> asyncio.Lock:
         lock = self._membership_locks.get(uid)

@@ -64,19 +64,29 @@ def producer_config(**overrides: Any) -> dict[str, Any]:
 def topic_epoch(topic: str, timeout: float = 30.0) -> str:
     """The topic's identity: its Kafka topic id, which changes when the topic is deleted
     and created again (offsets then restart). Falls back to the cluster id where the
-    broker cannot describe topics (librdkafka's mock cluster)."""
+    broker cannot describe topics."""
     admin = AdminClient({"bootstrap.servers": conf.get().require_kafka()})
     try:
         futures = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)
         topic_id = str(futures[topic].result().topic_id)
         if topic_id and topic_id != "AAAAAAAAAAAAAAAAAAAAAA":
-            # Kafka prints ids in standard base64; the URL-safe alphabet keeps `+` and `/`
-            # out of SSE ids and query strings.
-            return topic_id.replace("+", "-").replace("/", "_")
+            return _url_safe(topic_id)
     except Exception:
         logger.info("cannot describe topic %s; using the cluster id as its epoch", topic)
-    cluster_id = admin.list_topics(timeout=timeout).cluster_id or "unknown"
-    return cluster_id.replace("+", "-").replace("/", "_")
+    return cluster_epoch(timeout)
+
+
+def cluster_epoch(timeout: float = 30.0) -> str:
+    """The cluster id as an epoch: librdkafka's mock cluster (the embedded mode) cannot
+    describe topics, and a new mock cluster is a new cluster every run."""
+    admin = AdminClient({"bootstrap.servers": conf.get().require_kafka()})
+    return _url_safe(admin.list_topics(timeout=timeout).cluster_id or "unknown")
+
+
+def _url_safe(kafka_id: str) -> str:
+    # Kafka prints ids in standard base64; the URL-safe alphabet keeps `+` and `/` out of
+    # SSE ids and query strings.
+    return kafka_id.replace("+", "-").replace("/", "_")
 
 
 def ensure_project_topics() -> None:

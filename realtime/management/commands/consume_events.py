@@ -39,10 +39,12 @@ class Command(BaseCommand):
         asyncio.run(run_consumer())
 
 
-async def build_event_consumer() -> EventConsumer:
+async def build_event_consumer(epoch: str | None = None) -> EventConsumer:
+    """``epoch``: the events topic's identity, looked up from Kafka when not given."""
     settings = conf.get()
-    loop = asyncio.get_running_loop()
-    epoch = await loop.run_in_executor(None, topic_epoch, settings.TOPIC_EVENTS)
+    if epoch is None:
+        loop = asyncio.get_running_loop()
+        epoch = await loop.run_in_executor(None, topic_epoch, settings.TOPIC_EVENTS)
     store = get_store()
     await store.set_epoch(settings.TOPIC_EVENTS, epoch)
     logger.info("epoch of %s is %s", settings.TOPIC_EVENTS, epoch)
