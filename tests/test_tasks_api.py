@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -138,3 +139,19 @@ def test_unknown_api_path_is_json_404(alice: User) -> None:
     response = api_client(alice).get("/api/v1/nothing-here/")
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
+
+
+def test_the_api_is_throttled_with_a_json_429(alice: User, monkeypatch: Any) -> None:
+    from django.core.cache import cache
+    from rest_framework.throttling import UserRateThrottle
+
+    cache.clear()
+    # DRF copies the rates onto the class when it is first imported.
+    monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "3/min", "anon": "60/min"})
+    client = api_client(alice)
+    statuses = [client.get("/api/v1/tasks/").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    response = client.get("/api/v1/tasks/")
+    assert response.json()["code"] == "throttled"
+    assert int(response["Retry-After"]) > 0
+    cache.clear()
