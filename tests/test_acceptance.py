@@ -9,6 +9,7 @@ two nodes) in test_acceptance_proxy.py.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -312,6 +313,22 @@ def test_ac05_a_cursor_below_kafka_retention_is_reset_explicitly(
     assert [e.event for e in from_kafka.events[:2]] == ["stream-open", "task.progress"]
     assert seqs_of(task_events(from_kafka)) == list(range(11, 1300))
 
+    # Many reconnects needing Kafka at once share the node's one replay consumer: the
+    # node's connections to the broker do not grow with them.
+    assert stack.server.popen is not None
+    before = kafka_connections(stack.server.popen.pid)
+    assert before >= 1  # the replay consumer that served from_kafka is connected
+    streams_before = metric(stack, "taskstream_streams_open")
+    storm = [open_stream(stack, alice, cursor=early) for _ in range(3)]  # 5: the user's cap
+    readers.extend(storm)
+    for reader in storm:
+        assert reader.status == 200, reader.body
+        reader.wait_for(lambda r: len(task_events(r)) >= 1289, 60)
+    assert kafka_connections(stack.server.popen.pid) <= max(before, 3)
+    for reader in storm:
+        reader.close()
+    wait_until(lambda: metric(stack, "taskstream_streams_open") <= streams_before, 10, "closes")
+
     # Retention removes the start of the partition: the same cursor now gets a reset.
     source, partition, rest = early.rsplit(":", 2)
     cut = int(rest.split("@")[0]) + 50
@@ -433,6 +450,26 @@ def dechunk(raw: bytes) -> str:
         body += after[:size]
         rest = after[size + 2 :]
     return body.decode()
+
+
+def kafka_connections(pid: int) -> int:
+    """Established TCP connections from ``pid`` to the Kafka bootstrap port."""
+    port = int(conf.get().require_kafka().split(",")[0].rsplit(":", 1)[1])
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                if remote_port == port and fields[3] == "01" and fields[9] in inodes:
+                    count += 1
+    return count
 
 
 def rss_kib(pid: int) -> int:
