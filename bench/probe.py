@@ -2,6 +2,9 @@
 
 ``channels``: joins Taskstream's group ``ts.user.<uid>`` on a channel of its own (one more
 member besides the server's hub) and timestamps each layer message, as the hub would see it.
+The layer is built from the server's own settings (``CHANNEL_LAYERS`` of config.settings,
+same environment), so the key prefix (``{TASKSTREAM_REDIS_PREFIX}:asgi``) and the rest match:
+a layer built by hand without the prefix joins a group the server never sends to.
 ``redis``: subscribes to the peers' pub/sub channel. Prints p50/p99/p99.9 in µs after
 ``--seconds``.
 """
@@ -12,8 +15,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 # Matches inside plain JSON and inside JSON-in-a-JSON-string (django-eventstream's message).
 T_NS = re.compile(rb'\\?"t_ns\\?":\s*(\d+)')
@@ -24,14 +31,26 @@ def pct(values: list[int], q: float) -> float:
     return float(values[min(len(values) - 1, int(q * len(values)))]) if values else 0.0
 
 
-async def channels_probe(redis_url: str, uid: int, seconds: float, lat: list[int]) -> None:
-    from channels_redis.core import RedisChannelLayer
+def server_layer_and_group(uid: int) -> tuple[Any, str]:
+    """The channel layer exactly as the server configures it, and the user's group."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
 
-    layer = RedisChannelLayer(
-        hosts=[{"address": redis_url, "socket_timeout": 30}], capacity=10000, expiry=60
-    )
+    django.setup()
+    from channels.layers import get_channel_layer
+
+    from realtime.bus import user_group
+
+    layer = get_channel_layer()
+    assert layer is not None
+    return layer, user_group(uid)
+
+
+async def channels_probe(uid: int, seconds: float, lat: list[int]) -> None:
+    layer, group = server_layer_and_group(uid)
     channel = await layer.new_channel(prefix="bench.probe.")
-    await layer.group_add(f"ts.user.{uid}", channel)
+    await layer.group_add(group, channel)
     print("ready", flush=True)
     deadline = time.monotonic() + seconds
     try:
@@ -45,7 +64,7 @@ async def channels_probe(redis_url: str, uid: int, seconds: float, lat: list[int
             for m in T_NS.finditer(repr(msg).encode()):
                 lat.append((now - int(m.group(1))) // 1000)
     finally:
-        await layer.group_discard(f"ts.user.{uid}", channel)
+        await layer.group_discard(group, channel)
         with contextlib.suppress(Exception):
             await layer.close_pools()
 
@@ -80,7 +99,7 @@ def main() -> None:
     args = ap.parse_args()
     lat: list[int] = []
     if args.mode == "channels":
-        asyncio.run(channels_probe(args.redis, args.uid, args.seconds, lat))
+        asyncio.run(channels_probe(args.uid, args.seconds, lat))
     else:
         asyncio.run(redis_probe(args.redis, args.channel, args.seconds, lat))
     out = {"count": len(lat), "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "p999": pct(lat, 0.999)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,94 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 ORDER = ["T_uv", "T_daphne", "U", "G", "D"]
 P99_OK_MS = 250.0
+# Taskstream's key numbers from the first full run (b9f5e4e + uncommitted issue #3 files),
+# made by ``key_numbers`` from that run's results-full.json; kept for the before/after table.
+BEFORE = "before-b9f5e4e.json"
+KEY_ROWS = [
+    ("M1 max sustained deliveries/s (p99 ≤ 250 ms, none lost)", "≥ 0.5x U, ≥ 3x D", "m1_max"),
+    ("M1 top step: delivered/s, p50 / p99 ms, lost", "", "m1_top"),
+    ("M2 max sustained events/s", "≥ 0.5x U", "m2_max"),
+    ("M2 top step: delivered/s, p50 / p99 ms, lost", "", "m2_top"),
+    ("M3 client p50 / p99 / p99.9 ms (5,000 deliveries/s)", "p50 ≤ 10, p99 ≤ 50", "m3"),
+    ("M4 streams open of 10,000; KiB RSS per stream", "10,000; ≤ 64 KiB", "m4"),
+    ("M4 idle CPU µs/s per stream at the top size", "", "m4_cpu"),
+    ("M5 reconnect storm", "all caught up ≤ 3 s", "m5"),
+    ("M6 `consume_events` events/s (CPU-µs per event)", "≥ 10,000", "m6"),
+    ("M7 others' p99 rise with 10 stalled; RSS growth", "≤ 20 %, bounded", "m7"),
+]
+
+
+def key_numbers(r: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """One short cell per KEY_ROWS key for each Taskstream target."""
+    out: dict[str, dict[str, str]] = {}
+    u = r["targets"].get("U", {})
+    m6 = r.get("m6", {}).get("taskstream", {})
+    m6_cell = (
+        f"{fmt(m6.get('per_s'))} ({fmt(m6.get('cpu_us_per_event'))})" if "per_s" in m6 else "-"
+    )
+    for key in ("T_uv", "T_daphne"):
+        t = r["targets"].get(key, {})
+        if not t or "error" in t:
+            continue
+        cells: dict[str, str] = {}
+        for metric in ("m1", "m2"):
+            steps = t.get(metric, [])
+            b, ub = best_step(steps), best_step(u.get(metric, []))
+            cells[f"{metric}_max"] = (
+                f"{fmt(b['deliveries_per_s'])} "
+                f"({ratio(b['deliveries_per_s'], ub['deliveries_per_s'] if ub else None)} U)"
+                if b
+                else "none passed"
+            )
+            top = steps[-1] if steps else None
+            cells[f"{metric}_top"] = (
+                f"{fmt(top['deliveries_per_s'])}, {fmt(top['p50_ms'], 1)} / "
+                f"{fmt(top['p99_ms'], 1)}, {fmt(top['lost'])} lost"
+                if top
+                else "-"
+            )
+        c = t.get("m3", {}).get("client")
+        cells["m3"] = (
+            f"{fmt(c['p50_ms'], 1)} / {fmt(c['p99_ms'], 1)} / {fmt(c['p999_ms'], 1)}" if c else "-"
+        )
+        m4 = t.get("m4", [])
+        top4 = m4[-1] if m4 else None
+        cells["m4"] = (
+            f"{fmt(top4['open'])} of {fmt(top4['clients'])}; {fmt(top4['rss_per_conn_kib'], 1)}"
+            if top4
+            else "-"
+        )
+        cells["m4_cpu"] = fmt(top4["idle_cpu_us_per_s_per_conn"], 1) if top4 else "-"
+        m5 = t.get("m5")
+        if not m5:
+            cells["m5"] = "-"
+        elif m5.get("replay"):
+            done = m5.get("all_caught_up_s")
+            cells["m5"] = (
+                f"replay: all {fmt(m5['clients'])} caught up in {fmt(done, 2)} s, "
+                f"{fmt(m5['gaps'])} gaps / {fmt(m5['dups'])} dups"
+                if done is not None
+                else f"replay: {fmt(m5.get('caught_up'))} of {fmt(m5['clients'])} caught up, "
+                f"{fmt(m5['connect_errors'])} errors"
+            )
+        else:
+            cells["m5"] = (
+                f"no replay measured; {fmt(m5['opened'])} of {fmt(m5['clients'])} reopened, "
+                + (
+                    f"all open in {fmt(m5['all_open_s'], 2)} s"
+                    if m5["all_open_s"] is not None
+                    else "not all open"
+                )
+                + f", {fmt(m5['connect_errors'])} errors"
+            )
+        cells["m6"] = m6_cell
+        m7 = t.get("m7")
+        if m7:
+            b7, s7 = m7["baseline"], m7["stalled"]
+            rise = 100 * (s7["p99_ms"] / b7["p99_ms"] - 1) if b7["p99_ms"] else None
+            cells["m7"] = f"{fmt(rise, 0)} %; {fmt(s7['rss_growth_kib'] / 1024, 1)} MiB"
+        out[key] = cells
+    return out
 
 
 def fmt(v: Any, digits: int = 0) -> str:
@@ -36,6 +125,18 @@ def ratio(a: float | None, b: float | None) -> str:
     if not a or not b:
         return "-"
     return f"{a / b:.2f}x"
+
+
+def full_hash(short: Any) -> str:
+    """The full commit id of the run's short one (as recorded by run.py)."""
+    out = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{short}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return out or str(short)
 
 
 def best_step(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -86,8 +187,13 @@ class Report:
             f"| CPU | {env.get('cpu')} x {env.get('cores')} cores, kernel {env.get('kernel')}, "
             f"governor {env.get('governor')} |",
             f"| pinning | {r.get('pinning', '')} |",
-            f"| code | git {env.get('git')} with {env.get('dirty_core_files')} uncommitted files "
-            "under realtime/ tasks/ config/ (issue #3 work in progress in the same tree) |",
+            f"| code | git {full_hash(env.get('git'))}"
+            + (
+                f" with {env.get('dirty_core_files')} uncommitted files under realtime/ tasks/ "
+                "config/ |"
+                if env.get("dirty_core_files")
+                else " (no uncommitted changes under realtime/ tasks/ config/) |"
+            ),
             f"| Python | {env.get('python')}: "
             + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
             + " |",
@@ -124,14 +230,14 @@ class Report:
             self.add(
                 f"{n} streams of **one user** (Taskstream has only per-user streams; one user "
                 "with many streams is its fan-out case). Offered rates in events/s: "
-                f"{cfg['m1_rates']}, {cfg['step_s']:.0f} s each. *Max sustained* = the highest "
+                f"{cfg['m1_rates']}, {cfg['step_s']:g} s each. *Max sustained* = the highest "
                 "step with p99 ≤ 250 ms and nothing lost.",
                 "",
             )
         else:
             self.add(
                 f"{n} streams, one per user; events keyed round-robin to the users. Offered "
-                f"rates in events/s: {cfg['m2_rates']}, {cfg['step_s']:.0f} s each.",
+                f"rates in events/s: {cfg['m2_rates']}, {cfg['step_s']:g} s each.",
                 "",
             )
         rows = []
@@ -279,7 +385,10 @@ class Report:
             "Streams spread over all bench users; RSS of the server process "
             "(ΔRSS from before the first idle stream ÷ streams), kernel Slab Δ ÷ streams (whole "
             "machine, includes the client's sockets), idle CPU over the window. Heartbeats are "
-            "15 s, longer than the window, so idle CPU is near zero by design.",
+            "15 s, longer than the window, so idle CPU is near zero by design. *open in s*: "
+            "how long opening that step's new streams took (50 at a time); a step stops "
+            f"waiting after {self.r['cfg'].get('m4_open_s', 120):.0f} s (limit) and reports "
+            "what opened.",
             "",
         )
         sizes = self.r["cfg"]["m4_sizes"]
@@ -289,8 +398,14 @@ class Report:
             row = [self.label(k)]
             for n in sizes:
                 e = m4.get(n)
+                took = (
+                    f" in {fmt(e['open_s'], 0)} s"
+                    + (" (limit)" if e["open"] < n and e["open_s"] >= e["open_limit_s"] else "")
+                    if "open_s" in e
+                    else ""
+                )
                 row.append(
-                    f"{fmt(e['open'])} open, {fmt(e['rss_per_conn_kib'], 1)} KiB RSS, "
+                    f"{fmt(e['open'])} open{took}, {fmt(e['rss_per_conn_kib'], 1)} KiB RSS, "
                     f"{fmt(e['slab_per_conn_kib'], 1)} KiB slab, "
                     f"{fmt(e['idle_cpu_us_per_s_per_conn'], 2)} µs/s"
                     if e
@@ -319,14 +434,21 @@ class Report:
         self.add("![M4](benchmarks-m4.png)", "")
 
     def m5(self) -> None:
+        cfg = self.r["cfg"]
+        missed = cfg.get("m5_missed", 0)
         self.add(
-            "## M5: reconnect storm",
+            "## M5: reconnect storm with `Last-Event-ID` replay",
             "",
-            "**Replay with `Last-Event-ID` is not measured**: it is being built in issue #3. "
-            "Measured instead: every stream of the M2 set is closed and all reconnect at once "
-            "(t0); *all open* = when the last stream received its `stream-open` frame "
-            "(authenticated and subscribed); then one event per user is produced; *all got an "
-            "event* = when the last stream received its first event after t0.",
+            f"The {cfg['m5_clients']:,} streams of the M2 set (one per user) disconnect; "
+            f"{missed} events per user are produced and ingested while they are away; then all "
+            "reconnect at once (t0). Taskstream's streams send `Last-Event-ID` = the last `id:` "
+            "each saw (a cursor); *all caught up* = when the last stream had received every "
+            "event its user missed (seq per user carried across the reconnect, so a gap or a "
+            "duplicate is counted). *resumed* = responses whose `Taskstream-Resumed-From` "
+            "equals the cursor sent. U, G and D have no resume (replay n/a): they get one more "
+            "event per user once all are open, and *all got an event* = when the last stream "
+            "received it; the events produced while they were away are lost to them (gaps). "
+            "Target: all caught up ≤ 3 s.",
             "",
         )
         rows = []
@@ -334,15 +456,25 @@ class Report:
         for k in self.keys:
             m = self.t[k].get("m5") if self.ok(k) else None
             if not m:
-                rows.append([self.label(k), "-", "", "", "", ""])
+                rows.append([self.label(k), "-"] + [""] * 8)
                 continue
+            replay = m.get("replay")
             rows.append(
                 [
                     self.label(k),
                     f"{fmt(m['opened'])} / {fmt(m['clients'])}",
                     fmt(m["all_open_s"], 2),
                     ratio(m["all_open_s"], u["all_open_s"] if u else None),
+                    fmt(m["all_caught_up_s"], 2)
+                    if replay and m.get("all_caught_up_s") is not None
+                    else (
+                        f"not all: {fmt(m.get('caught_up'))} of {fmt(m['clients'])}"
+                        if replay
+                        else "n/a (no replay)"
+                    ),
+                    f"{fmt(m.get('resumed_header'))} / {fmt(m.get('resets'))}" if replay else "n/a",
                     fmt(m["all_first_event_s"], 2),
+                    f"{fmt(m.get('gaps'))} / {fmt(m.get('dups'))}",
                     f"{fmt(m['connect_p50_ms'], 0)} / {fmt(m['connect_p99_ms'], 0)}",
                     fmt(m["connect_errors"]),
                 ]
@@ -353,7 +485,10 @@ class Report:
                 "reconnected",
                 "all open, s",
                 "÷ U (time)",
+                "all caught up (replay), s",
+                "resumed / stream-reset",
                 "all got an event, s",
+                "gaps / dups",
                 "connect p50 / p99 ms",
                 "errors",
             ],
@@ -397,7 +532,8 @@ class Report:
             "",
             f"{cfg['m1_clients']} streams of one user, {cfg['m7_rate']} events/s with a "
             f"{cfg['m7_pad']:,}-byte pad for {cfg['m7_s']:.0f} s, first without and then with 10 "
-            "clients that stop reading (4 KiB receive buffer). Others' p99 and server RSS.",
+            "more streams of that user that stop reading after `stream-open` (4 KiB receive "
+            "buffer). Others' p99 and server RSS.",
             "",
         )
         rows = []
@@ -430,8 +566,57 @@ class Report:
             rows,
         )
 
+    def before_after(self) -> None:
+        """Taskstream's key numbers: the first full run (before the hot-path fixes) and this."""
+        path = ROOT / "bench" / BEFORE
+        if self.r["mode"] != "full" or not path.exists():
+            return
+        before = json.loads(path.read_text())
+        after = key_numbers(self.r)
+        env = self.r.get("env", {})
+        self.add(
+            "## Before / after the hot-path fixes (Taskstream)",
+            "",
+            f"*Before*: the first full run, {before['_measured']}. *After*: this run, "
+            f"git {full_hash(env.get('git'))}"
+            + (
+                f" with {env.get('dirty_core_files')} uncommitted files under realtime/ tasks/ "
+                "config/"
+                if env.get("dirty_core_files")
+                else " (no uncommitted changes under realtime/ tasks/ config/)"
+            )
+            + ", which includes a88876d (plain per-task UPDATE instead of `bulk_update`; "
+            "`consume_events` takes buffered records at once instead of waiting out its poll "
+            "timeout; a Redis pool that waits instead of failing past 100 connections). "
+            "Same rates, stream counts and payload in both; to fit the 15-minute budget this "
+            "run's steps are shorter (M1/M2 steps 2.5 s instead of 3, M3 10 s instead of 12, M7 "
+            "5 s per phase instead of 8, M4 window 3 s instead of 4, M4 opening bounded to "
+            "35 s per size instead of 120 s). M5 changed meaning: "
+            "*before* was a plain reconnect storm (replay was not built yet), *after* is the "
+            "storm with `Last-Event-ID` replay.",
+            "",
+        )
+        rows = []
+        for metric, target, key in KEY_ROWS:
+            row = [metric, target]
+            for t in ("T_uv", "T_daphne"):
+                row += [before.get(t, {}).get(key, "-"), after.get(t, {}).get(key, "-")]
+            rows.append(row)
+        self.table(
+            [
+                "metric",
+                "target",
+                "uvicorn before",
+                "uvicorn after",
+                "daphne before",
+                "daphne after",
+            ],
+            rows,
+        )
+
     def render(self) -> str:
         self.header()
+        self.before_after()
         self.m1_m2("m1", "broadcast fan-out", "deliveries/s")
         self.m1_m2("m2", "targeted delivery, one user per stream", "events/s")
         self.m3()
@@ -448,7 +633,18 @@ class Report:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", default="quick")
+    ap.add_argument(
+        "--save-before",
+        metavar="RESULTS_JSON",
+        help="write bench/" + BEFORE + " from a results file, then exit",
+    )
+    ap.add_argument("--measured", default="", help="with --save-before: what was measured")
     args = ap.parse_args()
+    if args.save_before:
+        numbers: dict[str, Any] = key_numbers(json.loads(Path(args.save_before).read_text()))
+        numbers["_measured"] = args.measured
+        (ROOT / "bench" / BEFORE).write_text(json.dumps(numbers, indent=1) + "\n")
+        return
     results = json.loads((ROOT / "bench" / ".build" / f"results-{args.mode}.json").read_text())
     (DOCS / "benchmarks.md").write_text(Report(results).render())
     print(f"wrote {DOCS / 'benchmarks.md'}")

@@ -51,15 +51,18 @@ MODES: dict[str, dict[str, Any]] = {
         "m1_rates": [60],
         "m2_clients": 200,
         "m2_rates": [400],
-        "step_s": 1.5,
+        "step_s": 1.0,
         "m3_rate": 5,
-        "m3_s": 2.5,
+        "m3_s": 2.0,
         "m7_rate": 10,
-        "m7_s": 1.5,
+        "m7_s": 1.0,
         "m7_pad": 4096,
         "m5_clients": 200,
-        "m4_sizes": [200, 600],
+        "m5_missed": 2,
+        "m4_sizes": [500],
         "m4_window": 1.0,
+        "m4_settle": 0.5,
+        "m4_open_s": 30.0,
         "m6_events": 1000,
         "wait_s": 3.0,
         "catch_up_s": 5.0,
@@ -70,18 +73,21 @@ MODES: dict[str, dict[str, Any]] = {
         "m1_rates": [10, 25, 50, 100],
         "m2_clients": 1000,
         "m2_rates": [250, 500, 1000],
-        "step_s": 3.0,
+        "step_s": 2.5,
         "m3_rate": 5,
-        "m3_s": 12.0,
+        "m3_s": 10.0,
         "m7_rate": 10,
-        "m7_s": 8.0,
+        "m7_s": 5.0,
         "m7_pad": 4096,
         "m5_clients": 1000,
+        "m5_missed": 2,
         "m4_sizes": [1000, 5000, 10000],
-        "m4_window": 4.0,
+        "m4_window": 3.0,
+        "m4_settle": 1.0,
+        "m4_open_s": 35.0,
         "m6_events": 5000,
         "wait_s": 5.0,
-        "catch_up_s": 20.0,
+        "catch_up_s": 15.0,
     },
 }
 
@@ -265,10 +271,10 @@ class Client:
         )
         wait_port(self.ctl_port, self.proc, 10)
 
-    def call(self, path: str) -> str:
+    def call(self, path: str, body: bytes | None = None) -> str:
         url = f"http://127.0.0.1:{self.ctl_port}{path}"
         method = "GET" if path.startswith("/stats") else "POST"
-        req = urllib.request.Request(url, method=method)
+        req = urllib.request.Request(url, data=body, method=method)
         with OPENER.open(req, timeout=60) as resp:
             body: bytes = resp.read()
         return body.decode()
@@ -723,12 +729,15 @@ class Bench:
                     self.step(client, server, ingest, topic, user0, r, cfg["step_s"], opened)
                     for r in cfg["m1_rates"]
                 ]
-                # Streams closed by overflow in the top step are not reopened by the client.
+                # Fresh streams for M3 and M7: a server that fell behind in the top step still
+                # holds its backlog in the streams' buffers (it would land in M3's numbers),
+                # and streams closed by overflow are not reopened by the client.
                 client.call("/closeall")
                 client.open(n1, 0, 1)
                 opened = client.wait_open(n1, 60)
                 res["m3"] = self.m3(t, client, server, ingest, topic, opened)
                 res["m7"] = self.m7(client, server, ingest, topic, n1)
+                log(f"{t.key}: M1, M3, M7 done; layer probe {res['m3']['layer']}")
                 client.call("/closeall")
                 # M2 targeted: one stream per user.
                 n2 = cfg["m2_clients"]
@@ -744,7 +753,14 @@ class Bench:
                     for r in cfg["m2_rates"]
                 ]
                 res["m2_backlog_s"] = self.wait_caught_up(topic, t.ingest)
-                res["m5"] = self.m5(client, topic, users)
+                log(f"{t.key}: M2 done")
+                res["m5"] = self.m5(client, topic, users, t.ingest, t.ingest == "taskstream")
+                m5 = res["m5"]
+                log(
+                    f"{t.key}: M5 opened {m5['opened']}, caught up {m5['caught_up']} "
+                    f"in {m5['all_caught_up_s']} s, first event {m5['all_first_event_s']} s, "
+                    f"gaps {m5['gaps']} dups {m5['dups']} resumed {m5['resumed_header']}"
+                )
                 res["m5_backlog_s"] = self.wait_caught_up(topic, t.ingest)
                 client.call("/closeall")
                 res["m4"] = self.m4(client, server)
@@ -821,6 +837,8 @@ class Bench:
                 str(secs + 3),
             ],
             cpu=OTHER_CPU,
+            # Taskstream's probe builds its layer from the server's settings and environment.
+            env=self.ts_env if t.ingest == "taskstream" else None,
             stdout_pipe=True,
         )
         wait_ready(floor)
@@ -848,43 +866,74 @@ class Bench:
         user0 = [self.users[0]]
         args = (cfg["m7_rate"], cfg["m7_s"])
         base = self.step(client, server, ingest, topic, user0, *args, n, cfg["m7_pad"])
-        client.call("/closeall")
+        # Ten more streams of the same user that stop reading after stream-open (reopening
+        # all n with ten of them stalled costs Taskstream ~8 s of opens for the same thing).
         stalled = 10
-        client.open(n, 0, 1, stall=stalled)
-        client.wait_open(n, 60)
+        client.open(stalled, 0, 1, stall=stalled)
+        client.wait_open(n + stalled, 30)
         time.sleep(0.3)
         rss0 = server.rss()
-        stall = self.step(client, server, ingest, topic, user0, *args, n - stalled, cfg["m7_pad"])
+        stall = self.step(client, server, ingest, topic, user0, *args, n, cfg["m7_pad"])
         time.sleep(1.0)
         stall["rss_growth_kib"] = server.rss() - rss0
         return {"baseline": base, "stalled": stall, "stalled_clients": stalled}
 
-    def m5(self, client: Client, topic: str, users: list[int]) -> dict[str, Any]:
+    def m5(
+        self, client: Client, topic: str, users: list[int], ingest: str, replay: bool
+    ) -> dict[str, Any]:
+        """Reconnect storm. Every stream of the M2 set disconnects; ``m5_missed`` events per
+        user are produced and ingested while they are away; then all reconnect at once (t0).
+
+        With ``replay`` (Taskstream) each sends ``Last-Event-ID`` = the last ``id:`` it saw,
+        and *caught up* = its user's seq reached the producer's last seq (every missed event
+        received; gaps and duplicates counted across the reconnect). Without (U, G, D have no
+        resume), one more event per user is produced once all are open, and *first event*
+        = when the last stream received it.
+        """
         n = len(users)
-        client.call("/storm")
-        deadline = time.monotonic() + 60
+        missed = self.cfg["m5_missed"]
+        client.call("/disconnect")
+        self.load.burst(topic, users, missed * n)
+        away_s = self.wait_caught_up(topic, ingest)
+        targets = "".join(f"{uid} {self.load.seq[(topic, uid)]}\n" for uid in users)
+        client.call(f"/storm?replay={int(replay)}", targets.encode())
+        deadline = time.monotonic() + self.cfg["catch_up_s"]
         s = client.stats()
         while time.monotonic() < deadline:
             s = client.stats()
-            if s["storm_opened"] + s["connect_errors"] >= n:
+            if s["storm_opened"] + s["connect_errors"] >= n and (
+                not replay or s["storm_caught_up"] >= s["storm_opened"]
+            ):
                 break
             time.sleep(0.05)
         all_open_s = s["storm_all_open_ns"] / 1e9 if s["storm_opened"] >= n else None
-        self.load.burst(topic, users, n)
-        deadline = time.monotonic() + self.cfg["catch_up_s"]
-        while time.monotonic() < deadline:
-            s = client.stats()
-            if s["storm_first_event"] >= s["storm_opened"]:
-                break
-            time.sleep(0.05)
+        if not replay:
+            self.load.burst(topic, users, n)
+            while time.monotonic() < deadline:
+                s = client.stats()
+                if s["storm_first_event"] >= s["storm_opened"]:
+                    break
+                time.sleep(0.05)
         return {
             "clients": n,
+            "replay": replay,
+            "missed_per_stream": missed,
+            "ingest_while_away_s": away_s,
             "opened": s["storm_opened"],
             "all_open_s": all_open_s,
             "first_event": s["storm_first_event"],
             "all_first_event_s": s["storm_all_first_event_ns"] / 1e9
             if s["storm_first_event"] >= n
             else None,
+            "caught_up": s["storm_caught_up"] if replay else None,
+            "all_caught_up_s": s["storm_all_caught_up_ns"] / 1e9
+            if replay and s["storm_caught_up"] >= n
+            else None,
+            "resumed_header": s["storm_resumed"],
+            "resets": s["storm_resets"],
+            "replayed_events": s["storm_replayed_events"],
+            "gaps": s["gaps"],
+            "dups": s["dups"],
             "connect_p50_ms": s["connect_us"][0] / 1000,
             "connect_p99_ms": s["connect_us"][2] / 1000,
             "connect_errors": s["connect_errors"],
@@ -893,14 +942,17 @@ class Bench:
     def m4(self, client: Client, server: Proc) -> list[dict[str, Any]]:
         cfg = self.cfg
         out: list[dict[str, Any]] = []
-        time.sleep(1.0)
+        time.sleep(cfg["m4_settle"])
         rss_zero, slab_zero = server.rss(), slab_kib()
         have = 0
         for size in cfg["m4_sizes"]:
             client.open(size - have, have, len(self.users))
-            opened = client.wait_open(size, 120)
+            t_open = time.monotonic()
+            # Bounded: past m4_open_s the row says how many opened in that time.
+            opened = client.wait_open(size, cfg["m4_open_s"])
+            open_s = time.monotonic() - t_open
             have = size
-            time.sleep(1.0)
+            time.sleep(cfg["m4_settle"])
             c0, w0 = server.cpu(), time.monotonic()
             time.sleep(cfg["m4_window"])
             cpu = server.cpu() - c0
@@ -910,6 +962,8 @@ class Bench:
                 {
                     "clients": size,
                     "open": opened,
+                    "open_s": open_s,
+                    "open_limit_s": cfg["m4_open_s"],
                     "rss_kib": rss,
                     "rss_kib_zero": rss_zero,
                     "rss_per_conn_kib": (rss - rss_zero) / max(1, opened),

@@ -6,7 +6,11 @@
 //	                                        the first S of them stop reading (tiny SO_RCVBUF)
 //	GET  /stats                             counters and latency percentiles (JSON)
 //	POST /reset                             zero counters and the histogram
-//	POST /storm                             close every stream, reopen them all at once
+//	POST /disconnect                        close every stream, keep them for /storm
+//	POST /storm?replay=R                    close every stream, reopen them all at once; with
+//	                                        R=1 each sends Last-Event-ID (the last id: it saw)
+//	                                        and the body's "uid seq" lines are the seq each
+//	                                        user's streams must reach to count as caught up
 //	POST /closeall                          close every stream
 //	POST /quit                              exit
 //
@@ -22,6 +26,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"math/bits"
 	"net"
@@ -96,18 +101,25 @@ func (h *histogram) quantiles(qs []float64) (uint64, []uint64) {
 	return total, out
 }
 
+// spec is one stream to keep open; it outlives its connections, so a reconnect (storm)
+// resumes from what the previous connection saw.
 type spec struct {
 	uid, token string
 	stall      bool
+	lastID     string // the SSE last event id (Taskstream: a cursor)
+	lastSeq    int64  // highest seq seen on this spec's connections
 }
 
 type stream struct {
-	spec
-	idx     int
-	conn    net.Conn
-	lastSeq int64
-	opened  bool
-	gotData bool
+	*spec
+	idx      int
+	conn     net.Conn
+	lastSeq  int64
+	opened   bool
+	gotData  bool
+	replay   bool  // sent Last-Event-ID
+	target   int64 // caught up once lastSeq reaches this (0: not tracked)
+	caughtUp bool
 }
 
 type client struct {
@@ -118,7 +130,8 @@ type client struct {
 
 	mu      sync.Mutex
 	streams map[*stream]struct{}
-	specs   []spec
+	specs   []*spec
+	targets map[string]int64 // storm with replay: uid -> seq to reach
 	nextIdx int
 	gen     atomic.Int64 // bumped by closeall/storm: old streams stop counting
 
@@ -128,6 +141,8 @@ type client struct {
 	firstNs, lastNs                                 atomic.Int64
 	stormT0, stormAllOpenNs, stormAllFirstEventNs   atomic.Int64
 	stormOpened, stormFirstEvent                    atomic.Int64
+	stormCaughtUp, stormAllCaughtUpNs, stormResumed atomic.Int64
+	stormResets, stormReplayed                      atomic.Int64
 }
 
 func (c *client) dial(s *stream) (net.Conn, error) {
@@ -180,6 +195,9 @@ func (c *client) run(s *stream, gen int64, start time.Time, sem chan struct{}) {
 		if s.token != "" {
 			req += "Authorization: Bearer " + s.token + "\r\n"
 		}
+		if s.replay && s.spec.lastID != "" {
+			req += "Last-Event-ID: " + s.spec.lastID + "\r\n"
+		}
 		_, err = conn.Write([]byte(req + "\r\n"))
 	}
 	c.connecting.Add(-1)
@@ -210,8 +228,12 @@ func (c *client) run(s *stream, gen int64, start time.Time, sem chan struct{}) {
 		c.connectErrors.Add(1)
 		return
 	}
+	if s.replay && s.spec.lastID != "" && resp.Header.Get("Taskstream-Resumed-From") == s.spec.lastID {
+		c.stormResumed.Add(1)
+	}
 	body := bufio.NewReaderSize(resp.Body, bufSize)
-	var event, data []byte
+	var event, data, id []byte
+	hasID := false
 	var line []byte
 	for {
 		line, err = readLine(body, line[:0])
@@ -227,11 +249,18 @@ func (c *client) run(s *stream, gen int64, start time.Time, sem chan struct{}) {
 				data = append(data[:0], line[5:]...)
 			case bytes.HasPrefix(line, []byte("event:")):
 				event = append(event[:0], bytes.TrimSpace(line[6:])...)
+			case bytes.HasPrefix(line, []byte("id:")):
+				id = append(id[:0], bytes.TrimPrefix(line[3:], []byte(" "))...)
+				hasID = true
 			}
 			continue
 		}
-		// blank line: dispatch the frame
+		// blank line: dispatch the frame (the last event id updates even without data)
 		now := time.Now()
+		if hasID {
+			s.spec.lastID = string(id)
+			hasID = false
+		}
 		if string(event) == "stream-open" && !s.opened {
 			s.opened = true
 			release()
@@ -240,6 +269,7 @@ func (c *client) run(s *stream, gen int64, start time.Time, sem chan struct{}) {
 			if t0 := c.stormT0.Load(); t0 != 0 {
 				c.stormOpened.Add(1)
 				markMax(&c.stormAllOpenNs, now.UnixNano()-t0)
+				c.checkCaughtUp(s, now.UnixNano())
 			}
 			if s.stall {
 				// Stop reading: the server's writes pile up behind a 4 KiB receive buffer.
@@ -268,7 +298,12 @@ func (c *client) run(s *stream, gen int64, start time.Time, sem chan struct{}) {
 				}
 				if seq > s.lastSeq {
 					s.lastSeq = seq
+					s.spec.lastSeq = seq
 				}
+				if s.replay {
+					c.stormReplayed.Add(1)
+				}
+				c.checkCaughtUp(s, nowNs)
 				if !s.gotData {
 					s.gotData = true
 					if t0 := c.stormT0.Load(); t0 != 0 {
@@ -276,6 +311,8 @@ func (c *client) run(s *stream, gen int64, start time.Time, sem chan struct{}) {
 						markMax(&c.stormAllFirstEventNs, nowNs-t0)
 					}
 				}
+			} else if string(event) == "stream-reset" {
+				c.stormResets.Add(1)
 			} else if bytes.Contains(event, []byte("heartbeat")) || bytes.Contains(event, []byte("keep-alive")) {
 				c.heartbeats.Add(1)
 			} else {
@@ -284,6 +321,18 @@ func (c *client) run(s *stream, gen int64, start time.Time, sem chan struct{}) {
 		}
 		event, data = event[:0], data[:0]
 	}
+}
+
+// checkCaughtUp counts a storm stream once it has every event its user had when it
+// reconnected (lastSeq reached the target; gaps and duplicates are counted separately).
+func (c *client) checkCaughtUp(s *stream, nowNs int64) {
+	t0 := c.stormT0.Load()
+	if s.caughtUp || s.target == 0 || t0 == 0 || s.lastSeq < s.target {
+		return
+	}
+	s.caughtUp = true
+	c.stormCaughtUp.Add(1)
+	markMax(&c.stormAllCaughtUpNs, nowNs-t0)
 }
 
 func readLine(r *bufio.Reader, buf []byte) ([]byte, error) {
@@ -320,7 +369,7 @@ func jsonInt(data, key []byte) int64 {
 }
 
 // openSpecs starts the streams with at most conc of them between dial and stream-open.
-func (c *client) openSpecs(specs []spec, conc int) {
+func (c *client) openSpecs(specs []*spec, conc int, replay bool) {
 	if conc < 1 {
 		conc = 1
 	}
@@ -329,7 +378,10 @@ func (c *client) openSpecs(specs []spec, conc int) {
 	start := time.Now()
 	for _, sp := range specs {
 		c.mu.Lock()
-		s := &stream{spec: sp, idx: c.nextIdx}
+		s := &stream{spec: sp, idx: c.nextIdx, replay: replay, lastSeq: sp.lastSeq}
+		if c.targets != nil {
+			s.target = c.targets[sp.uid]
+		}
 		c.nextIdx++
 		c.mu.Unlock()
 		go c.run(s, gen, start, sem)
@@ -360,7 +412,8 @@ func (c *client) reset() {
 	c.connectLat.reset()
 	for _, a := range []*atomic.Int64{&c.connectErrors, &c.closedByServer, &c.events, &c.gaps, &c.dups,
 		&c.heartbeats, &c.otherEvents, &c.firstNs, &c.lastNs, &c.stormT0, &c.stormAllOpenNs,
-		&c.stormAllFirstEventNs, &c.stormOpened, &c.stormFirstEvent} {
+		&c.stormAllFirstEventNs, &c.stormOpened, &c.stormFirstEvent, &c.stormCaughtUp,
+		&c.stormAllCaughtUpNs, &c.stormResumed, &c.stormResets, &c.stormReplayed} {
 		a.Store(0)
 	}
 }
@@ -382,6 +435,9 @@ func (c *client) stats() map[string]any {
 		"storm_t0": c.stormT0.Load(), "storm_opened": c.stormOpened.Load(),
 		"storm_all_open_ns": c.stormAllOpenNs.Load(), "storm_first_event": c.stormFirstEvent.Load(),
 		"storm_all_first_event_ns": c.stormAllFirstEventNs.Load(),
+		"storm_caught_up":          c.stormCaughtUp.Load(), "storm_all_caught_up_ns": c.stormAllCaughtUpNs.Load(),
+		"storm_resumed": c.stormResumed.Load(), "storm_resets": c.stormResets.Load(),
+		"storm_replayed_events": c.stormReplayed.Load(),
 	}
 }
 
@@ -422,15 +478,16 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/open", func(w http.ResponseWriter, r *http.Request) {
 		n, from, count, stall := intArg(r, "n", 0), intArg(r, "from", 0), intArg(r, "count", 1), intArg(r, "stall", 0)
-		specs := make([]spec, n)
+		specs := make([]*spec, n)
 		for i := range specs {
 			t := c.tokens[(from+i%count)%len(c.tokens)]
-			specs[i] = spec{uid: t[0], token: t[1], stall: i < stall}
+			specs[i] = &spec{uid: t[0], token: t[1], stall: i < stall}
 		}
 		c.mu.Lock()
 		c.specs = append(c.specs, specs...)
+		c.targets = nil
 		c.mu.Unlock()
-		c.openSpecs(specs, intArg(r, "conc", c.conc))
+		c.openSpecs(specs, intArg(r, "conc", c.conc), false)
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
@@ -444,14 +501,29 @@ func main() {
 		c.mu.Unlock()
 		fmt.Fprintln(w, "ok")
 	})
+	mux.HandleFunc("/disconnect", func(w http.ResponseWriter, r *http.Request) {
+		c.closeAll()
+		fmt.Fprintln(w, "ok")
+	})
 	mux.HandleFunc("/storm", func(w http.ResponseWriter, r *http.Request) {
+		replay := intArg(r, "replay", 0) == 1
+		targets := map[string]int64{}
+		raw, _ := io.ReadAll(io.LimitReader(r.Body, 1<<24))
+		for _, ln := range strings.Split(string(raw), "\n") {
+			if f := strings.Fields(ln); len(f) == 2 {
+				if v, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+					targets[f[0]] = v
+				}
+			}
+		}
 		c.closeAll()
 		c.reset()
 		c.mu.Lock()
-		specs := append([]spec(nil), c.specs...)
+		specs := append([]*spec(nil), c.specs...)
+		c.targets = targets
 		c.mu.Unlock()
 		c.stormT0.Store(time.Now().UnixNano())
-		c.openSpecs(specs, len(specs))
+		c.openSpecs(specs, len(specs), replay)
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/quit", func(w http.ResponseWriter, r *http.Request) {
