@@ -61,10 +61,13 @@ class Subscriber:
         """Wait up to ``wait`` seconds for items; return all that are queued (maybe none)."""
         if not self.items and self.closed_reason is None:
             self.wake.clear()
+            # A timer that sets the event, not wait_for: wait_for makes a task per wake,
+            # which was a quarter of a busy server's CPU (py-spy, docs/benchmarks.md).
+            timer = asyncio.get_running_loop().call_later(wait, self.wake.set)
             try:
-                await asyncio.wait_for(self.wake.wait(), wait)
-            except TimeoutError:
-                return []
+                await self.wake.wait()
+            finally:
+                timer.cancel()
         items = list(self.items)
         self.items.clear()
         return items
