@@ -36,6 +36,9 @@ class Cursor:
         self.epochs[source] = epoch
 
     def __str__(self) -> str:
+        if len(self.offsets) == 1:  # the normal case, once per delivered event
+            ((source, partition), offset) = next(iter(self.offsets.items()))
+            return f"{source}:{partition}:{offset}@{self.epochs[source]}"
         return ",".join(
             f"{source}:{partition}:{offset}@{self.epochs[source]}"
             for (source, partition), offset in sorted(self.offsets.items())

@@ -76,12 +76,21 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
 
         ``AsyncConsumer.__call__`` would allocate a layer channel per browser and, since
         Channels 4.2, hop to a thread before every message; a stream needs neither.
+        Once the stream runs, the consumer ends with whichever comes first: the client's
+        disconnect, or the writer finishing (a clean end, or a client too slow to take
+        its writes: returning then makes the server drop the connection, so a dead peer
+        holds nothing).
         """
         self.scope = scope
         self.base_send = send
         try:
-            while True:
+            while self.writer is None:
                 await self.dispatch(await receive())
+            disconnect = asyncio.ensure_future(receive())
+            try:
+                await asyncio.wait({disconnect, self.writer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                disconnect.cancel()
         except StopConsumer:
             pass
         finally:

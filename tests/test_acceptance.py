@@ -78,6 +78,22 @@ def produce_to(partition: int, user: User, values: list[dict[str, Any]]) -> None
     assert producer.flush(30) == 0
 
 
+def streamed(
+    stack: Stack, user: User, readers: list[StreamReader], seqs: range
+) -> tuple[AsyncTask, StreamReader]:
+    """A task of ``user``, an open stream, and events ``seqs`` produced and received."""
+    task = AsyncTask.objects.create(owner=user, kind="demo")
+    stream = open_stream(stack, user)
+    readers.append(stream)
+    produce_seqs(user, task, seqs)
+    stream.wait_for(functools.partial(has_events, count=len(seqs)), 60)
+    return task, stream
+
+
+def produce_seqs(user: User, task: AsyncTask, seqs: range) -> None:
+    produce(conf.get().TOPIC_EVENTS, [(str(user.pk), v) for v in seq_events(user, task, seqs)])
+
+
 @pytest.fixture
 def readers() -> Iterator[list[StreamReader]]:
     opened: list[StreamReader] = []
@@ -92,21 +108,12 @@ def readers() -> Iterator[list[StreamReader]]:
 def test_ac01_gapless_duplicate_free_resume_with_last_event_id(
     stack: Stack, alice: User, readers: list[StreamReader]
 ) -> None:
-    task = AsyncTask.objects.create(owner=alice, kind="demo")
-    first = open_stream(stack, alice)
-    readers.append(first)
-    produce(
-        conf.get().TOPIC_EVENTS, [(str(alice.pk), v) for v in seq_events(alice, task, range(1, 31))]
-    )
-    first.wait_for(lambda r: len(task_events(r)) >= 30, 30)
+    task, first = streamed(stack, alice, readers, range(1, 31))
     id10 = task_events(first)[9].id
     assert id10 is not None
     first.close()  # the client goes away
 
-    produce(
-        conf.get().TOPIC_EVENTS,
-        [(str(alice.pk), v) for v in seq_events(alice, task, range(31, 41))],
-    )
+    produce_seqs(alice, task, range(31, 41))
     started = time.monotonic()
     again = open_stream(stack, alice, cursor=id10)
     readers.append(again)
@@ -174,13 +181,7 @@ def reached(reader: StreamReader, seq: int) -> bool:
 def test_ac02_replay_to_live_seam_under_a_steady_200_per_second(
     stack: Stack, alice: User, readers: list[StreamReader]
 ) -> None:
-    task = AsyncTask.objects.create(owner=alice, kind="demo")
-    history = open_stream(stack, alice)
-    readers.append(history)
-    produce(
-        conf.get().TOPIC_EVENTS, [(str(alice.pk), v) for v in seq_events(alice, task, range(900))]
-    )
-    history.wait_for(lambda r: len(task_events(r)) >= 900, 60)
+    task, history = streamed(stack, alice, readers, range(900))
     ids = {
         n: e.id for n, e in zip(seqs_of(task_events(history)), task_events(history), strict=True)
     }
@@ -246,13 +247,7 @@ def test_ac04_a_cursor_spanning_several_partitions_resumes_exactly(
 def test_ac05_stale_invalid_and_hostile_cursors_are_never_silent(
     stack: Stack, alice: User, readers: list[StreamReader]
 ) -> None:
-    task = AsyncTask.objects.create(owner=alice, kind="demo")
-    stream = open_stream(stack, alice)
-    readers.append(stream)
-    produce(
-        conf.get().TOPIC_EVENTS, [(str(alice.pk), v) for v in seq_events(alice, task, range(5))]
-    )
-    stream.wait_for(lambda r: len(task_events(r)) >= 5, 30)
+    _, stream = streamed(stack, alice, readers, range(5))
     good = task_events(stream)[-1].id
     assert good is not None
     source, partition, rest = good.split(",")[0].rsplit(":", 2)
@@ -293,15 +288,9 @@ def test_ac05_a_cursor_below_kafka_retention_is_reset_explicitly(
     from confluent_kafka import TopicPartition
     from confluent_kafka.admin import AdminClient
 
-    task = AsyncTask.objects.create(owner=alice, kind="demo")
-    stream = open_stream(stack, alice)
-    readers.append(stream)
     # Well over what the hot store keeps per user (about 1,000), so the oldest events are
     # trimmed from it and live only in Kafka.
-    produce(
-        conf.get().TOPIC_EVENTS, [(str(alice.pk), v) for v in seq_events(alice, task, range(1300))]
-    )
-    stream.wait_for(lambda r: len(task_events(r)) >= 1300, 60)
+    _, stream = streamed(stack, alice, readers, range(1300))
     events = task_events(stream)
     early = events[10].id
     assert early is not None
@@ -527,6 +516,16 @@ def test_ac10_a_stalled_client_is_closed_bounded_and_resumes_with_every_event(
     cut = 'taskstream_streams_closed_total{reason="slow-client"}'
     wait_until(lambda: metric(stack, cut) > cut_before, 20, "the stalled stream to be cut")
     assert rss_kib(server_pid) - baseline < 30 * 1024
+    # ... and its connection is dropped, so a dead peer holds nothing on the server.
+    stalled.settimeout(5)
+    deadline = time.monotonic() + 20
+    try:
+        while stalled.recv(1 << 20):
+            assert time.monotonic() < deadline, "the server kept the stalled connection open"
+    except TimeoutError:
+        raise AssertionError("the server kept the stalled connection open") from None
+    except ConnectionResetError:
+        pass  # dropped with a reset: closed all the same
     stalled.close()
     assert last_id is not None
     resumed = open_stream(stack, alice, cursor=last_id)
