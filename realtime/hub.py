@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import weakref
 from collections import deque
 from typing import Any
 
 from channels.layers import get_channel_layer
 
-from realtime import lifecycle, metrics
+from realtime import conf, lifecycle, metrics
 from realtime.bus import MESSAGE_TYPE, BusItem, user_group
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class Subscriber:
     """One stream's inbox: bus items in arrival order, bounded. The stream itself drops
     positions it already sent and fills holes (realtime.stream), so this stays dumb."""
 
-    __slots__ = ("closed_reason", "items", "limit", "user_id", "wake")
+    __slots__ = ("closed_reason", "items", "limit", "sending_since", "user_id", "wake", "writer")
 
     def __init__(self, user_id: int, limit: int) -> None:
         self.user_id = user_id
@@ -40,6 +41,10 @@ class Subscriber:
         self.items: deque[BusItem] = deque()
         self.wake = asyncio.Event()
         self.closed_reason: str | None = None
+        # Set by the stream around each write (monotonic time; 0.0 when not writing),
+        # so the hub's watchdog can cut a client that stopped reading.
+        self.sending_since = 0.0
+        self.writer: asyncio.Task[None] | None = None
 
     def offer(self, items: list[BusItem]) -> None:
         if self.closed_reason is not None:
@@ -83,6 +88,7 @@ class Hub:
         self._membership_locks: dict[int, asyncio.Lock] = {}
         self._receiver: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._started = asyncio.Lock()
         self.draining = False
 
@@ -92,6 +98,7 @@ class Hub:
                 self.channel = await self.layer.new_channel(prefix="ts.hub.")
                 self._receiver = asyncio.create_task(self._receive_loop(), name="hub-receive")
                 self._refresher = asyncio.create_task(self._refresh_loop(), name="hub-refresh")
+                self._watchdog = asyncio.create_task(self._watchdog_loop(), name="hub-watchdog")
             return self.channel
 
     async def attach(self, subscriber: Subscriber) -> None:
@@ -160,6 +167,21 @@ class Hub:
                 except Exception:
                     logger.exception("hub: could not refresh group membership of user %s", uid)
 
+    async def _watchdog_loop(self) -> None:
+        """Cut streams whose current write has waited longer than the send timeout."""
+        while True:
+            timeout = conf.get().SEND_TIMEOUT_SECONDS
+            await asyncio.sleep(min(1.0, timeout / 4))
+            now = time.monotonic()
+            for subscriber in self.subscribers():
+                since = subscriber.sending_since
+                if since and now - since > timeout and subscriber.writer is not None:
+                    # Whatever ended the stream before (an overflow, say), it is now stuck
+                    # on a client that does not read: that is the reason that counts.
+                    subscriber.closed_reason = "slow-client"
+                    subscriber.wake.set()
+                    subscriber.writer.cancel()
+
     def close_all(self, reason: str) -> None:
         for members in self.by_user.values():
             for subscriber in members:
@@ -179,7 +201,7 @@ class Hub:
         return [s for members in self.by_user.values() for s in members]
 
     async def stop(self) -> None:
-        for task in (self._receiver, self._refresher):
+        for task in (self._receiver, self._refresher, self._watchdog):
             if task is not None:
                 task.cancel()
 

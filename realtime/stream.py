@@ -56,10 +56,6 @@ STREAM_HEADERS = [
 RESUMED_FROM_HEADER = b"taskstream-resumed-from"
 
 
-class SlowClient(Exception):
-    """A write did not complete within SEND_TIMEOUT_SECONDS."""
-
-
 class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels is untyped
     user: StreamUser
     subscriber: Subscriber
@@ -174,6 +170,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         await self.send_body(opening.encode(), more_body=True)
         metrics.STREAMS_OPENED.inc()
         self.writer = asyncio.create_task(self._write_loop(), name="sse-writer")
+        self.subscriber.writer = self.writer
 
     async def http_disconnect(self, message: dict[str, Any]) -> None:
         raise StopConsumer
@@ -233,12 +230,13 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             # Last-Event-ID after the `retry:` delay.
             await self._send(encode_sse(retry_ms=settings.RETRY_MS), final=True)
         except asyncio.CancelledError:
-            reason = "client-gone"
-            raise
-        except SlowClient:
-            # Abandon the response: the server closes the socket, and the client resumes
-            # from its last id (memory is freed, nothing is lost).
-            reason = "slow-client"
+            # The hub's watchdog cancels a writer stuck in a write (the client stopped
+            # reading): the response is abandoned, the server drops the connection, and
+            # the client resumes from its last id. Otherwise the client went away.
+            stuck = self.subscriber.closed_reason == "slow-client"
+            reason = "slow-client" if stuck else "client-gone"
+            if not stuck:
+                raise
         except Unfillable as exc:
             reason = f"unfillable-{exc.reason}"
             await self._end_quietly()
@@ -323,11 +321,13 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         metrics.STREAM_HEARTBEATS.inc()
 
     async def _send(self, text: str, *, final: bool = False) -> None:
+        # Watched by the hub (one timer per process, not one per write): a write still
+        # pending after TASKSTREAM_SEND_TIMEOUT_SECONDS cancels this writer.
+        self.subscriber.sending_since = time.monotonic()
         try:
-            async with asyncio.timeout(conf.get().SEND_TIMEOUT_SECONDS):
-                await self.send_body(text.encode(), more_body=not final)
-        except TimeoutError:
-            raise SlowClient from None
+            await self.send_body(text.encode(), more_body=not final)
+        finally:
+            self.subscriber.sending_since = 0.0
 
     async def _end_quietly(self) -> None:
         with contextlib.suppress(Exception):
