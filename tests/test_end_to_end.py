@@ -66,6 +66,16 @@ def positions_by_event_id() -> dict[str, str]:
     }
 
 
+def task_and_stream(
+    stack: Stack, user: User, streams: list[StreamReader]
+) -> tuple[AsyncTask, StreamReader]:
+    """A pending task of ``user`` and an open stream of theirs (closed after the test)."""
+    task = AsyncTask.objects.create(owner=user, kind="demo")
+    stream = open_stream(stack, user)
+    streams.append(stream)
+    return task, stream
+
+
 @pytest.fixture
 def streams(stack: Stack) -> Iterator[list[StreamReader]]:
     opened: list[StreamReader] = []
@@ -137,9 +147,7 @@ def test_bad_credentials_get_401_json_and_no_stream(stack: Stack) -> None:
 def test_malformed_records_are_dead_lettered_and_the_next_good_one_is_delivered(
     stack: Stack, alice: User, streams: list[StreamReader]
 ) -> None:
-    task = AsyncTask.objects.create(owner=alice, kind="demo")
-    stream = open_stream(stack, alice)
-    streams.append(stream)
+    task, stream = task_and_stream(stack, alice, streams)
     key = str(alice.pk)
     marker = uuid.uuid4().hex
     good = event_value(user_id=alice.pk, task_id=str(task.id), data={"progress": 42})
@@ -185,9 +193,7 @@ def test_malformed_records_are_dead_lettered_and_the_next_good_one_is_delivered(
 def test_a_record_delivered_twice_changes_the_task_once(
     stack: Stack, alice: User, streams: list[StreamReader]
 ) -> None:
-    task = AsyncTask.objects.create(owner=alice, kind="demo")
-    stream = open_stream(stack, alice)
-    streams.append(stream)
+    task, stream = task_and_stream(stack, alice, streams)
     key = str(alice.pk)
     once = event_value(user_id=alice.pk, task_id=str(task.id), data={"progress": 10})
     after = event_value(user_id=alice.pk, task_id=str(task.id), data={"progress": 20})
@@ -206,9 +212,7 @@ def test_a_record_delivered_twice_changes_the_task_once(
 def test_consume_events_killed_and_restarted_loses_nothing_and_repeats_nothing(
     stack: Stack, alice: User, streams: list[StreamReader]
 ) -> None:
-    task = AsyncTask.objects.create(owner=alice, kind="demo")
-    stream = open_stream(stack, alice)
-    streams.append(stream)
+    task, stream = task_and_stream(stack, alice, streams)
     key = str(alice.pk)
     values = [
         event_value(
