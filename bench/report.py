@@ -179,7 +179,7 @@ class Report:
             f"(`bench/run.py --mode {r['mode']}`, then `bench/report.py`) on {env.get('date')}; "
             f"the run took {r.get('runtime_s', 0):.0f} s. Raw numbers: "
             f"`bench/.build/results-{r['mode']}.json` (not committed). Method: "
-            "`../shared/research/performance-anchors.md` §4; one repetition per cell (not the "
+            "`bench/run.py` (method: its module docstring); one repetition per cell (not the "
             "median of 3), so read ratios, not absolute values.",
             "",
             "| machine and software | |",

@@ -2,15 +2,16 @@
 
 Each helper below raises ImproperlyConfigured on a value it cannot parse, so a typo in a
 deployment fails at start-up instead of running with a silent default. The app's own knobs
-live in one namespaced dict, ``TASKSTREAM``, read through ``realtime.conf``.
+live in one namespaced dict, ``TASKSTREAM``, read through ``streaming.conf``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dj_database_url
 import django_stubs_ext
@@ -38,30 +39,31 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true or false)")
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+N = TypeVar("N", int, float)
+
+
+def _env_number(name: str, default: N, kind: type[N], minimum: N | None) -> N:
     raw = os.environ.get(name, "")
     if raw == "":
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+        what = "an integer" if kind is int else "a number"
+        raise ImproperlyConfigured(f"{name}={raw!r} is not {what}") from None
+    if not math.isfinite(value):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a finite number")
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
     return value
 
 
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    return _env_number(name, default, int, minimum)
+
+
 def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
-    return value
+    return _env_number(name, default, float, minimum)
 
 
 def env_list(name: str, default: str = "") -> list[str]:

@@ -6,4 +6,4 @@ class RealtimeConfig(AppConfig):
     verbose_name = "Realtime"
 
     def ready(self) -> None:
-        from realtime import conf  # noqa: F401  (connects the setting_changed receiver)
+        from streaming import conf  # noqa: F401  (connects the setting_changed receiver)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
-from realtime.events import TaskEvent
+from streaming.events import TaskEvent
 
 MESSAGE_TYPE = "ts.events"
 # redis-py 8 raises at once when its pool is exhausted instead of waiting, so the number of
@@ -25,10 +25,23 @@ def user_group(user_id: int) -> str:
     return f"ts.user.{user_id}"
 
 
-# [source, partition, offset, prev, epoch, body]: lists, not tuples, survive msgpack.
-# ``prev`` is the offset of the user's previous event in that partition (see
-# realtime.store): a stream that sent less than ``prev`` has a hole to fill first.
-BusItem = list[Any]
+class BusItem(NamedTuple):
+    """One event on its way to streams. On the wire it is a plain array (msgpack keeps no
+    names); the hub turns each back into a ``BusItem`` once per process (``from_wire``)."""
+
+    source: str
+    partition: int
+    offset: int
+    # The offset of the user's previous event in that partition (realtime.store), or
+    # UNKNOWN_PREV: a stream that sent less than ``prev`` has a hole to fill first.
+    prev: int
+    epoch: str
+    body: str  # the SSE frame without its `id:` line
+
+    @classmethod
+    def from_wire(cls, raw: Sequence[Any]) -> BusItem:
+        source, partition, offset, prev, epoch, body = raw
+        return cls(source, partition, offset, prev, epoch, body)
 
 
 class BusMessage(TypedDict):
@@ -39,7 +52,7 @@ class BusMessage(TypedDict):
 
 def to_item(event: TaskEvent, prev: int, epoch: str) -> BusItem:
     pos = event.position
-    return [pos.source, pos.partition, pos.offset, prev, epoch, event.sse_body()]
+    return BusItem(pos.source, pos.partition, pos.offset, prev, epoch, event.sse_body())
 
 
 async def publish(layer: Any, events: Sequence[TaskEvent], prevs: Sequence[int], epoch: str) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from realtime import conf
+from streaming import conf
 
 ALLOW_HEADERS = b"authorization, content-type, last-event-id"
 ALLOW_METHODS = b"GET, POST, DELETE, OPTIONS"

@@ -17,12 +17,13 @@ from confluent_kafka import Producer
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from realtime import conf
-from realtime.kafka import cluster_epoch
-from realtime.management.commands.consume_events import build_event_consumer
-from realtime.management.loop import StopFlag
-from tasks.management.commands.relay_outbox import run_relay
-from tasks.management.commands.run_worker import run_worker
+from realtime.ingest import build_event_consumer
+from realtime.routing import build_application
+from streaming import conf
+from streaming.kafka import cluster_epoch
+from streaming.loop import StopFlag
+from tasks.outbox import run_relay
+from tasks.worker import run_worker
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +114,10 @@ def run(host: str, port: int) -> None:
         epoch = await loop.run_in_executor(None, cluster_epoch) if mock_owner else None
         event_consumer = await build_event_consumer(epoch)
         consuming = asyncio.create_task(event_consumer.run(), name="consume-events")
-        from config.asgi import application
-
         server = uvicorn.Server(
-            uvicorn.Config(application, host=host, port=port, lifespan="off", log_level="info")
+            uvicorn.Config(
+                build_application(), host=host, port=port, lifespan="off", log_level="info"
+            )
         )
         url = f"http://{host}:{port}/"
         print(

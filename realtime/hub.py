@@ -19,8 +19,9 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from realtime import conf, lifecycle, metrics
+from realtime import lifecycle
 from realtime.bus import MESSAGE_TYPE, BusItem, user_group
+from streaming import conf, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +140,12 @@ class Hub:
         if message.get("type") != MESSAGE_TYPE:
             logger.warning("hub ignored a layer message of type %r", message.get("type"))
             return
-        for subscriber in tuple(self.by_user.get(message["user"], ())):
-            subscriber.offer(message["events"])
+        subscribers = tuple(self.by_user.get(message["user"], ()))
+        if not subscribers:
+            return
+        items = [BusItem.from_wire(raw) for raw in message["events"]]
+        for subscriber in subscribers:
+            subscriber.offer(items)
 
     async def _receive_loop(self) -> None:
         assert self.channel is not None

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from realtime import conf
-from realtime.cursor import PartitionKey
-from realtime.events import TaskEvent
+from streaming import conf
+from streaming.cursor import PartitionKey
+from streaming.events import TaskEvent
 
 NO_PREV = -1  # the user's first event in this partition (as far as the store knows)
 UNKNOWN_PREV = -2  # a redelivered record: it was stored before; skip the gap check

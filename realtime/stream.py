@@ -22,29 +22,23 @@ import logging
 import random
 import time
 import uuid
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NoReturn
 from urllib.parse import parse_qs
 
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 
-from realtime import conf, metrics
 from realtime.auth import AuthFailed, StreamUser, authenticate
 from realtime.bus import BusItem
-from realtime.cursor import Cursor, CursorError, PartitionKey, parse
-from realtime.cursor_frames import frames_after
-from realtime.events import encode_sse
+from realtime.frames import frames_after, next_frame
 from realtime.hub import Hub, Subscriber, get_hub
-from realtime.replay import (
-    KafkaReplayer,
-    ResumePlan,
-    ResumeRefused,
-    Unfillable,
-    backfill,
-    get_kafka_replayer,
-    plan_resume,
-)
+from realtime.replay.kafka import KafkaReplayer, Unfillable, get_kafka_replayer
+from realtime.replay.resume import ResumePlan, ResumeRefused, backfill, plan_resume
 from realtime.store import UNKNOWN_PREV, HotStore, StoredEvent, get_store
+from streaming import conf, metrics
+from streaming.cursor import UNKNOWN_EPOCH, Cursor, CursorError, PartitionKey, parse
+from streaming.events import encode_sse
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +206,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                     reason = "token-expired"  # nothing that arrives after expiry goes out
                     break
                 if items:
-                    await self._deliver_items(items)
+                    await self._deliver(items)
                 if self.subscriber.closed_reason is not None:
                     reason = self.subscriber.closed_reason
                     break
@@ -262,38 +256,32 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 self.cursor.offsets.get(key, -1),
                 accept_incomplete=self.plan.from_earliest,
             )
-            await self._write_events(events, self.cursor.epochs.get(key[0]))
+            await self._deliver(_replayed(events, self.cursor.epochs.get(key[0])))
 
-    async def _deliver_items(self, items: list[BusItem]) -> None:
+    async def _deliver(self, items: Iterable[BusItem]) -> None:
+        """The one path by which event frames reach the client, live or replayed.
+
+        Drops a position already sent, fills the hole an item's ``prev`` reveals before
+        writing the item, advances the cursor per frame, and writes the lot at once.
+        """
         chunks: list[str] = []
-        for source, partition, offset, prev, epoch, body in items:
-            key = (source, partition)
-            known_epoch = self.cursor.epochs.get(source)
-            if known_epoch not in (None, epoch, "unknown"):
+        for item in items:
+            key = (item.source, item.partition)
+            if self.cursor.epochs.get(item.source) not in (None, item.epoch, UNKNOWN_EPOCH):
                 self.subscriber.close("epoch-changed")
                 break
             sent = self.cursor.offsets.get(key, -1)
-            if offset <= sent:
+            if item.offset <= sent:
                 metrics.STREAM_DUPLICATES_DROPPED.inc()
                 continue
-            if prev != UNKNOWN_PREV and prev > sent:
+            if item.prev != UNKNOWN_PREV and item.prev > sent:
                 # The layer lost something between what we sent and this event.
-                if chunks:
-                    await self._send("".join(chunks))
-                    chunks = []
                 metrics.STREAM_GAPS_FILLED.inc()
                 missing = await backfill(
-                    self.store, self.kafka, self.user.user_id, key, sent, offset
+                    self.store, self.kafka, self.user.user_id, key, sent, item.offset
                 )
-                await self._write_events(missing, epoch)
-            self.cursor.advance(source, partition, offset, epoch)
-            chunks.append(f"id: {self.cursor}\n{body}")
-        if chunks:
-            await self._send("".join(chunks))
-            metrics.STREAM_FRAMES_SENT.inc(len(chunks))
-
-    async def _write_events(self, events: list[StoredEvent], epoch: str | None) -> None:
-        chunks = frames_after(self.cursor, events, epoch)
+                chunks.extend(frames_after(self.cursor, missing, item.epoch))
+            chunks.append(next_frame(self.cursor, item))
         if chunks:
             await self._send("".join(chunks))
             metrics.STREAM_FRAMES_SENT.inc(len(chunks))
@@ -309,11 +297,12 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             sent = self.cursor.offsets.get(key, -1)
             if head > sent:
                 # Anything of ours up to the head goes out first, then the id moves on.
+                epoch = self.cursor.epochs.get(key[0], UNKNOWN_EPOCH)
                 missing = await backfill(
                     self.store, self.kafka, self.user.user_id, key, sent, head + 1
                 )
-                await self._write_events(missing, self.cursor.epochs.get(key[0]))
-                self.cursor.advance(key[0], key[1], head, self.cursor.epochs.get(key[0], "unknown"))
+                await self._deliver(_replayed(missing, epoch))
+                self.cursor.advance(key[0], key[1], head, epoch)
                 advanced = True
         frame = f"id: {self.cursor}\n\n" if advanced else ""
         frame += encode_sse(event="heartbeat", data=json.dumps({"t": int(time.time())}))
@@ -351,10 +340,18 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         code: str,
         detail: str,
         extra_headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
+    ) -> NoReturn:
         """Answer with a JSON error before any stream bytes, and stop."""
         metrics.STREAMS_REJECTED.labels(code).inc()
         body = json.dumps({"detail": detail, "code": code}).encode()
         headers = [(b"content-type", b"application/json"), *(extra_headers or [])]
         await self.send_response(status, body, headers=headers)
         raise StopConsumer
+
+
+def _replayed(events: Iterable[StoredEvent], epoch: str | None) -> list[BusItem]:
+    """Replayed events as items for ``_deliver``: in order and contiguous by construction,
+    so their ``prev`` is not checked (a replay from an incomplete store must not look for
+    holes it has already accepted)."""
+    epoch = epoch or UNKNOWN_EPOCH
+    return [BusItem(e.source, e.partition, e.offset, UNKNOWN_PREV, epoch, e.body) for e in events]

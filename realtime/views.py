@@ -13,7 +13,8 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.tokens import AccessToken
 
-from realtime import conf, lifecycle
+from realtime import lifecycle
+from streaming import conf
 
 STREAM_PATH = "/api/v1/events/"
 

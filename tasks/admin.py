@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from tasks.models import AsyncTask, OutboxMessage, TaskEventLog
+from tasks.models import POSITION_FIELDS, PUBLIC_FIELDS, AsyncTask, OutboxMessage, TaskEventLog
 
 
 class TaskEventLogInline(admin.TabularInline[TaskEventLog, AsyncTask]):
@@ -34,25 +34,7 @@ class AsyncTaskAdmin(admin.ModelAdmin[AsyncTask]):
     list_display = ["id", "kind", "owner", "status", "progress", "age", "updated_at"]
     list_filter = ["status", "kind", "created_at"]
     search_fields = ["owner__username", "owner__email", "kind"]
-    readonly_fields = [
-        "id",
-        "owner",
-        "kind",
-        "params",
-        "status",
-        "progress",
-        "message",
-        "result",
-        "error",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "updated_at",
-        "cancel_requested_at",
-        "last_event_source",
-        "last_event_partition",
-        "last_event_offset",
-    ]
+    readonly_fields = ["owner", *PUBLIC_FIELDS, *POSITION_FIELDS]
     inlines = [TaskEventLogInline]
     list_select_related = ["owner"]
 

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator
 from django.db import models
 
+from streaming.cursor import Cursor
+
 
 class TaskStatus(models.TextChoices):
     PENDING = "pending"
@@ -18,6 +20,30 @@ class TaskStatus(models.TextChoices):
 
 
 TERMINAL_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+# What the API shows of a task (tasks/serializers.py, plus its cursor); the admin shows the
+# same and the Kafka position, all read-only: only tasks.services changes a task.
+PUBLIC_FIELDS = (
+    "id",
+    "kind",
+    "params",
+    "status",
+    "progress",
+    "message",
+    "result",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "cancel_requested_at",
+)
+POSITION_FIELDS = (
+    "last_event_source",
+    "last_event_partition",
+    "last_event_offset",
+    "last_event_epoch",
+)
 
 
 class AsyncTask(models.Model):
@@ -62,8 +88,14 @@ class AsyncTask(models.Model):
         ``?last_event_id=`` to open a stream that continues from this state)."""
         if self.last_event_offset is None:
             return None
-        position = f"{self.last_event_source}:{self.last_event_partition}:{self.last_event_offset}"
-        return f"{position}@{self.last_event_epoch}" if self.last_event_epoch else position
+        return str(
+            Cursor.at(
+                self.last_event_source,
+                self.last_event_partition or 0,
+                self.last_event_offset,
+                self.last_event_epoch,
+            )
+        )
 
 
 class TaskEventLog(models.Model):

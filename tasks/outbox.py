@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,9 @@ from confluent_kafka import Producer
 from django.db import connection, transaction
 from django.utils import timezone
 
-from realtime import metrics
+from streaming import conf, metrics
+from streaming.kafka import producer_config
+from streaming.loop import StopFlag, run_loop
 from tasks.models import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -88,3 +91,15 @@ class OutboxRelay:
     def close(self, timeout: float = 10.0) -> None:
         self.producer.flush(timeout)
         self._record_results()
+
+
+def run_relay(flag: StopFlag) -> None:
+    """The relay process: ``run_once`` until ``flag`` is set (``manage.py relay_outbox``)."""
+    relay = OutboxRelay(Producer(producer_config()))
+    poll = conf.get().OUTBOX_POLL_SECONDS
+
+    def step() -> None:
+        if relay.run_once(wait=poll) == 0 and not relay.in_flight:
+            time.sleep(poll)
+
+    run_loop("outbox relay", flag, step, relay.close)

@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from tasks.models import AsyncTask
+from tasks.models import PUBLIC_FIELDS, AsyncTask
 
 
 class TaskCreateSerializer(serializers.Serializer[Any]):
@@ -26,20 +26,5 @@ class TaskSerializer(serializers.ModelSerializer[AsyncTask]):
 
     class Meta:
         model = AsyncTask
-        fields = [
-            "id",
-            "kind",
-            "params",
-            "status",
-            "progress",
-            "message",
-            "result",
-            "error",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "updated_at",
-            "cancel_requested_at",
-            "last_event_id",
-        ]
+        fields = [*PUBLIC_FIELDS, "last_event_id"]
         read_only_fields = fields

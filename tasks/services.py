@@ -17,8 +17,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from realtime import conf
-from realtime.events import EVENT_TYPES, TaskEvent
+from streaming import conf
+from streaming.events import EVENT_TYPES, TaskEvent
+from tasks.delivery import is_delivered
 from tasks.models import AsyncTask, OutboxMessage, TaskEventLog, TaskStatus
 
 COMMAND_VERSION = 1
@@ -69,24 +70,21 @@ class Outcome(enum.Enum):
     DUPLICATE = "duplicate"  # same event id at another position (a producer retry)
     REJECTED = "rejected"  # can never apply: unknown user or task, wrong owner
 
-    @property
-    def deliver(self) -> bool:
-        """Whether the event goes to the user's streams. A redelivery goes out again because
-        the first push may not have happened; streams drop positions they already sent."""
-        return self in (Outcome.APPLIED, Outcome.STALE, Outcome.REDELIVERED)
-
 
 @dataclass(frozen=True, slots=True)
 class Applied:
     event: TaskEvent
     outcome: Outcome
     reason: str = ""
+    # Whether the event goes to its owner's streams: ``tasks.delivery.is_delivered`` against
+    # the log as this batch leaves it.
+    deliver: bool = False
 
 
 def apply_events(events: Sequence[TaskEvent], epoch: str = "") -> list[Applied]:
     """Apply a batch of events in one transaction; return one outcome per event, in order.
 
-    ``epoch`` is the identity of the events' topic (realtime.kafka.topic_epoch), kept with
+    ``epoch`` is the identity of the events' topic (streaming.kafka.topic_epoch), kept with
     the task's last position so that position is a complete stream cursor."""
     if not events:
         return []
@@ -132,7 +130,7 @@ def apply_events(events: Sequence[TaskEvent], epoch: str = "") -> list[Applied]:
             if previous is not None:
                 same_position = previous == (pos.source, pos.partition, pos.offset)
                 outcome = Outcome.REDELIVERED if same_position else Outcome.DUPLICATE
-                results.append(Applied(event, outcome))
+                results.append(Applied(event, outcome, deliver=is_delivered(event, seen_ids)))
                 continue
             if (pos.source, pos.partition, pos.offset) in taken_positions:
                 results.append(Applied(event, Outcome.REJECTED, "position used by another event"))
@@ -156,7 +154,8 @@ def apply_events(events: Sequence[TaskEvent], epoch: str = "") -> list[Applied]:
                     changed_task=changed_task,
                 )
             )
-            results.append(Applied(event, Outcome.APPLIED if changed_task else Outcome.STALE))
+            outcome = Outcome.APPLIED if changed_task else Outcome.STALE
+            results.append(Applied(event, outcome, deliver=is_delivered(event, seen_ids)))
         TaskEventLog.objects.bulk_create(new_logs)
         now = timezone.now()
         for task in changed.values():

@@ -20,9 +20,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from realtime import metrics
-from realtime.consumer import next_batch
-from realtime.events import SCHEMA_VERSION, SCOPE_USER
+from streaming import conf, metrics
+from streaming.events import SCHEMA_VERSION, SCOPE_USER
+from streaming.kafka import consumer_config, next_batch, producer_config, subscribe
+from streaming.loop import StopFlag, run_loop
 from tasks.models import AsyncTask
 
 logger = logging.getLogger(__name__)
@@ -220,3 +221,18 @@ def task_state_from_db(task_id: str) -> tuple[str, bool] | None:
     if row is None:
         return None
     return row[0], row[1] is not None
+
+
+def build_worker() -> Worker:
+    settings = conf.get()
+    consumer = Consumer(consumer_config(settings.WORKER_GROUP))
+    subscribe(consumer, [settings.TOPIC_REQUESTS])
+    return Worker(
+        consumer, Producer(producer_config()), settings.TOPIC_EVENTS, task_state=task_state_from_db
+    )
+
+
+def run_worker(flag: StopFlag) -> None:
+    """The worker process: ``run_once`` until ``flag`` is set (``manage.py run_worker``)."""
+    worker = build_worker()
+    run_loop(f"worker on {conf.get().TOPIC_REQUESTS}", flag, worker.run_once, worker.close)

@@ -19,8 +19,8 @@ from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
-from realtime import conf
-from tests.sse import wait_until
+from streaming import conf
+from tests.sse import StreamReader, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -164,7 +164,7 @@ def session_names(run_id: str) -> Iterator[dict[str, str]]:
     original = dict(settings.TASKSTREAM)
     settings.TASKSTREAM.update(topics)
     conf.reload()
-    from realtime.kafka import ensure_topics
+    from streaming.kafka import ensure_topics
 
     ensure_topics(
         [topics["TOPIC_EVENTS"], topics["TOPIC_REQUESTS"], topics["TOPIC_DLQ"]],
@@ -209,3 +209,25 @@ def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
 def _fast_password_hasher(settings: Any) -> None:
     # PBKDF2's deliberate slowness costs seconds per created user; tests need none of it.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def open_stream(
+    stack: Stack, user: User, cursor: str | None = None, query: str = ""
+) -> StreamReader:
+    """A stream of ``user`` on ``stack``, once it has said ``stream-open`` (or ended: a
+    refusal's status and body are then on the reader)."""
+    headers = {"Authorization": f"Bearer {access_token(user)}"}
+    if cursor is not None:
+        headers["Last-Event-ID"] = cursor
+    reader = StreamReader(f"{stack.base}/api/v1/events/stream{query}", headers).start()
+    reader.wait_for(lambda r: r.ended or any(e.event == "stream-open" for e in r.events), 20)
+    return reader
+
+
+@pytest.fixture
+def streams() -> Iterator[list[StreamReader]]:
+    """Readers a test opens; each is closed after the test."""
+    opened: list[StreamReader] = []
+    yield opened
+    for reader in opened:
+        reader.close()

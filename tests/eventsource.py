@@ -1,7 +1,8 @@
 """An EventSource-like client for tests: reconnects the way a browser does.
 
-``tests.sse.StreamReader`` reads one response. A browser's EventSource does more: it keeps
-the id of the last dispatched frame (also of an id-only frame, which dispatches no event:
+``tests.sse.StreamReader`` reads one response (both parse with ``tests.sse.SSEParser``).
+A browser's EventSource does more: it keeps the id of the last dispatched frame (also of
+an id-only frame, which dispatches no event:
 WHATWG §9.2.6 sets the last event id before it looks at the data), and when a 200 stream
 ends cleanly, or the connection fails, it waits the last ``retry:`` and reconnects with
 ``Last-Event-ID``. This client does the same in a thread, and records every connection:
@@ -19,6 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
+
+from tests.sse import SSEParser
 
 
 @dataclass(frozen=True)
@@ -92,9 +95,10 @@ class EventSourceClient:
                     response.read()
                     self._ended(conn, "eof")
                     return
-                self._reset_buffers()
+                # A new response starts with empty data and type; the id carries over.
+                parser = SSEParser(self.last_id)
                 for line in self._lines(response):
-                    self._feed(line, index, conn)
+                    self._feed(parser, line, index, conn)
             self._ended(conn, "closed" if self._stop.is_set() else "eof")
         except Exception as exc:
             if self._stop.is_set():
@@ -115,44 +119,22 @@ class EventSourceClient:
             conn.ended, conn.end, conn.error = time.monotonic(), how, error
             self._cond.notify_all()
 
-    # --- WHATWG parsing, per connection ------------------------------------------------------
-
-    def _reset_buffers(self) -> None:
-        # A new response starts with empty data and type; the id carries over (browsers).
-        self._data: list[str] = []
-        self._type = ""
-        self._id_buffer: str | None = self.last_id
-
-    def _feed(self, line: str, index: int, conn: Connection) -> None:
-        if line == "":
-            self._dispatch(index, conn)
+    def _feed(self, parser: SSEParser, line: str, index: int, conn: Connection) -> None:
+        item = parser.feed(line)
+        if isinstance(item, int):
+            self.retry_ms = item
             return
-        if line.startswith(":"):
+        if line != "":
             return
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._type = value
-        elif name == "id" and "\0" not in value:
-            self._id_buffer = value
-        elif name == "retry" and value.isdigit():
-            self.retry_ms = int(value)
-
-    def _dispatch(self, index: int, conn: Connection) -> None:
         now = time.monotonic()
         with self._cond:
-            if self._id_buffer is not None and self._id_buffer != self.last_id:
-                self.last_id = self._id_buffer
-                self.id_updates.append((now, self._id_buffer))
-            if self._data:
-                self.events.append(
-                    Event(self._type or "message", "\n".join(self._data), self.last_id, now, index)
-                )
+            if parser.last_id is not None and parser.last_id != self.last_id:
+                self.last_id = parser.last_id
+                self.id_updates.append((now, parser.last_id))
+            if item is not None:
+                self.events.append(Event(item.event, item.data, item.id, now, index))
                 conn.events += 1
             self._cond.notify_all()
-        self._data, self._type = [], ""
 
     # --- for tests -------------------------------------------------------------------------
 

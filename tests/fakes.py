@@ -14,7 +14,7 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from realtime.events import Position, TaskEvent
+from streaming.events import Position, TaskEvent
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from realtime.kafka import producer_config
+from streaming.kafka import producer_config
 
 
 def produce(topic: str, records: list[tuple[str, bytes | str | dict[str, Any]]]) -> None:

@@ -20,29 +20,51 @@ class SSEEvent:
     id: str | None
 
 
-def parse_stream(lines: Iterable[str]) -> Iterator[SSEEvent | int]:
-    """Parse decoded lines into events (and ``retry`` values as ints), per WHATWG §9.2.6."""
-    data: list[str] = []
-    event = ""
-    last_id: str | None = None
-    for line in lines:
+class SSEParser:
+    """The WHATWG §9.2.6 interpretation of decoded lines, one line at a time.
+
+    ``feed`` returns what the line produces: an ``SSEEvent`` when a blank line dispatches
+    data, an ``int`` for a valid ``retry:``, else None. ``last_id`` is the page's
+    ``lastEventId``: set at dispatch, also by an id-only frame (which dispatches no event),
+    and carried over to a new connection by passing it in.
+    """
+
+    def __init__(self, last_id: str | None = None) -> None:
+        self.last_id = last_id
+        self._id_buffer = last_id
+        self._data: list[str] = []
+        self._type = ""
+
+    def feed(self, line: str) -> SSEEvent | int | None:
         if line == "":
-            if data:
-                yield SSEEvent(event or "message", "\n".join(data), last_id)
-            data, event = [], ""
-            continue
+            self.last_id = self._id_buffer
+            event = None
+            if self._data:
+                event = SSEEvent(self._type or "message", "\n".join(self._data), self.last_id)
+            self._data, self._type = [], ""
+            return event
         if line.startswith(":"):
-            continue
+            return None
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "data":
-            data.append(value)
+            self._data.append(value)
         elif name == "event":
-            event = value
+            self._type = value
         elif name == "id" and "\0" not in value:
-            last_id = value
+            self._id_buffer = value
         elif name == "retry" and value.isdigit():
-            yield int(value)
+            return int(value)
+        return None
+
+
+def parse_stream(lines: Iterable[str]) -> Iterator[SSEEvent | int]:
+    """Parse decoded lines into events (and ``retry`` values as ints)."""
+    parser = SSEParser()
+    for line in lines:
+        item = parser.feed(line)
+        if item is not None:
+            yield item
 
 
 class StreamReader:

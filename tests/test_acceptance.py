@@ -17,7 +17,6 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -25,10 +24,10 @@ import pytest
 from confluent_kafka import Producer
 from django.contrib.auth.models import User
 
-from realtime import conf
-from realtime.kafka import producer_config
+from streaming import conf
+from streaming.kafka import producer_config
 from tasks.models import AsyncTask
-from tests.conftest import Stack, access_token
+from tests.conftest import Stack, access_token, open_stream
 from tests.fakes import event_value
 from tests.kafka_helpers import produce
 from tests.sse import SSEEvent, StreamReader, parse_stream, wait_until
@@ -54,17 +53,6 @@ def seqs_of(events: list[SSEEvent]) -> list[int]:
     return [int(json.loads(e.data)["data"]["message"]) for e in events]
 
 
-def open_stream(
-    stack: Stack, user: User, cursor: str | None = None, query: str = ""
-) -> StreamReader:
-    headers = {"Authorization": f"Bearer {access_token(user)}"}
-    if cursor is not None:
-        headers["Last-Event-ID"] = cursor
-    reader = StreamReader(f"{stack.base}/api/v1/events/stream{query}", headers).start()
-    reader.wait_for(lambda r: r.ended or any(e.event == "stream-open" for e in r.events), 20)
-    return reader
-
-
 def task_events(reader: StreamReader) -> list[SSEEvent]:
     return reader.of_type("task.")
 
@@ -79,12 +67,12 @@ def produce_to(partition: int, user: User, values: list[dict[str, Any]]) -> None
 
 
 def streamed(
-    stack: Stack, user: User, readers: list[StreamReader], seqs: range
+    stack: Stack, user: User, streams: list[StreamReader], seqs: range
 ) -> tuple[AsyncTask, StreamReader]:
     """A task of ``user``, an open stream, and events ``seqs`` produced and received."""
     task = AsyncTask.objects.create(owner=user, kind="demo")
     stream = open_stream(stack, user)
-    readers.append(stream)
+    streams.append(stream)
     produce_seqs(user, task, seqs)
     stream.wait_for(functools.partial(has_events, count=len(seqs)), 60)
     return task, stream
@@ -94,21 +82,13 @@ def produce_seqs(user: User, task: AsyncTask, seqs: range) -> None:
     produce(conf.get().TOPIC_EVENTS, [(str(user.pk), v) for v in seq_events(user, task, seqs)])
 
 
-@pytest.fixture
-def readers() -> Iterator[list[StreamReader]]:
-    opened: list[StreamReader] = []
-    yield opened
-    for reader in opened:
-        reader.close()
-
-
 # --- AC-01 ---------------------------------------------------------------------------
 
 
 def test_ac01_gapless_duplicate_free_resume_with_last_event_id(
-    stack: Stack, alice: User, readers: list[StreamReader]
+    stack: Stack, alice: User, streams: list[StreamReader]
 ) -> None:
-    task, first = streamed(stack, alice, readers, range(1, 31))
+    task, first = streamed(stack, alice, streams, range(1, 31))
     id10 = task_events(first)[9].id
     assert id10 is not None
     first.close()  # the client goes away
@@ -116,7 +96,7 @@ def test_ac01_gapless_duplicate_free_resume_with_last_event_id(
     produce_seqs(alice, task, range(31, 41))
     started = time.monotonic()
     again = open_stream(stack, alice, cursor=id10)
-    readers.append(again)
+    streams.append(again)
     assert again.status == 200
     assert time.monotonic() - started < 1.0  # headers and the first frames within 1 s
     again.wait_for(lambda r: len(task_events(r)) >= 30, 30)
@@ -179,9 +159,9 @@ def reached(reader: StreamReader, seq: int) -> bool:
 
 
 def test_ac02_replay_to_live_seam_under_a_steady_200_per_second(
-    stack: Stack, alice: User, readers: list[StreamReader]
+    stack: Stack, alice: User, streams: list[StreamReader]
 ) -> None:
-    task, history = streamed(stack, alice, readers, range(900))
+    task, history = streamed(stack, alice, streams, range(900))
     ids = {
         n: e.id for n, e in zip(seqs_of(task_events(history)), task_events(history), strict=True)
     }
@@ -193,7 +173,7 @@ def test_ac02_replay_to_live_seam_under_a_steady_200_per_second(
         wait_until(lambda: len(publisher.acked) > 0, 10, "the publisher to start")
         k = rng.randrange(0, 899)
         stream = open_stream(stack, alice, cursor=ids[k])
-        readers.append(stream)
+        streams.append(stream)
         with publisher.lock:
             target = max(publisher.acked)
         stream.wait_for(functools.partial(reached, seq=target), 30)
@@ -202,7 +182,7 @@ def test_ac02_replay_to_live_seam_under_a_steady_200_per_second(
         stream.close()
     publisher.join(30)
     final = open_stream(stack, alice, cursor=ids[0])
-    readers.append(final)
+    streams.append(final)
     last = max(publisher.acked)
     final.wait_for(lambda r: reached(r, last), 30)
     assert seqs_of(task_events(final)) == list(range(1, last + 1))
@@ -212,11 +192,11 @@ def test_ac02_replay_to_live_seam_under_a_steady_200_per_second(
 
 
 def test_ac04_a_cursor_spanning_several_partitions_resumes_exactly(
-    stack: Stack, alice: User, readers: list[StreamReader]
+    stack: Stack, alice: User, streams: list[StreamReader]
 ) -> None:
     task = AsyncTask.objects.create(owner=alice, kind="demo")
     stream = open_stream(stack, alice)
-    readers.append(stream)
+    streams.append(stream)
     for chunk in range(4):  # 20 events interleaved over the three partitions
         for partition in range(3):
             produce_to(
@@ -231,7 +211,7 @@ def test_ac04_a_cursor_spanning_several_partitions_resumes_exactly(
     for partition, values in more.items():
         produce_to(partition, alice, values)
     resumed = open_stream(stack, alice, cursor=cursor)
-    readers.append(resumed)
+    streams.append(resumed)
     resumed.wait_for(lambda r: len(task_events(r)) >= 4 + 51, 30)
     expected = set(seqs_of(before[8:])) | {
         int(v["data"]["message"]) for vs in more.values() for v in vs
@@ -245,9 +225,9 @@ def test_ac04_a_cursor_spanning_several_partitions_resumes_exactly(
 
 
 def test_ac05_stale_invalid_and_hostile_cursors_are_never_silent(
-    stack: Stack, alice: User, readers: list[StreamReader]
+    stack: Stack, alice: User, streams: list[StreamReader]
 ) -> None:
-    _, stream = streamed(stack, alice, readers, range(5))
+    _, stream = streamed(stack, alice, streams, range(5))
     good = task_events(stream)[-1].id
     assert good is not None
     source, partition, rest = good.split(",")[0].rsplit(":", 2)
@@ -255,7 +235,7 @@ def test_ac05_stale_invalid_and_hostile_cursors_are_never_silent(
 
     # (a) another epoch: the topic was rebuilt since this cursor was made
     old_epoch = open_stream(stack, alice, cursor=f"{source}:{partition}:{offset}@RebuiltTopic0")
-    readers.append(old_epoch)
+    streams.append(old_epoch)
     old_epoch.wait_for(lambda r: len(r.events) >= 2, 20)
     assert old_epoch.events[1].event == "stream-reset"
     assert json.loads(old_epoch.events[1].data)["reason"] == "epoch-changed"
@@ -264,7 +244,7 @@ def test_ac05_stale_invalid_and_hostile_cursors_are_never_silent(
 
     # (b) beyond the head
     ahead = open_stream(stack, alice, cursor=f"{source}:{partition}:{int(offset) + 10_000}@{epoch}")
-    readers.append(ahead)
+    streams.append(ahead)
     ahead.wait_for(lambda r: len(r.events) >= 2, 20)
     assert ahead.events[1].event == "stream-reset"
     assert json.loads(ahead.events[1].data)["reason"] == "cursor-ahead"
@@ -283,21 +263,21 @@ def test_ac05_stale_invalid_and_hostile_cursors_are_never_silent(
 
 
 def test_ac05_a_cursor_below_kafka_retention_is_reset_explicitly(
-    stack: Stack, alice: User, readers: list[StreamReader]
+    stack: Stack, alice: User, streams: list[StreamReader]
 ) -> None:
     from confluent_kafka import TopicPartition
     from confluent_kafka.admin import AdminClient
 
     # Well over what the hot store keeps per user (about 1,000), so the oldest events are
     # trimmed from it and live only in Kafka.
-    _, stream = streamed(stack, alice, readers, range(1300))
+    _, stream = streamed(stack, alice, streams, range(1300))
     events = task_events(stream)
     early = events[10].id
     assert early is not None
 
     # Still in Kafka: the store cannot serve it, Kafka can; no reset.
     from_kafka = open_stream(stack, alice, cursor=early)
-    readers.append(from_kafka)
+    streams.append(from_kafka)
     from_kafka.wait_for(lambda r: len(task_events(r)) >= 1289, 60)
     assert [e.event for e in from_kafka.events[:2]] == ["stream-open", "task.progress"]
     assert seqs_of(task_events(from_kafka)) == list(range(11, 1300))
@@ -309,7 +289,7 @@ def test_ac05_a_cursor_below_kafka_retention_is_reset_explicitly(
     assert before >= 1  # the replay consumer that served from_kafka is connected
     streams_before = metric(stack, "taskstream_streams_open")
     storm = [open_stream(stack, alice, cursor=early) for _ in range(3)]  # 5: the user's cap
-    readers.extend(storm)
+    streams.extend(storm)
     for reader in storm:
         assert reader.status == 200, reader.body
         reader.wait_for(lambda r: len(task_events(r)) >= 1289, 60)
@@ -325,7 +305,7 @@ def test_ac05_a_cursor_below_kafka_retention_is_reset_explicitly(
     for future in admin.delete_records([TopicPartition(source, int(partition), cut)]).values():
         future.result(30)
     expired = open_stream(stack, alice, cursor=early)
-    readers.append(expired)
+    streams.append(expired)
     expired.wait_for(lambda r: len(r.events) >= 2, 20)
     assert expired.events[1].event == "stream-reset"
     assert json.loads(expired.events[1].data)["reason"] == "cursor-expired"
@@ -335,12 +315,12 @@ def test_ac05_a_cursor_below_kafka_retention_is_reset_explicitly(
 
 
 def test_ac06_isolation_under_replay_and_spoofed_cursors(
-    stack: Stack, alice: User, bob: User, readers: list[StreamReader]
+    stack: Stack, alice: User, bob: User, streams: list[StreamReader]
 ) -> None:
     alice_task = AsyncTask.objects.create(owner=alice, kind="demo")
     bob_task = AsyncTask.objects.create(owner=bob, kind="demo")
     a_live, b_live = open_stream(stack, alice), open_stream(stack, bob)
-    readers += [a_live, b_live]
+    streams += [a_live, b_live]
     for n in range(20):  # interleaved in ONE shared partition
         produce_to(1, alice, seq_events(alice, alice_task, [n]))
         produce_to(1, bob, seq_events(bob, bob_task, [n]))
@@ -351,7 +331,7 @@ def test_ac06_isolation_under_replay_and_spoofed_cursors(
     assert bob_cursor is not None and alice_old is not None
     a_replay = open_stream(stack, alice, cursor=alice_old)
     a_spoof = open_stream(stack, alice, cursor=bob_cursor)
-    readers += [a_replay, a_spoof]
+    streams += [a_replay, a_spoof]
     a_replay.wait_for(lambda r: len(task_events(r)) >= 17, 30)
     produce_to(1, alice, seq_events(alice, alice_task, [99]))
     a_spoof.wait_for(lambda r: any(s == 99 for s in seqs_of(task_events(r))), 30)
@@ -366,7 +346,7 @@ def test_ac06_isolation_under_replay_and_spoofed_cursors(
 
 
 def test_ac08_wire_format_round_trips_every_payload_exactly(
-    stack: Stack, alice: User, readers: list[StreamReader]
+    stack: Stack, alice: User, streams: list[StreamReader]
 ) -> None:
     task = AsyncTask.objects.create(owner=alice, kind="demo")
     payloads = [
@@ -470,13 +450,13 @@ def rss_kib(pid: int) -> int:
 
 
 def test_ac10_a_stalled_client_is_closed_bounded_and_resumes_with_every_event(
-    stack: Stack, alice: User, readers: list[StreamReader]
+    stack: Stack, alice: User, streams: list[StreamReader]
 ) -> None:
     task = AsyncTask.objects.create(owner=alice, kind="demo")
     assert stack.server.popen is not None
     server_pid = stack.server.popen.pid
     healthy = open_stream(stack, alice)
-    readers.append(healthy)
+    streams.append(healthy)
 
     # A client that reads the headers and the first event, then never reads again.
     stalled = socket.socket()
@@ -529,7 +509,7 @@ def test_ac10_a_stalled_client_is_closed_bounded_and_resumes_with_every_event(
     stalled.close()
     assert last_id is not None
     resumed = open_stream(stack, alice, cursor=last_id)
-    readers.append(resumed)
+    streams.append(resumed)
     resumed.wait_for(lambda r: len(task_events(r)) >= total, 60)
     assert seqs_of(task_events(resumed)) == list(range(1, total + 1))
 
@@ -538,7 +518,7 @@ def test_ac10_a_stalled_client_is_closed_bounded_and_resumes_with_every_event(
 
 
 def test_ac11_disconnects_clean_up_and_the_per_user_cap_holds(
-    stack: Stack, alice: User, bob: User, readers: list[StreamReader]
+    stack: Stack, alice: User, bob: User, streams: list[StreamReader]
 ) -> None:
     import redis
 
@@ -568,27 +548,27 @@ def test_ac11_disconnects_clean_up_and_the_per_user_cap_holds(
     )
 
     five = [open_stream(stack, alice) for _ in range(5)]
-    readers.extend(five)
+    streams.extend(five)
     assert all(r.status == 200 for r in five)
     sixth = open_stream(stack, alice)
     assert sixth.status == 429
     assert sixth.response_headers is not None and sixth.response_headers["retry-after"]
     assert json.loads(sixth.body)["code"] == "too_many_streams"
     other = open_stream(stack, bob)
-    readers.append(other)
+    streams.append(other)
     assert other.status == 200
     five[0].close()
     freed = open_stream(stack, alice)  # the closed stream's slot is free again at once
-    readers.append(freed)
+    streams.append(freed)
     assert freed.status == 200
 
 
 def test_ac10_a_burst_reaches_every_client_whole_or_is_recovered_on_resume(
-    stack: Stack, alice: User, readers: list[StreamReader]
+    stack: Stack, alice: User, streams: list[StreamReader]
 ) -> None:
     task = AsyncTask.objects.create(owner=alice, kind="demo")
     clients = [open_stream(stack, alice) for _ in range(3)]
-    readers.extend(clients)
+    streams.extend(clients)
     burst = seq_events(alice, task, range(1000))
     producer = Producer(producer_config(**{"linger.ms": 20}))
     for value in burst:  # 1,000 records in one flush: far past channels-redis's default 100
@@ -602,6 +582,6 @@ def test_ac10_a_burst_reaches_every_client_whole_or_is_recovered_on_resume(
             # Closed instead of thinned: the resume recovers every missing event.
             last = task_events(client)[-1].id if got else None
             resumed = open_stream(stack, alice, cursor=last)
-            readers.append(resumed)
+            streams.append(resumed)
             resumed.wait_for(functools.partial(has_events, count=1000 - len(got)), 60)
             assert seqs_of(task_events(resumed)) == list(range(len(got), 1000))

@@ -23,8 +23,8 @@ from confluent_kafka import Producer
 from django.contrib.auth.models import User
 from rest_framework_simplejwt.tokens import AccessToken
 
-from realtime import conf
-from realtime.kafka import producer_config
+from streaming import conf
+from streaming.kafka import producer_config
 from tasks.models import AsyncTask
 from tests.browser import (
     WireProxy,

@@ -33,7 +33,7 @@ from confluent_kafka import Producer
 from django.contrib.auth.models import User
 
 from deploy.nginx.render import Placement, write_standalone
-from realtime.kafka import ensure_topics, producer_config
+from streaming.kafka import ensure_topics, producer_config
 from tasks.models import AsyncTask
 from tests.conftest import ROOT, Proc, access_token, free_port
 from tests.eventsource import Connection, EventSourceClient

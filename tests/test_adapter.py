@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from realtime.adapter import InvalidRecord, adapt
-from realtime.events import Position
+from streaming.adapter import InvalidRecord, adapt
+from streaming.events import Position
 from tests.fakes import FakeMessage, event_value, record
 
 TASK = str(uuid.uuid4())

@@ -11,8 +11,8 @@ from channels.layers import InMemoryChannelLayer
 from django.contrib.auth.models import User
 from django.db import connections
 
-from realtime.consumer import DeadLetterError, EventConsumer
 from realtime.hub import Hub, Subscriber
+from realtime.ingest import DeadLetterError, EventConsumer
 from realtime.store import MemoryHotStore
 from tasks.models import AsyncTask, TaskStatus
 from tests.fakes import FakeConsumer, FakeProducer, event_value, record

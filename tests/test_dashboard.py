@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-import realtime.metrics  # noqa: F401  (registers the metrics)
+import streaming.metrics  # noqa: F401  (registers the metrics)
 
 DASHBOARD = (
     Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "taskstream-dashboard.json"

@@ -18,24 +18,15 @@ import httpx
 import pytest
 from django.contrib.auth.models import User
 
-from realtime import conf
-from realtime.kafka import topic_epoch
+from streaming import conf
+from streaming.kafka import topic_epoch
 from tasks.models import AsyncTask, OutboxMessage, TaskEventLog, TaskStatus
-from tests.conftest import ROOT, Proc, Stack, access_token, free_port
+from tests.conftest import ROOT, Proc, Stack, access_token, free_port, open_stream
 from tests.fakes import event_value
 from tests.kafka_helpers import produce, read_all
 from tests.sse import SSEEvent, StreamReader, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
-
-
-def open_stream(stack: Stack, user: User) -> StreamReader:
-    reader = StreamReader(
-        f"{stack.base}/api/v1/events/stream",
-        {"Authorization": f"Bearer {access_token(user)}"},
-    ).start()
-    reader.wait_for(lambda r: any(e.event == "stream-open" for e in r.events), 15)
-    return reader
 
 
 def task_events(reader: StreamReader, task_id: str) -> list[SSEEvent]:
@@ -74,14 +65,6 @@ def task_and_stream(
     stream = open_stream(stack, user)
     streams.append(stream)
     return task, stream
-
-
-@pytest.fixture
-def streams(stack: Stack) -> Iterator[list[StreamReader]]:
-    opened: list[StreamReader] = []
-    yield opened
-    for reader in opened:
-        reader.close()
 
 
 def test_a_task_reaches_its_owner_in_order_with_real_positions(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from realtime.events import CONTROL_EVENTS, EVENT_TYPES
+from streaming.events import CONTROL_EVENTS, EVENT_TYPES
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "events.md").read_text()
 

@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -25,19 +24,15 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from realtime import conf
-from realtime.kafka import producer_config
-from realtime.replay_command import (
-    EventReplay,
-    KafkaRangeReader,
-    ReplayError,
-    Selection,
-    deliverable,
-)
+from realtime.replay.events import EventReplay
+from realtime.replay.selection import ReplayError, Selection
 from realtime.store import MemoryHotStore
+from streaming import conf
+from streaming.kafka import RangeReader, producer_config
+from tasks.delivery import deliverable
 from tasks.models import AsyncTask, TaskEventLog, TaskStatus
 from tasks.services import apply_events
-from tests.conftest import ROOT, Stack, access_token
+from tests.conftest import ROOT, Stack, access_token, open_stream
 from tests.fakes import FakeMessage, event_value
 from tests.kafka_helpers import produce
 from tests.sse import SSEEvent, StreamReader, parse_stream, wait_until
@@ -54,7 +49,7 @@ def source() -> str:
 
 @dataclass
 class FakeRangeConsumer:
-    """The consumer calls KafkaRangeReader makes, over in-memory partitions."""
+    """The consumer calls RangeReader makes, over in-memory partitions."""
 
     partitions: dict[int, list[FakeMessage]] = field(default_factory=dict)
     timestamps: dict[tuple[int, int], int] = field(default_factory=dict)  # (p, offset) → ms
@@ -135,19 +130,26 @@ def store() -> MemoryHotStore:
 
 
 def replay(
-    kafka: FakeRangeConsumer, store: MemoryHotStore | None = None, **selection: Any
+    kafka: FakeRangeConsumer,
+    store: MemoryHotStore | None = None,
+    *,
+    consume: bool = True,
+    **selection: Any,
 ) -> EventReplay:
+    if consume:
+        consumed(None, kafka)  # idempotent: what consume_events has done by now
     return EventReplay(
         Selection(**selection),
-        KafkaRangeReader(kafka, timeout=1),
+        RangeReader("replay-events", kafka, timeout=1),
         store_factory=None if store is None else (lambda: store),
         epoch_of=lambda _source: EPOCH,
     )
 
 
-def consumed(store: MemoryHotStore, kafka: FakeRangeConsumer) -> None:
-    """What consume_events did with the fake partitions: apply, store, record heads."""
-    from realtime.adapter import InvalidRecord, adapt
+def consumed(store: MemoryHotStore | None, kafka: FakeRangeConsumer) -> None:
+    """What consume_events did with the fake partitions: apply, store, record heads (a
+    replay sends only what was delivered, so every test consumes first)."""
+    from streaming.adapter import InvalidRecord, adapt
 
     for partition, records in kafka.partitions.items():
         events = []
@@ -155,7 +157,9 @@ def consumed(store: MemoryHotStore, kafka: FakeRangeConsumer) -> None:
             with contextlib.suppress(InvalidRecord):
                 events.append(adapt(message))
         applied = apply_events(events, EPOCH)
-        asyncio.run(store.append([a.event for a in applied if a.outcome.deliver]))
+        if store is None:
+            continue
+        asyncio.run(store.append([a.event for a in applied if a.deliver]))
         if records:
             asyncio.run(store.set_heads({(source(), partition): records[-1].offset()}))
 
@@ -229,10 +233,10 @@ def test_only_what_consume_events_delivers_is_replayed(
 
 
 @pytest.mark.django_db
-def test_deliverable_agrees_with_apply_events_before_anything_was_applied(
+def test_replay_delivers_exactly_what_apply_events_delivered(
     alice: User, bob: User, kafka: FakeRangeConsumer
 ) -> None:
-    from realtime.adapter import adapt
+    from streaming.adapter import adapt
 
     task = AsyncTask.objects.create(owner=alice, kind="demo")
     bobs = AsyncTask.objects.create(owner=bob, kind="demo")
@@ -247,11 +251,12 @@ def test_deliverable_agrees_with_apply_events_before_anything_was_applied(
     ):
         kafka.add(0, str(alice.pk), value)
     events = [adapt(m) for m in kafka.partitions[0]]
-    predicted = deliverable(events)
-    assert predicted == [a.outcome.deliver for a in apply_events(events, EPOCH)]
-    assert predicted == [True, False, False, False, True, True]
-    # And afterwards (everything recorded): the same answer for the same records.
-    assert deliverable(events) == predicted
+    # Not consumed yet: nothing was delivered, so a replay has nothing to send.
+    assert deliverable(events) == [False] * 6
+    live = [a.deliver for a in apply_events(events, EPOCH)]
+    assert live == [True, False, False, False, True, True]
+    # Read back from Kafka afterwards: the same answer for the same records.
+    assert deliverable(events) == live
 
 
 @pytest.mark.django_db
@@ -359,7 +364,7 @@ def test_redelivery_publishes_each_users_events_with_prevs_and_epoch(
     layer = RecordingLayer()
     job = EventReplay(
         Selection(user_id=alice.pk, from_cursor=cid((0, 1))),
-        KafkaRangeReader(kafka, timeout=1),
+        RangeReader("replay-events", kafka, timeout=1),
         store_factory=lambda: store,
         layer=layer,
         epoch_of=lambda _source: EPOCH,
@@ -368,10 +373,10 @@ def test_redelivery_publishes_each_users_events_with_prevs_and_epoch(
     assert job.deliver(report, batch=2) == 2
     items = [item for _, message in layer.sent for item in message["events"]]
     assert {group for group, _ in layer.sent} == {f"ts.user.{alice.pk}"}
-    assert [item[:5] for item in items] == [
-        [source(), 0, 2, 1, EPOCH],
-        [source(), 0, 3, 2, EPOCH],
-        [source(), 0, 4, 3, EPOCH],
+    assert [tuple(item[:5]) for item in items] == [
+        (source(), 0, 2, 1, EPOCH),
+        (source(), 0, 3, 2, EPOCH),
+        (source(), 0, 4, 3, EPOCH),
     ]
     assert [item[5] for item in items] == [i.event.sse_body() for i in report.items]
 
@@ -383,7 +388,7 @@ def test_redelivery_refuses_when_the_store_knows_another_epoch(
     kafka.add(0, str(alice.pk), b"{}")
     job = EventReplay(
         Selection(user_id=alice.pk),
-        KafkaRangeReader(kafka, timeout=1),
+        RangeReader("replay-events", kafka, timeout=1),
         store_factory=lambda: store,
         epoch_of=lambda _source: "NewEpoch",
     )
@@ -405,7 +410,7 @@ def test_rebuild_state_reapplies_what_the_database_lost(
         event_value(user_id=alice.pk, task_id=tid, event_type="task.succeeded", data={}),
     ):
         kafka.add(0, str(alice.pk), value)
-    job = replay(kafka, user_id=alice.pk)
+    job = replay(kafka, user_id=alice.pk, consume=False)  # the database lost it all
     report = job.read()
     outcomes = job.rebuild(report)
     assert outcomes == {"applied": 3, "rejected (unknown task)": 1}
@@ -442,23 +447,6 @@ def run_command(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     )
     assert done.returncode == 0, done.stderr
     return done
-
-
-@pytest.fixture
-def streams() -> Iterator[list[StreamReader]]:
-    opened: list[StreamReader] = []
-    yield opened
-    for reader in opened:
-        reader.close()
-
-
-def open_stream(stack: Stack, user: User, last_event_id: str | None = None) -> StreamReader:
-    headers = {"Authorization": f"Bearer {access_token(user)}"}
-    if last_event_id is not None:
-        headers["Last-Event-ID"] = last_event_id
-    reader = StreamReader(f"{stack.base}/api/v1/events/stream", headers).start()
-    reader.wait_for(lambda r: any(e.event == "stream-open" for e in r.events), 15)
-    return reader
 
 
 def has_event(reader: StreamReader, event_id: str) -> bool:

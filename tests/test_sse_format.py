@@ -4,7 +4,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-from realtime.events import Position, TaskEvent, encode_sse
+from streaming.events import Position, TaskEvent, encode_sse
 from tests.sse import SSEEvent, parse_stream
 
 

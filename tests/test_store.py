@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from realtime.events import TaskEvent
 from realtime.store import NO_PREV, UNKNOWN_PREV, HotStore, MemoryHotStore, RedisHotStore
+from streaming.events import TaskEvent
 from tests.fakes import task_event
 
 KEY = ("task.events", 1)

@@ -14,10 +14,10 @@ from channels.testing import ApplicationCommunicator
 from rest_framework_simplejwt.tokens import AccessToken
 
 from realtime import bus, lifecycle
-from realtime.events import TaskEvent
 from realtime.hub import get_hub
 from realtime.store import get_store, reset_memory_store
 from realtime.stream import EventStreamConsumer
+from streaming.events import TaskEvent
 from tests.fakes import task_event as event
 from tests.sse import SSEEvent, parse_stream
 

@@ -6,7 +6,7 @@ import json
 import uuid
 from typing import Any
 
-from realtime.adapter import adapt
+from streaming.adapter import adapt
 from tasks.worker import Worker
 from tests.fakes import FakeConsumer, FakeMessage, FakeProducer, record
 

@@ -94,28 +94,21 @@ def render_site(place: Placement, source: str | None = None) -> str:
     text = text[: block.start(1)] + new_block + text[block.end(1) :]
 
     host = place.listen_host
-    text = _sub(text, r"^(\s*)listen 80;", rf"\1listen {host}:{place.http_port};", 1, "http")
-    text = _sub(
-        text,
-        r"^(\s*)listen 443 ssl http2;",
-        rf"\1listen {host}:{place.https_port} ssl http2;",
-        1,
-        "https",
-    )
-    text = _sub(
-        text,
-        r"^(\s*)ssl_certificate \S+;",
-        rf"\1ssl_certificate {place.certificate};",
-        1,
-        "certificate",
-    )
-    text = _sub(
-        text,
-        r"^(\s*)ssl_certificate_key \S+;",
-        rf"\1ssl_certificate_key {place.certificate_key};",
-        1,
-        "certificate key",
-    )
+    for pattern, replacement, what in (
+        (r"^(\s*)listen 80;", rf"\1listen {host}:{place.http_port};", "http"),
+        (
+            r"^(\s*)listen 443 ssl http2;",
+            rf"\1listen {host}:{place.https_port} ssl http2;",
+            "https",
+        ),
+        (r"^(\s*)ssl_certificate \S+;", rf"\1ssl_certificate {place.certificate};", "certificate"),
+        (
+            r"^(\s*)ssl_certificate_key \S+;",
+            rf"\1ssl_certificate_key {place.certificate_key};",
+            "certificate key",
+        ),
+    ):
+        text = _sub(text, pattern, replacement, 1, what)
     static = str(place.static_root).rstrip("/") + "/"
     text = _sub(text, r"^(\s*)alias /srv/taskstream/static/;", rf"\1alias {static};", 1, "static")
     text = _sub(

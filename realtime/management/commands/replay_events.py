@@ -10,8 +10,9 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from realtime import conf
-from realtime.replay_command import EventReplay, ReplayError, Report, Selection
+from realtime.replay.events import EventReplay, Report
+from realtime.replay.selection import ReplayError, Selection
+from streaming import conf
 
 
 def _time(value: str) -> datetime:

@@ -18,8 +18,9 @@ from typing import Any
 import uvicorn
 from django.core.management.base import BaseCommand, CommandParser
 
-from realtime import conf
 from realtime.hub import get_hub
+from realtime.routing import build_application
+from streaming import conf
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +60,8 @@ class Command(BaseCommand):
         parser.add_argument("--proxy-headers", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from config.asgi import application
-
         config = uvicorn.Config(
-            application,
+            build_application(),
             host=options["host"],
             port=options["port"],
             lifespan="off",

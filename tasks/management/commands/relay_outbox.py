@@ -2,33 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
-from confluent_kafka import Producer
 from django.core.management.base import BaseCommand
 
-from realtime import conf
-from realtime.kafka import producer_config
-from realtime.management.loop import StopFlag, recycle_db_connection
-from tasks.outbox import OutboxRelay
-
-logger = logging.getLogger(__name__)
-
-
-def run_relay(flag: StopFlag) -> None:
-    relay = OutboxRelay(Producer(producer_config()))
-    poll = conf.get().OUTBOX_POLL_SECONDS
-    logger.info("outbox relay started")
-    try:
-        while not flag.stopped:
-            if relay.run_once(wait=poll) == 0 and not relay.in_flight:
-                time.sleep(poll)
-            recycle_db_connection()
-    finally:
-        relay.close()
-        logger.info("outbox relay stopped")
+from streaming.loop import StopFlag
+from tasks.outbox import run_relay
 
 
 class Command(BaseCommand):

@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Final
 
 MAX_CURSOR_LENGTH = 1024
+# The epoch written where the topic's identity is not known (a task whose last event was
+# applied before epochs were recorded). Never equal to a real topic id, so a resume from
+# such a cursor gets an explicit ``epoch-changed`` reset rather than a guess.
+UNKNOWN_EPOCH: Final = "unknown"
 _ENTRY = re.compile(r"^([A-Za-z0-9._-]{1,249}):(\d{1,9}):(\d{1,19})@([A-Za-z0-9_-]{1,64})$")
 
 PartitionKey = tuple[str, int]
@@ -43,6 +48,13 @@ class Cursor:
             f"{source}:{partition}:{offset}@{self.epochs[source]}"
             for (source, partition), offset in sorted(self.offsets.items())
         )
+
+    @classmethod
+    def at(cls, source: str, partition: int, offset: int, epoch: str) -> Cursor:
+        """The cursor just after one position."""
+        cursor = cls()
+        cursor.advance(source, partition, offset, epoch or UNKNOWN_EPOCH)
+        return cursor
 
     def copy(self) -> Cursor:
         return Cursor(dict(self.offsets), dict(self.epochs))

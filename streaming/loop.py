@@ -1,11 +1,15 @@
-"""Shared scaffolding for the long-running sync commands (worker, outbox relay)."""
+"""The command loop of the long-running sync processes (worker, outbox relay)."""
 
 from __future__ import annotations
 
+import logging
 import signal
+from collections.abc import Callable
 from types import FrameType
 
 from django.db import close_old_connections
+
+logger = logging.getLogger(__name__)
 
 
 class StopFlag:
@@ -29,3 +33,18 @@ class StopFlag:
 def recycle_db_connection() -> None:
     """Drop a broken or expired DB connection between units of work (long-lived process)."""
     close_old_connections()
+
+
+def run_loop(
+    name: str, flag: StopFlag, step: Callable[[], object], close: Callable[[], object]
+) -> None:
+    """Run ``step`` until ``flag`` is set, recycling the DB connection between steps, then
+    ``close``. Each step is one unit of work, so tests drive ``step`` without this loop."""
+    logger.info("%s started", name)
+    try:
+        while not flag.stopped:
+            step()
+            recycle_db_connection()
+    finally:
+        close()
+        logger.info("%s stopped", name)

@@ -41,7 +41,8 @@ CONTROL_EVENTS: Final = ("stream-open", "stream-reset", "heartbeat")
 
 @dataclass(frozen=True, slots=True, order=True)
 class Position:
-    """Where a record sits in Kafka; its string form is the SSE `id:`."""
+    """Where a record sits in Kafka. Its string form names one record (logs, dead-letter
+    headers); the SSE `id:` is a whole resume cursor (`streaming.cursor`)."""
 
     source: str
     partition: int
@@ -80,7 +81,7 @@ class TaskEvent:
 
     def sse_body(self) -> str:
         """The SSE frame without its `id:` line: the stream prefixes the resume cursor,
-        which depends on what that stream has delivered (``realtime.cursor``)."""
+        which depends on what that stream has delivered (``streaming.cursor``)."""
         return encode_sse(
             data=json.dumps(self.envelope(), separators=(",", ":"), ensure_ascii=False),
             event=EVENT_TYPES[self.event_type].sse_event,

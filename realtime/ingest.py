@@ -17,18 +17,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from realtime import bus, metrics
-from realtime.adapter import InvalidRecord, adapt
-from realtime.events import TaskEvent
-from realtime.store import HotStore
+from realtime import bus
+from realtime.store import HotStore, get_store
+from streaming import conf, metrics
+from streaming.adapter import InvalidRecord, adapt
+from streaming.events import TaskEvent
+from streaming.kafka import consumer_config, next_batch, producer_config, subscribe, topic_epoch
 from tasks.services import Applied, Outcome, apply_events
 
 logger = logging.getLogger(__name__)
@@ -128,7 +132,7 @@ class EventConsumer:
             metrics.CONSUMER_RECORDS.labels(item.outcome.value).inc()
             if item.outcome is Outcome.REJECTED:
                 dead.append((by_position[item.event.position], item.reason))
-            elif item.outcome.deliver:
+            elif item.deliver:
                 deliverable.append(item.event)
 
         if dead:
@@ -187,22 +191,6 @@ class EventConsumer:
         self._kafka_thread.shutdown(wait=True)
 
 
-def next_batch(consumer: Consumer, size: int, timeout: float) -> list[Any]:
-    """Up to ``size`` records: whatever is buffered now, else wait up to ``timeout`` for
-    the first one and take what came with it.
-
-    ``consume(size, timeout)`` alone waits out the whole timeout unless ``size`` records
-    are ready: at low rates that added up to 200 ms to every event's latency.
-    """
-    batch = consumer.consume(size, 0)
-    if batch:
-        return batch
-    first = consumer.consume(1, timeout)
-    if not first:
-        return []
-    return first + consumer.consume(size - 1, 0) if size > 1 else first
-
-
 def _heads(records: Sequence[Record]) -> dict[tuple[str, int], int]:
     """The highest offset per partition in ``records``."""
     heads: dict[tuple[str, int], int] = {}
@@ -215,3 +203,35 @@ def _heads(records: Sequence[Record]) -> dict[tuple[str, int], int]:
 def _valid(records: Sequence[Record], dead: list[tuple[Record, str]]) -> list[Record]:
     poisoned = {id(r) for r, _ in dead}
     return [r for r in records if id(r) not in poisoned]
+
+
+async def build_event_consumer(epoch: str | None = None) -> EventConsumer:
+    """``epoch``: the events topic's identity, looked up from Kafka when not given."""
+    settings = conf.get()
+    if epoch is None:
+        loop = asyncio.get_running_loop()
+        epoch = await loop.run_in_executor(None, topic_epoch, settings.TOPIC_EVENTS)
+    store = get_store()
+    await store.set_epoch(settings.TOPIC_EVENTS, epoch)
+    logger.info("epoch of %s is %s", settings.TOPIC_EVENTS, epoch)
+    consumer = Consumer(consumer_config(settings.CONSUMER_GROUP))
+    subscribe(consumer, [settings.TOPIC_EVENTS])
+    return EventConsumer(
+        consumer,
+        Producer(producer_config()),
+        get_channel_layer(),
+        store,
+        epoch=epoch,
+        dlq_topic=settings.TOPIC_DLQ,
+        batch_size=settings.CONSUMER_BATCH,
+    )
+
+
+async def run_consumer() -> None:
+    event_consumer = await build_event_consumer()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, event_consumer.request_stop)
+    logger.info("consume_events started on %s", conf.get().TOPIC_EVENTS)
+    await event_consumer.run()
+    logger.info("consume_events stopped")

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Protocol
 
-from realtime.events import EVENT_TYPES, SCHEMA_VERSION, SCOPE_USER, Position, TaskEvent
+from streaming.events import EVENT_TYPES, SCHEMA_VERSION, SCOPE_USER, Position, TaskEvent
 
 
 class InvalidRecord(Exception):
