@@ -10,7 +10,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from confluent_kafka import TopicPartition
 
@@ -52,15 +52,23 @@ class FakeMessage:
 class FakeConsumer:
     batches: list[list[FakeMessage]] = field(default_factory=list)
     commits: list[list[tuple[str, int, int]]] = field(default_factory=list)
+    seeks: list[tuple[str, int, int]] = field(default_factory=list)
     closed: bool = False
     log: list[str] = field(default_factory=list)
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
         return self.batches.pop(0) if self.batches else []
 
-    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
+    def commit(
+        self, *, offsets: list[TopicPartition], asynchronous: Literal[False]
+    ) -> list[TopicPartition]:
         self.log.append("commit")
         self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
+        return offsets
+
+    def seek(self, partition: TopicPartition) -> None:
+        self.log.append("seek")
+        self.seeks.append((partition.topic, partition.partition, partition.offset))
 
     def close(self) -> None:
         self.closed = True
@@ -90,7 +98,7 @@ def event_value(
     *,
     user_id: Any,
     task_id: str,
-    event_type: str = "task.progress",
+    event_type: Any = "task.progress",
     data: Any = None,
     event_id: str | None = None,
     **overrides: Any,
