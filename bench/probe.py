@@ -1,6 +1,6 @@
 """The layer-stage probe of M3: produce → "the event is in the server's ingress" latency.
 
-``channels``: joins Taskstream's group ``ts.user.<uid>`` on a channel of its own (one more
+``channels``: joins the bus group that carries ``uid`` on a channel of its own (one more
 member besides the server's hub) and timestamps each layer message, as the hub would see it.
 The layer is built from the server's own settings (``CHANNEL_LAYERS`` of config.settings,
 same environment), so the key prefix (``{TASKSTREAM_REDIS_PREFIX}:asgi``) and the rest match:

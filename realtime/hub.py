@@ -20,7 +20,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from realtime import lifecycle
-from realtime.bus import MESSAGE_TYPE, BusItem, user_group
+from realtime.bus import MESSAGE_TYPE, SHARDS, BusItem, shard_group, shard_of
 from streaming import conf, metrics
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,9 @@ class Hub:
         self.layer = layer
         self.channel: str | None = None
         self.by_user: dict[int, set[Subscriber]] = {}
-        self._membership_locks: dict[int, asyncio.Lock] = {}
+        # Local users per bus shard; the hub is in a shard's group while it has one.
+        self.shard_users: dict[int, set[int]] = {}
+        self._membership_locks = [asyncio.Lock() for _ in range(SHARDS)]
         self._receiver: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -105,47 +107,47 @@ class Hub:
     async def attach(self, subscriber: Subscriber) -> None:
         channel = await self._ensure_started()
         uid = subscriber.user_id
-        async with self._membership_lock(uid):
-            members = self.by_user.get(uid)
-            if members is None:
+        shard = shard_of(uid)
+        async with self._membership_locks[shard]:
+            users = self.shard_users.get(shard)
+            if users is None:
                 # Join before registering: from here on every event for uid reaches us.
-                await self.layer.group_add(user_group(uid), channel)
-                members = self.by_user[uid] = set()
-            members.add(subscriber)
+                await self.layer.group_add(shard_group(shard), channel)
+                users = self.shard_users[shard] = set()
+            users.add(uid)
+            self.by_user.setdefault(uid, set()).add(subscriber)
         metrics.STREAMS_OPEN.inc()
 
     async def detach(self, subscriber: Subscriber) -> None:
         uid = subscriber.user_id
-        async with self._membership_lock(uid):
+        shard = shard_of(uid)
+        async with self._membership_locks[shard]:
             members = self.by_user.get(uid)
             if members is None or subscriber not in members:
                 return
             members.discard(subscriber)
             metrics.STREAMS_OPEN.dec()
-            if not members:
-                del self.by_user[uid]
+            if members:
+                return
+            del self.by_user[uid]
+            users = self.shard_users[shard]
+            users.discard(uid)
+            if not users:
+                del self.shard_users[shard]
                 if self.channel is not None:
-                    await self.layer.group_discard(user_group(uid), self.channel)
-        if uid not in self.by_user and not self._membership_locks[uid].locked():
-            # One lock per user ever seen would grow without bound.
-            del self._membership_locks[uid]
-
-    def _membership_lock(self, uid: int) -> asyncio.Lock:
-        lock = self._membership_locks.get(uid)
-        if lock is None:
-            lock = self._membership_locks[uid] = asyncio.Lock()
-        return lock
+                    await self.layer.group_discard(shard_group(shard), self.channel)
 
     def deliver(self, message: dict[str, Any]) -> None:
         if message.get("type") != MESSAGE_TYPE:
             logger.warning("hub ignored a layer message of type %r", message.get("type"))
             return
-        subscribers = tuple(self.by_user.get(message["user"], ()))
-        if not subscribers:
-            return
-        items = [BusItem.from_wire(raw) for raw in message["events"]]
-        for subscriber in subscribers:
-            subscriber.offer(items)
+        for uid, raw_items in message["events"]:
+            subscribers = self.by_user.get(uid)
+            if not subscribers:
+                continue  # another process's user in the same shard
+            items = [BusItem.from_wire(raw) for raw in raw_items]
+            for subscriber in tuple(subscribers):
+                subscriber.offer(items)
 
     async def _receive_loop(self) -> None:
         assert self.channel is not None
@@ -166,11 +168,11 @@ class Hub:
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(GROUP_REFRESH_SECONDS)
-            for uid in tuple(self.by_user):
+            for shard in tuple(self.shard_users):
                 try:
-                    await self.layer.group_add(user_group(uid), self.channel)
+                    await self.layer.group_add(shard_group(shard), self.channel)
                 except Exception:
-                    logger.exception("hub: could not refresh group membership of user %s", uid)
+                    logger.exception("hub: could not refresh its membership of shard %s", shard)
 
     async def _watchdog_loop(self) -> None:
         """Cut streams whose current write has waited longer than the send timeout."""

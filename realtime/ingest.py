@@ -1,39 +1,59 @@
 """The ``consume_events`` loop: Kafka records → task state → users' streams → commit.
 
 Per batch, in this order (the order is the guarantee):
-1. adapt each record (pure); poison records are collected for the dead-letter topic;
-2. apply the valid events to task state in one transaction (idempotent);
+1. adapt each record (pure); a record the adapter refuses, for whatever reason, is that
+   record's problem: it is collected for the dead-letter topic with the reason;
+2. apply the valid events to task state in one transaction (idempotent); if the database
+   refuses the batch's data, bisect it to find the event(s) it refuses, dead-letter those
+   with the database's message and apply the rest, in order;
 3. produce poison and rejected records to the dead-letter topic and wait for the acks;
-4. store the deliverable events in the hot store (replay, and holes to fill);
-5. push them into the Channels layer;
-6. record the partitions' heads, then commit the offsets after the batch.
-A crash anywhere before 6 re-reads the batch on restart: state changes nothing the second
+4. encode each deliverable event's SSE body once, store the events in the hot store
+   (replay, and holes to fill), and push them into the Channels layer;
+5. record the partitions' heads, then commit the offsets after the batch.
+A crash anywhere before 5 re-reads the batch on restart: state changes nothing the second
 time, streams drop positions they already sent, so nothing is lost and nothing repeats.
-The loop is driven one batch at a time (``run_once``) so tests never start a forever loop.
+
+An outage (PostgreSQL, Redis, the layer or the dead-letter topic unreachable) is not
+poison: the batch is rewound and retried with backoff, nothing is dead-lettered and
+nothing committed until the dependency is back. The loop is driven one batch at a time
+(``run_once``) so tests never start a forever loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import random
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import redis.exceptions
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from django.db import InterfaceError, OperationalError
 
 from realtime import bus
 from realtime.store import HotStore, get_store
 from streaming import conf, metrics
 from streaming.adapter import InvalidRecord, adapt
+from streaming.cursor import PartitionKey
 from streaming.events import TaskEvent
-from streaming.kafka import consumer_config, next_batch, producer_config, subscribe, topic_epoch
-from tasks.services import Applied, Outcome, apply_events
+from streaming.kafka import (
+    ConsumerPort,
+    ProducerPort,
+    consumer_config,
+    next_batch,
+    producer_config,
+    subscribe,
+    topic_epoch,
+)
+from tasks.apply import Applied, Outcome, apply_events
 
 logger = logging.getLogger(__name__)
 
@@ -43,23 +63,39 @@ if TYPE_CHECKING:
     Record = Message[bytes, bytes]
 
 
+class DeadLetterError(Exception):
+    """The dead-letter topic did not acknowledge; nothing in the batch is committed."""
+
+
+# A dependency that is down, not a record that is bad: retry the batch, blame no record.
+OUTAGES: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+    DeadLetterError,
+)
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 10.0
+
+
 @dataclass
 class BatchResult:
     records: int = 0
     delivered: int = 0
     dead_lettered: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
-
-
-class DeadLetterError(Exception):
-    """The dead-letter topic did not acknowledge; nothing in the batch is committed."""
+    # The batch met an outage and will be read again (nothing of it was committed).
+    retried: bool = False
 
 
 class EventConsumer:
     def __init__(
         self,
-        consumer: Consumer,
-        dlq_producer: Producer,
+        consumer: ConsumerPort,
+        dlq_producer: ProducerPort,
         layer: Any,
         store: HotStore,
         *,
@@ -82,12 +118,19 @@ class EventConsumer:
         # in one thread, which the consumer handle prefers.
         self._kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
         self._stop = False
+        self._stopping: asyncio.Event | None = None
+        self.outages_in_a_row = 0
+        # Partitions revoked by a rebalance (appended on the Kafka thread, read here).
+        self.revoked: list[PartitionKey] = []
 
     def request_stop(self) -> None:
         """Signal-handler safe: only sets a flag; the loop stops after the current batch."""
         self._stop = True
+        if self._stopping is not None:
+            self._stopping.set()
 
     async def run(self) -> None:
+        self._stopping = asyncio.Event()
         try:
             while not self._stop:
                 await self.run_once()
@@ -97,6 +140,9 @@ class EventConsumer:
     async def run_once(self) -> BatchResult:
         loop = asyncio.get_running_loop()
         messages = await loop.run_in_executor(self._kafka_thread, self._next_batch)
+        if self.revoked:
+            gone, self.revoked = self.revoked, []
+            self.store.forget(gone)
         result = BatchResult()
         if not messages:
             return result
@@ -115,55 +161,138 @@ class EventConsumer:
         result.records = len(records)
         if not records:
             return result
+        try:
+            await self._process(records, result)
+        except OUTAGES as exc:
+            await self._back_off(records, exc)
+            result.retried = True
+            return result
+        self.outages_in_a_row = 0
+        await loop.run_in_executor(self._kafka_thread, self._commit, records)
+        metrics.CONSUMER_BATCHES.inc()
+        return result
 
+    async def _process(self, records: list[Record], result: BatchResult) -> None:
         events: list[TaskEvent] = []
+        valid: list[Record] = []
         dead: list[tuple[Record, str]] = []
         for record in records:
             try:
                 events.append(adapt(record))
+                valid.append(record)
             except InvalidRecord as exc:
                 dead.append((record, exc.reason))
-        by_position = {e.position: r for e, r in zip(events, _valid(records, dead), strict=True)}
+            except Exception as exc:  # the adapter's bug is still this record's problem
+                logger.exception("adapter failed on %s", _where(record))
+                dead.append((record, f"adapter error: {type(exc).__name__}: {exc}"[:1000]))
+        by_position = {e.position: r for e, r in zip(events, valid, strict=True)}
 
-        applied = await self._apply(events)
+        applied, refused = await self._apply_isolating(events)
+        for event, reason in refused:
+            dead.append((by_position[event.position], reason))
         deliverable: list[TaskEvent] = []
+        outcomes: dict[str, int] = {}
         for item in applied:
-            result.outcomes[item.outcome.value] = result.outcomes.get(item.outcome.value, 0) + 1
-            metrics.CONSUMER_RECORDS.labels(item.outcome.value).inc()
+            outcomes[item.outcome.value] = outcomes.get(item.outcome.value, 0) + 1
             if item.outcome is Outcome.REJECTED:
                 dead.append((by_position[item.event.position], item.reason))
             elif item.deliver:
                 deliverable.append(item.event)
 
         if dead:
+            loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._kafka_thread, self._dead_letter, dead)
-            result.dead_lettered = len(dead)
-            metrics.CONSUMER_RECORDS.labels("dead_lettered").inc(len(dead))
 
-        prevs = await self.store.append(deliverable)
-        sent = await bus.publish(self.layer, deliverable, prevs, self.epoch)
-        metrics.LAYER_MESSAGES.inc(sent)
-        result.delivered = len(deliverable)
+        # Encoded once here; the hot store and every server process reuse the text.
+        bodies = [event.sse_body() for event in deliverable]
+        prevs = await self.store.append(deliverable, bodies)
+        sent = await bus.publish(self.layer, deliverable, prevs, self.epoch, bodies)
         await self.store.set_heads(_heads(records))
 
-        await loop.run_in_executor(self._kafka_thread, self._commit, records)
-        metrics.CONSUMER_BATCHES.inc()
-        return result
+        # Counted once the batch's effects are done (a retried batch is not counted twice).
+        for outcome, count in outcomes.items():
+            metrics.CONSUMER_RECORDS.labels(outcome).inc(count)
+        if dead:
+            metrics.CONSUMER_RECORDS.labels("dead_lettered").inc(len(dead))
+        metrics.LAYER_MESSAGES.inc(sent)
+        result.outcomes = outcomes
+        result.dead_lettered = len(dead)
+        result.delivered = len(deliverable)
+
+    async def _apply_isolating(
+        self, events: list[TaskEvent]
+    ) -> tuple[list[Applied], list[tuple[TaskEvent, str]]]:
+        """Apply ``events``; if the database refuses the batch's data, bisect it and
+        return the events it refuses (with its message) instead of failing the rest."""
+        if not events:
+            return [], []
+        try:
+            return await self._apply(events), []
+        except OUTAGES:
+            raise
+        except Exception as exc:
+            if len(events) > 1:
+                middle = len(events) // 2
+                left = await self._apply_isolating(events[:middle])
+                right = await self._apply_isolating(events[middle:])
+                return left[0] + right[0], left[1] + right[1]
+            refusal = exc
+        # One event left. A unique-key race with another consumer during a rebalance
+        # resolves on a second try (the event is then a redelivery); data does not.
+        try:
+            return await self._apply(events), []
+        except OUTAGES:
+            raise
+        except Exception:
+            event = events[0]
+            logger.warning(
+                "database refused event %s at %s: %s", event.event_id, event.position, refusal
+            )
+            metrics.CONSUMER_ISOLATED.inc()
+            return [], [(event, f"database refused it: {type(refusal).__name__}: {refusal}"[:1000])]
+
+    async def _back_off(self, records: list[Record], exc: BaseException) -> None:
+        """Read the batch again after a delay that doubles with each outage in a row."""
+        self.outages_in_a_row += 1
+        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.outages_in_a_row - 1))
+        delay *= random.uniform(0.8, 1.0)
+        metrics.CONSUMER_OUTAGES.labels(type(exc).__name__).inc()
+        logger.warning(
+            "outage while processing %d records (%s: %s); retry %d in %.1f s, nothing committed",
+            len(records),
+            type(exc).__name__,
+            exc,
+            self.outages_in_a_row,
+            delay,
+        )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._kafka_thread, self._rewind, records)
+        stopping = self._stopping or asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), delay)
 
     def _next_batch(self) -> list[Any]:
         return next_batch(self.consumer, self.batch_size, self.poll_timeout)
 
+    def _rewind(self, records: Sequence[Record]) -> None:
+        """Seek each partition back to the batch's first record, so the next read returns
+        the same records (and drops whatever librdkafka had fetched after them)."""
+        firsts: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (str(record.topic()), int(record.partition() or 0))
+            firsts[key] = min(firsts.get(key, int(record.offset() or 0)), int(record.offset() or 0))
+        for (topic, partition), offset in firsts.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                # Not ours any more (a rebalance): its new owner reads it from the commit.
+                logger.info("not rewinding %s:%s: %s", topic, partition, exc)
+
     def _dead_letter(self, dead: list[tuple[Record, str]]) -> None:
         for record, reason in dead:
-            logger.warning(
-                "dead-lettering %s:%s:%s: %s",
-                record.topic(),
-                record.partition(),
-                record.offset(),
-                reason,
-            )
+            logger.warning("dead-lettering %s: %s", _where(record), reason)
             headers = [
-                ("reason", reason.encode()),
+                ("reason", reason.encode("utf-8", "replace")),
                 ("source", str(record.topic()).encode()),
                 ("partition", str(record.partition()).encode()),
                 ("offset", str(record.offset()).encode()),
@@ -177,10 +306,19 @@ class EventConsumer:
             raise DeadLetterError(f"{remaining} dead-letter record(s) not acknowledged")
 
     def _commit(self, records: Sequence[Record]) -> None:
-        self.consumer.commit(
-            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in _heads(records).items()],
-            asynchronous=False,
-        )
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in _heads(records).items()],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            # Everything the batch does is done; a partition that moved away meanwhile is
+            # re-read by its new owner, idempotently. Nothing to undo, nothing lost.
+            metrics.CONSUMER_COMMIT_FAILURES.inc()
+            logger.warning("commit failed (the batch's effects stand): %s", exc)
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        self.revoked.extend((p.topic, p.partition) for p in partitions)
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -191,6 +329,10 @@ class EventConsumer:
         self._kafka_thread.shutdown(wait=True)
 
 
+def _where(record: Record) -> str:
+    return f"{record.topic()}:{record.partition()}:{record.offset()}"
+
+
 def _heads(records: Sequence[Record]) -> dict[tuple[str, int], int]:
     """The highest offset per partition in ``records``."""
     heads: dict[tuple[str, int], int] = {}
@@ -198,11 +340,6 @@ def _heads(records: Sequence[Record]) -> dict[tuple[str, int], int]:
         key = (str(record.topic()), int(record.partition() or 0))
         heads[key] = max(heads.get(key, -1), int(record.offset() or 0))
     return heads
-
-
-def _valid(records: Sequence[Record], dead: list[tuple[Record, str]]) -> list[Record]:
-    poisoned = {id(r) for r, _ in dead}
-    return [r for r in records if id(r) not in poisoned]
 
 
 async def build_event_consumer(epoch: str | None = None) -> EventConsumer:
@@ -215,8 +352,7 @@ async def build_event_consumer(epoch: str | None = None) -> EventConsumer:
     await store.set_epoch(settings.TOPIC_EVENTS, epoch)
     logger.info("epoch of %s is %s", settings.TOPIC_EVENTS, epoch)
     consumer = Consumer(consumer_config(settings.CONSUMER_GROUP))
-    subscribe(consumer, [settings.TOPIC_EVENTS])
-    return EventConsumer(
+    event_consumer = EventConsumer(
         consumer,
         Producer(producer_config()),
         get_channel_layer(),
@@ -225,6 +361,8 @@ async def build_event_consumer(epoch: str | None = None) -> EventConsumer:
         dlq_topic=settings.TOPIC_DLQ,
         batch_size=settings.CONSUMER_BATCH,
     )
+    subscribe(consumer, [settings.TOPIC_EVENTS], on_revoke=event_consumer.on_revoke)
+    return event_consumer
 
 
 async def run_consumer() -> None:

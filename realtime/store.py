@@ -52,8 +52,15 @@ class HotStore(abc.ABC):
         self.ttl_seconds = ttl_seconds
 
     @abc.abstractmethod
-    async def append(self, events: Sequence[TaskEvent]) -> list[int]:
-        """Store ``events`` (in Kafka order); return each one's ``prev`` offset."""
+    async def append(
+        self, events: Sequence[TaskEvent], bodies: Sequence[str] | None = None
+    ) -> list[int]:
+        """Store ``events`` (in Kafka order) with their SSE ``bodies`` (encoded here when
+        not given); return each one's ``prev`` offset."""
+
+    def forget(self, partitions: Sequence[PartitionKey]) -> None:  # noqa: B027 (optional hook)
+        """Drop what this process remembers of ``partitions`` (they moved to another
+        consumer, which may append to them before they come back)."""
 
     @abc.abstractmethod
     async def read_after(self, user_id: int, key: PartitionKey, after: int, limit: int) -> Page: ...
@@ -103,9 +110,12 @@ class MemoryHotStore(HotStore):
         self._leases: dict[int, dict[str, float]] = defaultdict(dict)
         self._hits: dict[str, int] = defaultdict(int)
 
-    async def append(self, events: Sequence[TaskEvent]) -> list[int]:
+    async def append(
+        self, events: Sequence[TaskEvent], bodies: Sequence[str] | None = None
+    ) -> list[int]:
+        bodies = _bodies(events, bodies)
         prevs: list[int] = []
-        for event in events:
+        for event, body in zip(events, bodies, strict=True):
             pos = event.position
             key = (event.user_id, (pos.source, pos.partition))
             last = self._last.get(key, NO_PREV)
@@ -113,9 +123,7 @@ class MemoryHotStore(HotStore):
                 prevs.append(UNKNOWN_PREV)
                 continue
             stored = self._events[key]
-            stored.append(
-                StoredEvent(pos.source, pos.partition, pos.offset, last, event.sse_body())
-            )
+            stored.append(StoredEvent(pos.source, pos.partition, pos.offset, last, body))
             if len(stored) > self.max_events:
                 self._trimmed[key] = stored.pop(0).offset
             self._last[key] = pos.offset
@@ -197,7 +205,10 @@ class RedisHotStore(HotStore):
     def _key(self, user_id: int, key: PartitionKey) -> str:
         return f"{self.p}:r:{user_id}:{key[0]}:{key[1]}"
 
-    async def append(self, events: Sequence[TaskEvent]) -> list[int]:
+    async def append(
+        self, events: Sequence[TaskEvent], bodies: Sequence[str] | None = None
+    ) -> list[int]:
+        bodies = _bodies(events, bodies)
         missing = {
             (e.user_id, (e.position.source, e.position.partition))
             for e in events
@@ -212,31 +223,46 @@ class RedisHotStore(HotStore):
             for (uid, pk), entries in zip(ordered, found, strict=True):
                 self._last[(uid, pk)] = _offset(entries[0][0]) if entries else NO_PREV
         prevs: list[int] = []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                pos = event.position
-                pk = (pos.source, pos.partition)
-                last = self._last[(event.user_id, pk)]
-                if pos.offset <= last:
-                    prevs.append(UNKNOWN_PREV)
-                    continue
-                key = self._key(event.user_id, pk)
-                pipe.xadd(
-                    key,
-                    {"p": last, "f": event.sse_body()},
-                    id=f"{pos.offset}-1",
-                    maxlen=self.max_events,
-                    approximate=True,
-                )
-                pipe.expire(key, self.ttl_seconds)
-                pipe.sadd(f"{self.p}:rp:{event.user_id}", f"{pk[0]}:{pk[1]}")
-                pipe.expire(f"{self.p}:rp:{event.user_id}", self.ttl_seconds)
-                self._last[(event.user_id, pk)] = pos.offset
-                prevs.append(last)
-            await pipe.execute()
+        touched: dict[int, set[PartitionKey]] = {}
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for event, body in zip(events, bodies, strict=True):
+                    pos = event.position
+                    pk = (pos.source, pos.partition)
+                    last = self._last[(event.user_id, pk)]
+                    if pos.offset <= last:
+                        prevs.append(UNKNOWN_PREV)
+                        continue
+                    pipe.xadd(
+                        self._key(event.user_id, pk),
+                        {"p": last, "f": body},
+                        id=f"{pos.offset}-1",
+                        maxlen=self.max_events,
+                        approximate=True,
+                    )
+                    touched.setdefault(event.user_id, set()).add(pk)
+                    self._last[(event.user_id, pk)] = pos.offset
+                    prevs.append(last)
+                # Index and expiry once per user and partition, not once per event.
+                for uid, keys in touched.items():
+                    index = f"{self.p}:rp:{uid}"
+                    pipe.sadd(index, *(f"{s}:{p}" for s, p in keys))
+                    pipe.expire(index, self.ttl_seconds)
+                    for pk in keys:
+                        pipe.expire(self._key(uid, pk), self.ttl_seconds)
+                await pipe.execute()
+        except BaseException:
+            # The cache ran ahead of Redis: forget it, so a retry re-reads what was stored.
+            self._last.clear()
+            raise
         if len(self._last) > 100_000:
             self._last.clear()  # a cache: refilled from Redis on demand
         return prevs
+
+    def forget(self, partitions: Sequence[PartitionKey]) -> None:
+        gone = set(partitions)
+        for key in [k for k in self._last if k[1] in gone]:
+            del self._last[key]
 
     async def read_after(self, user_id: int, key: PartitionKey, after: int, limit: int) -> Page:
         stream = self._key(user_id, key)
@@ -367,3 +393,7 @@ def reset_memory_store() -> None:
     """Forget the in-memory store (tests)."""
     global _memory_store
     _memory_store = None
+
+
+def _bodies(events: Sequence[TaskEvent], bodies: Sequence[str] | None) -> Sequence[str]:
+    return [e.sse_body() for e in events] if bodies is None else bodies

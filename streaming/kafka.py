@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from confluent_kafka import Consumer, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -16,6 +16,31 @@ from streaming import conf
 from streaming.cursor import UNKNOWN_EPOCH
 
 logger = logging.getLogger(__name__)
+
+
+class ConsumerPort(Protocol):
+    """The part of ``confluent_kafka.Consumer`` the loops call (test fakes implement it)."""
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]: ...
+    def commit(
+        self, *, offsets: list[TopicPartition], asynchronous: Literal[False]
+    ) -> list[TopicPartition] | None: ...
+    def seek(self, partition: TopicPartition) -> None: ...
+    def close(self) -> None: ...
+
+
+class ProducerPort(Protocol):
+    """The part of ``confluent_kafka.Producer`` the loops call (test fakes implement it)."""
+
+    def produce(
+        self,
+        topic: str,
+        value: str | bytes | None = None,
+        key: str | bytes | None = None,
+        *,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None: ...
+    def flush(self, timeout: float = -1) -> int: ...
 
 
 def consumer_config(group_id: str, **overrides: Any) -> dict[str, Any]:
@@ -118,24 +143,31 @@ def ensure_topics(topics: list[str], partitions: int, timeout: float = 30.0) -> 
                 raise
 
 
-def subscribe(consumer: Consumer, topics: list[str]) -> None:
+def subscribe(
+    consumer: Consumer,
+    topics: list[str],
+    on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+) -> None:
     """Subscribe with assignment changes logged: operators (and tests) see when a process
-    starts owning partitions."""
+    starts owning partitions. ``on_revoke`` runs (on librdkafka's calling thread) when
+    partitions move away."""
 
     def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.info("assigned %s", _describe(partitions))
 
-    def on_revoke(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def revoked(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.info("revoked %s", _describe(partitions))
+        if on_revoke is not None:
+            on_revoke(partitions)
 
-    consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
+    consumer.subscribe(topics, on_assign=on_assign, on_revoke=revoked, on_lost=revoked)
 
 
 def _describe(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{p.topic}:{p.partition}" for p in partitions) or "nothing"
 
 
-def next_batch(consumer: Consumer, size: int, timeout: float) -> list[Any]:
+def next_batch(consumer: ConsumerPort, size: int, timeout: float) -> list[Any]:
     """Up to ``size`` records: whatever is buffered now, else wait up to ``timeout`` for
     the first one and take what came with it.
 

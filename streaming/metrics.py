@@ -30,6 +30,18 @@ CONSUMER_RECORDS = Counter(
     "taskstream_consumer_records_total", "Records handled by consume_events", ["outcome"]
 )
 CONSUMER_BATCHES = Counter("taskstream_consumer_batches_total", "Batches committed")
+CONSUMER_OUTAGES = Counter(
+    "taskstream_consumer_outages_total",
+    "Batches rewound and retried because a dependency was unreachable",
+    ["error"],
+)
+CONSUMER_ISOLATED = Counter(
+    "taskstream_consumer_isolated_total",
+    "Events the database refused, found by bisecting their batch and dead-lettered",
+)
+CONSUMER_COMMIT_FAILURES = Counter(
+    "taskstream_consumer_commit_failures_total", "Offset commits Kafka refused (re-read later)"
+)
 LAYER_MESSAGES = Counter("taskstream_layer_messages_sent_total", "Channel-layer messages sent")
 
 OUTBOX_SENT = Counter("taskstream_outbox_sent_total", "Outbox rows delivered to Kafka")

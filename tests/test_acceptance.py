@@ -24,6 +24,7 @@ import pytest
 from confluent_kafka import Producer
 from django.contrib.auth.models import User
 
+from realtime import bus
 from streaming import conf
 from streaming.kafka import producer_config
 from tasks.models import AsyncTask
@@ -523,7 +524,7 @@ def test_ac11_disconnects_clean_up_and_the_per_user_cap_holds(
     import redis
 
     client = redis.Redis.from_url(conf.get().REDIS_URL)
-    group = f"{conf.get().REDIS_PREFIX}:asgi:group:ts.user.{alice.pk}"
+    group = f"{conf.get().REDIS_PREFIX}:asgi:group:{bus.user_group(alice.pk)}"
     # Dead processes of earlier runs may still be listed (until group expiry): compare.
     baseline_members = client.zcard(group)
     baseline_open = metric(stack, "taskstream_streams_open")

@@ -11,8 +11,8 @@ from django.contrib.auth.models import User
 from streaming.adapter import adapt
 from streaming.cursor import UNKNOWN_EPOCH, parse
 from streaming.events import TaskEvent
+from tasks.apply import Outcome, apply_events
 from tasks.models import AsyncTask, TaskEventLog, TaskStatus
-from tasks.services import Outcome, apply_events
 from tests.fakes import event_value, record
 
 pytestmark = pytest.mark.django_db

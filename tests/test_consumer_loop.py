@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
@@ -11,10 +11,12 @@ from channels.layers import InMemoryChannelLayer
 from django.contrib.auth.models import User
 from django.db import connections
 
+from realtime import bus
 from realtime.hub import Hub, Subscriber
-from realtime.ingest import DeadLetterError, EventConsumer
+from realtime.ingest import EventConsumer
 from realtime.store import MemoryHotStore
 from tasks.models import AsyncTask, TaskStatus
+from tests import hostile
 from tests.fakes import FakeConsumer, FakeProducer, event_value, record
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,8 +46,8 @@ def make_loop(
     consumer: FakeConsumer, producer: FakeProducer, layer: Any = None, store: Any = None
 ) -> EventConsumer:
     return EventConsumer(
-        cast(Any, consumer),
-        cast(Any, producer),
+        consumer,
+        producer,
         layer or InMemoryChannelLayer(),
         store or MemoryHotStore(),
         epoch="E1",
@@ -87,12 +89,12 @@ async def test_a_batch_is_applied_pushed_dead_lettered_then_committed(alice: Use
     assert result.delivered == 2
     assert result.dead_lettered == 2
     reasons = [dict(p["headers"])["reason"].decode() for p in dlq.produced]
-    assert reasons[0].startswith("value is not JSON")
+    assert reasons[0].startswith("not valid JSON")
     assert reasons[1] == "unknown user"
     assert all(p["topic"] == "task.events.dlq" for p in dlq.produced)
     assert dict(dlq.produced[0]["headers"])["offset"] == b"11"
     # The dead letters are acknowledged and the push is done before the offsets commit.
-    assert log == ["flush", f"send ts.user.{alice.pk}", "commit"]
+    assert log == ["flush", f"send {bus.user_group(alice.pk)}", "commit"]
     assert consumer.commits == [[("task.events", 1, 14)]]
     # The hub's own receive loop hands the layer message to the subscriber.
     items = await subscriber.next_items(1)
@@ -109,14 +111,19 @@ async def test_a_batch_is_applied_pushed_dead_lettered_then_committed(alice: Use
     await hub.stop()
 
 
-async def test_nothing_is_committed_when_the_dead_letter_topic_does_not_ack(alice: User) -> None:
+async def test_an_unacknowledged_dead_letter_rewinds_the_batch_and_commits_nothing(
+    alice: User,
+) -> None:
     consumer = FakeConsumer()
-    consumer.batches.append([record(b"not json", offset=0, key=b"1")])
+    consumer.batches.append([record(b"not json", offset=3, key=b"1")])
     dlq = FakeProducer(unacked_on_flush=1)
     loop = make_loop(consumer, dlq)
-    with pytest.raises(DeadLetterError):
-        await loop.run_once()
+    result = await loop.run_once()
+    # An outage of the dead-letter topic, not a bad batch: read it again later.
+    assert result.retried
     assert consumer.commits == []
+    assert consumer.seeks == [("task.events", 0, 3)]
+    assert loop.outages_in_a_row == 1
 
 
 async def test_an_empty_poll_commits_nothing() -> None:
@@ -142,3 +149,138 @@ async def test_stop_finishes_the_batch_then_closes(alice: User) -> None:
     await loop.run()
     assert consumer.commits == [[("task.events", 0, 1)]]
     assert consumer.closed
+
+
+@pytest.mark.parametrize("kind", sorted(hostile.KINDS))
+async def test_a_poison_record_in_the_middle_of_a_batch_stops_nothing_else(
+    alice: User, kind: str
+) -> None:
+    task = await database_sync_to_async(create_task)(alice)
+    tid = str(task.id)
+    before = event_value(user_id=alice.pk, task_id=tid, data={"progress": 10})
+    after = event_value(user_id=alice.pk, task_id=tid, data={"progress": 20})
+    consumer = FakeConsumer()
+    key = str(alice.pk).encode()
+    consumer.batches.append(
+        [
+            record(before, offset=0),
+            record(hostile.poison(kind, alice.pk, tid), offset=1, key=key),
+            record(after, offset=2),
+        ]
+    )
+    dlq = FakeProducer()
+    store = MemoryHotStore()
+    loop = make_loop(consumer, dlq, store=store)
+
+    result = await loop.run_once()
+
+    assert (result.records, result.delivered, result.dead_lettered) == (3, 2, 1)
+    [dead] = dlq.produced
+    headers = dict(dead["headers"])
+    assert hostile.REASONS[kind] in headers["reason"].decode()
+    assert headers["offset"] == b"1"
+    assert consumer.commits == [[("task.events", 0, 3)]]
+    page = await store.read_after(alice.pk, ("task.events", 0), -1, 10)
+    assert [e.offset for e in page.events] == [0, 2]
+    task = await database_sync_to_async(AsyncTask.objects.get)(id=task.id)
+    assert (task.progress, task.last_event_offset) == (20, 2)
+
+
+async def test_the_event_the_database_refuses_is_found_and_the_rest_applied_in_order(
+    alice: User,
+) -> None:
+    """A refusal the adapter cannot foresee (here a trigger, as an operator's constraint
+    would be): the batch is bisected, the refused event dead-lettered with the database's
+    message, every other event applied and delivered in order."""
+    if connections["default"].vendor != "postgresql":
+        pytest.skip("the refusal is a PostgreSQL trigger")
+    task = await database_sync_to_async(create_task)(alice)
+    await database_sync_to_async(_install_refusing_trigger)()
+    try:
+        values = [
+            event_value(user_id=alice.pk, task_id=str(task.id), data={"progress": n, "bad": n == 5})
+            for n in range(8)
+        ]
+        consumer = FakeConsumer()
+        consumer.batches.append([record(v, offset=n) for n, v in enumerate(values)])
+        dlq = FakeProducer()
+        store = MemoryHotStore()
+        result = await make_loop(consumer, dlq, store=store).run_once()
+    finally:
+        await database_sync_to_async(_drop_refusing_trigger)()
+    assert (result.delivered, result.dead_lettered) == (7, 1)
+    [dead] = dlq.produced
+    reason = dict(dead["headers"])["reason"].decode()
+    assert reason.startswith("database refused it: DataError") and "taskstream test" in reason
+    assert dict(dead["headers"])["offset"] == b"5"
+    page = await store.read_after(alice.pk, ("task.events", 0), -1, 10)
+    assert [e.offset for e in page.events] == [0, 1, 2, 3, 4, 6, 7]
+    assert consumer.commits == [[("task.events", 0, 8)]]
+
+
+def _install_refusing_trigger() -> None:
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            """
+            CREATE OR REPLACE FUNCTION taskstream_test_refuse() RETURNS trigger AS $$
+            BEGIN
+                IF (NEW.data->>'bad')::boolean THEN
+                    RAISE EXCEPTION 'taskstream test refuses this row'
+                        USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                RETURN NEW;
+            END $$ LANGUAGE plpgsql;
+            CREATE TRIGGER taskstream_test_refuse BEFORE INSERT ON tasks_taskeventlog
+                FOR EACH ROW EXECUTE FUNCTION taskstream_test_refuse();
+            """
+        )
+
+
+def _drop_refusing_trigger() -> None:
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "DROP TRIGGER IF EXISTS taskstream_test_refuse ON tasks_taskeventlog;"
+            "DROP FUNCTION IF EXISTS taskstream_test_refuse();"
+        )
+
+
+async def test_a_database_outage_rewinds_the_batch_dead_letters_nothing_and_recovers(
+    alice: User,
+) -> None:
+    from django.db import OperationalError
+
+    from tasks.apply import apply_events
+
+    task = await database_sync_to_async(create_task)(alice)
+    down = {"calls": 0}
+
+    def apply_while_down(events: Any, epoch: str) -> Any:
+        # The database's edge: the first two calls meet a server that is not there.
+        down["calls"] += 1
+        if down["calls"] <= 2:
+            raise OperationalError("connection refused (the test's outage)")
+        return apply_events(events, epoch)
+
+    batch = [
+        record(event_value(user_id=alice.pk, task_id=str(task.id), data={"progress": n}), offset=n)
+        for n in range(3)
+    ]
+    consumer = FakeConsumer()
+    consumer.batches += [batch, batch, batch]  # what Kafka returns after each rewind
+    dlq = FakeProducer()
+    loop = EventConsumer(
+        consumer,
+        dlq,
+        InMemoryChannelLayer(),
+        MemoryHotStore(),
+        epoch="E1",
+        dlq_topic="task.events.dlq",
+        apply=apply_while_down,
+    )
+    first, second, third = [await loop.run_once() for _ in range(3)]
+    assert (first.retried, second.retried, third.retried) == (True, True, False)
+    assert consumer.seeks == [("task.events", 0, 0)] * 2
+    assert dlq.produced == []
+    assert consumer.commits == [[("task.events", 0, 3)]]
+    assert third.delivered == 3
+    assert loop.outages_in_a_row == 0

@@ -24,14 +24,15 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from realtime import bus
 from realtime.replay.events import EventReplay
 from realtime.replay.selection import ReplayError, Selection
 from realtime.store import MemoryHotStore
 from streaming import conf
 from streaming.kafka import RangeReader, producer_config
+from tasks.apply import apply_events
 from tasks.delivery import deliverable
 from tasks.models import AsyncTask, TaskEventLog, TaskStatus
-from tasks.services import apply_events
 from tests.conftest import ROOT, Stack, access_token, open_stream
 from tests.fakes import FakeMessage, event_value
 from tests.kafka_helpers import produce
@@ -371,8 +372,13 @@ def test_redelivery_publishes_each_users_events_with_prevs_and_epoch(
     )
     report = job.select(for_delivery=True)
     assert job.deliver(report, batch=2) == 2
-    items = [item for _, message in layer.sent for item in message["events"]]
-    assert {group for group, _ in layer.sent} == {f"ts.user.{alice.pk}"}
+    items = [
+        item
+        for _, message in layer.sent
+        for _uid, user_items in message["events"]
+        for item in user_items
+    ]
+    assert {group for group, _ in layer.sent} == {bus.user_group(alice.pk)}
     assert [tuple(item[:5]) for item in items] == [
         (source(), 0, 2, 1, EPOCH),
         (source(), 0, 3, 2, EPOCH),

@@ -224,8 +224,7 @@ async def test_a_full_buffer_ends_the_stream_instead_of_dropping(settings: Any) 
     get_hub().deliver(
         {
             "type": bus.MESSAGE_TYPE,
-            "user": ALICE,
-            "events": [bus.to_item(event(ALICE, n), n - 1, EPOCH) for n in range(5)],
+            "events": [(ALICE, [bus.to_item(event(ALICE, n), n - 1, EPOCH) for n in range(5)])],
         }
     )
     body = await stream.until_end()

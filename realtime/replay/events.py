@@ -42,8 +42,8 @@ from streaming.adapter import InvalidRecord, adapt
 from streaming.cursor import Cursor, CursorError, PartitionKey, parse
 from streaming.events import EVENT_TYPES, TaskEvent
 from streaming.kafka import RangeError, RangeReader, topic_epoch
+from tasks.apply import Applied, apply_events
 from tasks.delivery import deliverable
-from tasks.services import Applied, apply_events
 
 logger = logging.getLogger(__name__)
 
