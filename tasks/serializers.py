@@ -4,6 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from tasks.demo import MIN_STEP_MS, BadParams, DemoParams
 from tasks.models import PUBLIC_FIELDS, AsyncTask
 
 
@@ -19,6 +20,16 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
         if not isinstance(value, dict):
             raise serializers.ValidationError("params must be a JSON object.")
         return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # The demo worker's limits, from the worker's own definition: refused here, not
+        # accepted and then failed by the worker (or run as a burst of 10,000 events).
+        if attrs["kind"] == "demo":
+            try:
+                DemoParams.parse(attrs["params"], min_step_ms=MIN_STEP_MS)
+            except BadParams as exc:
+                raise serializers.ValidationError({"params": [str(exc)]}) from None
+        return attrs
 
 
 class TaskSerializer(serializers.ModelSerializer[AsyncTask]):
