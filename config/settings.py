@@ -204,10 +204,16 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework_simplejwt.authentication.JWTAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "tasks.parsers.ParseBody",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # Strict JSON only (streaming.jsonsafe); every view parses its body after authentication,
+    # so a body the API cannot carry is a 400 on every endpoint (tasks/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["tasks.parsers.StrictJSONParser"],
     # Stream opens are limited separately, in the stream (TASKSTREAM_STREAM_OPENS_PER_MINUTE).
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.AnonRateThrottle",

@@ -3,6 +3,7 @@ naming the field or path, nothing is stored, and the next normal request still w
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +34,13 @@ def client(alice: User) -> Iterator[APIClient]:
     authed = api_client(alice)
     authed.raise_request_exception = False
     yield authed
+
+
+def stranger() -> APIClient:
+    """An anonymous client, a server error likewise a response."""
+    anonymous = APIClient()
+    anonymous.raise_request_exception = False
+    return anonymous
 
 
 def post(
@@ -72,6 +80,75 @@ def assert_field_error(response: Any, field: str, *fragments: str) -> None:
 def assert_nothing_stored() -> None:
     assert not AsyncTask.objects.exists()
     assert not OutboxMessage.objects.exists()
+
+
+# --- values PostgreSQL, the layer or a browser cannot hold: params, credentials -------
+
+
+TASKS, TOKEN, REFRESH = "/api/v1/tasks/", "/api/v1/auth/token/", "/api/v1/auth/token/refresh/"
+
+
+def task(params: str) -> str:
+    return '{"kind": "demo", "params": ' + params + "}"
+
+
+def login(username: str, password: str) -> str:
+    return '{"username": ' + username + ', "password": ' + password + "}"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field", "where", "problem"),
+    [
+        (TASKS, task('{"note": "a\\u0000b"}'), "params", "params.note", "NUL"),
+        (TASKS, task('{"a\\u0000": 1}'), "params", "params", "NUL"),
+        (TASKS, task('{"note": "\\ud800"}'), "params", "params.note", "surrogate"),
+        (TASKS, task('{"\\udc00": 1}'), "params", "params", "surrogate"),
+        (TASKS, task('{"list": [1, "\\udfff"]}'), "params", "params.list[1]", "surrogate"),
+        (TASKS, task('{"x": NaN}'), "params", "params.x", "finite"),
+        (TASKS, task('{"x": Infinity}'), "params", "params.x", "finite"),
+        (TASKS, task('{"x": -Infinity}'), "params", "params.x", "finite"),
+        (TASKS, task('{"x": 1e999}'), "params", "params.x", "finite"),
+        (TASKS, task('{"x": ' + deep(40) + "}"), "params", "params.x[0]", "deeper than 32"),
+        (TOKEN, login('"alice\\u0000"', '"pw"'), "username", "username", "NUL"),
+        (TOKEN, login('"\\ud800"', '"pw"'), "username", "username", "surrogate"),
+        (TOKEN, login('"alice"', '"pw\\u0000"'), "password", "password", "NUL"),
+        (TOKEN, login('"alice"', '"\\udbff"'), "password", "password", "surrogate"),
+        (TOKEN, login('"alice"', "NaN"), "password", "password", "finite"),
+        (REFRESH, '{"refresh": "x\\ud800"}', "refresh", "refresh", "surrogate"),
+    ],
+)
+def test_unsafe_values_are_400_naming_the_field_and_the_path(
+    client: APIClient, path: str, body: str, field: str, where: str, problem: str
+) -> None:
+    # Before, on the task API: NUL and lone surrogates reached PostgreSQL (500); NaN and
+    # Infinity were a parse_error naming nothing; 40 levels were stored (201). On the token
+    # endpoints NaN was a parse_error naming nothing; NUL and surrogates were already 400
+    # naming the field (DRF's CharField, "Null characters are not allowed."): no 500 was
+    # reproduced there, so those cases guard it.
+    response = post(client, path, body)
+    assert_field_error(response, field, where, problem)
+    assert_nothing_stored()
+    assert_still_serves(client)
+
+
+# --- kind ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        '"demo\\u0000"',
+        '"\\ud800"',
+        json.dumps("d" * 65),
+    ],
+)
+def test_bad_kind_is_400_naming_kind(client: APIClient, kind: str) -> None:
+    # A guard, not a fix: these were already 400 naming `kind` (DRF's CharField refuses NUL
+    # and surrogates; max_length 64). Now the parser names them first.
+    response = post(client, "/api/v1/tasks/", '{"kind": ' + kind + ', "params": {}}')
+    assert_field_error(response, "kind")
+    assert_nothing_stored()
+    assert_still_serves(client)
 
 
 # --- the demo worker's limits, checked at the API --------------------------------------
@@ -123,3 +200,86 @@ def test_other_kinds_are_not_held_to_the_demo_limits(client: APIClient) -> None:
         "/api/v1/tasks/", {"kind": "report", "params": {"steps": 0, "step_ms": 0}}, format="json"
     )
     assert response.status_code == 201
+
+
+# --- the token endpoints ---------------------------------------------------------------
+
+
+def test_the_token_endpoint_takes_json_only(client: APIClient, alice: User) -> None:
+    # Before: form bodies were parsed too; nothing the project ships sends them.
+    anonymous = stranger()
+    response = post(
+        anonymous,
+        "/api/v1/auth/token/",
+        "username=alice&password=alice-password",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+    assert_still_serves(client)
+
+
+# --- every endpoint: bodies nested too deeply, invalid, or too large -------------------
+
+
+def endpoints(alice: User) -> list[tuple[str, APIClient]]:
+    task = AsyncTask.objects.create(owner=alice, kind="demo")
+    authed = api_client(alice)
+    authed.raise_request_exception = False
+    anonymous = stranger()
+    return [
+        ("/api/v1/tasks/", authed),
+        (f"/api/v1/tasks/{task.id}/cancel/", authed),
+        ("/api/v1/auth/token/", anonymous),
+        ("/api/v1/auth/token/refresh/", anonymous),
+        ("/api/v1/auth/cookie/", authed),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (deep(40), "[0][0][0]"),  # the path of the value past 32 levels
+        (deep(100_000), "depth"),  # past what the parser itself goes into
+        ('{"a": ' + deep(100_000) + "}", "depth"),
+        ("{not json", "JSON"),
+        ('{"a": 1,}', "JSON"),
+        ('{"a\\u0000": 1}', "NUL"),
+    ],
+)
+def test_bad_bodies_are_400_on_every_endpoint(
+    client: APIClient, alice: User, body: str, fragment: str
+) -> None:
+    # Before: 500 (RecursionError) on the tasks and token endpoints for 100,000 levels;
+    # cancel and cookie never read their body (202/200, whatever was sent).
+    for path, caller in endpoints(alice):
+        response = post(caller, path, body)
+        assert response.status_code == 400, (path, response.content[:300])
+        assert response["Content-Type"] == "application/json"
+        answer = response.json()
+        assert answer["code"] == "parse_error", (path, answer)
+        assert fragment in answer["detail"], (path, answer)
+    assert AsyncTask.objects.get().cancel_requested_at is None
+    assert not OutboxMessage.objects.exists()
+    assert_still_serves(client)
+
+
+def test_a_body_over_the_upload_limit_is_413_json_on_every_endpoint(
+    client: APIClient, alice: User, settings: Any
+) -> None:
+    # Before: Django's HTML "Bad Request (400)" page, not JSON.
+    huge = json.dumps(
+        {"kind": "demo", "params": {"blob": "x" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE}}
+    )
+    for path, caller in endpoints(alice):
+        response = post(caller, path, huge)
+        assert response.status_code == 413, (path, response.content[:300])
+        assert response.json()["code"] == "request_too_large", path
+    assert AsyncTask.objects.get().cancel_requested_at is None
+    assert_still_serves(client)
+
+
+def test_an_anonymous_bad_body_on_the_task_api_is_401_unread(alice: User) -> None:
+    anonymous = stranger()
+    response = post(anonymous, "/api/v1/tasks/", deep(100_000))
+    assert response.status_code == 401
