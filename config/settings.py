@@ -226,6 +226,16 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "tasks.views.json_exception_handler",
 }
 
+# The largest task `params`, as compact UTF-8 JSON. The outbox relay sends it ASCII-escaped
+# (up to 3x: "é" is 2 bytes, "\u00e9" 6), and the request must still fit in one Kafka
+# record (message.max.bytes, 1,000,000 by default): hence at most 256 KiB.
+TASKS_PARAMS_MAX_BYTES = env_int("TASKSTREAM_PARAMS_MAX_BYTES", 64 * 1024, minimum=2)
+if TASKS_PARAMS_MAX_BYTES > 256 * 1024:
+    raise ImproperlyConfigured(
+        f"TASKSTREAM_PARAMS_MAX_BYTES={TASKS_PARAMS_MAX_BYTES} must be at most 262144 (256 KiB): "
+        "a task request must fit in one Kafka record"
+    )
+
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env_int("JWT_ACCESS_SECONDS", 300, minimum=5)),
     "REFRESH_TOKEN_LIFETIME": timedelta(seconds=env_int("JWT_REFRESH_SECONDS", 86400, minimum=60)),

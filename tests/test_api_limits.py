@@ -4,6 +4,9 @@ naming the field or path, nothing is stored, and the next normal request still w
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,10 +18,11 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from tasks.demo import MAX_STEP_MS, MAX_STEPS, MIN_STEP_MS
 from tasks.models import AsyncTask, OutboxMessage
-from tests.conftest import api_client
+from tests.conftest import ROOT, api_client
 
 pytestmark = pytest.mark.django_db
 
+PARAMS_MAX_BYTES = 64 * 1024  # the documented default (README, "API")
 GOOD_TASK = {"kind": "demo", "params": {"steps": 1, "step_ms": MIN_STEP_MS}}
 
 
@@ -129,6 +133,53 @@ def test_unsafe_values_are_400_naming_the_field_and_the_path(
     assert_field_error(response, field, where, problem)
     assert_nothing_stored()
     assert_still_serves(client)
+
+
+def test_params_at_the_size_limit_are_taken_and_one_byte_more_is_400(client: APIClient) -> None:
+    envelope = len(json.dumps({"blob": ""}, separators=(",", ":")))
+    at_limit = {"blob": "x" * (PARAMS_MAX_BYTES - envelope)}
+    taken = client.post("/api/v1/tasks/", {"kind": "bulk", "params": at_limit}, format="json")
+    assert taken.status_code == 201, taken.content[:200]
+    over = {"blob": "x" * (PARAMS_MAX_BYTES - envelope + 1)}
+    refused = client.post("/api/v1/tasks/", {"kind": "bulk", "params": over}, format="json")
+    assert_field_error(refused, "params", f"at most {PARAMS_MAX_BYTES} bytes")
+    assert AsyncTask.objects.count() == OutboxMessage.objects.count() == 1
+    assert_still_serves(client)
+
+
+def test_params_size_counts_utf8_bytes_not_characters(client: APIClient) -> None:
+    # 30,000 "é" are 60,000 bytes: under the limit; 40,000 are 80,000 bytes: over it.
+    under = client.post(
+        "/api/v1/tasks/", {"kind": "bulk", "params": {"t": "é" * 30_000}}, format="json"
+    )
+    assert under.status_code == 201
+    over = client.post(
+        "/api/v1/tasks/", {"kind": "bulk", "params": {"t": "é" * 40_000}}, format="json"
+    )
+    assert_field_error(over, "params", "bytes")
+
+
+def test_the_params_limit_is_the_setting(client: APIClient, settings: Any) -> None:
+    settings.TASKS_PARAMS_MAX_BYTES = 100
+    refused = client.post(
+        "/api/v1/tasks/", {"kind": "bulk", "params": {"t": "x" * 100}}, format="json"
+    )
+    assert_field_error(refused, "params", "at most 100 bytes")
+
+
+@pytest.mark.parametrize("value", ["64k", "1", "262145"])
+def test_a_bad_params_limit_stops_the_process_naming_the_variable(value: str) -> None:
+    env = {**os.environ, "TASKSTREAM_PARAMS_MAX_BYTES": value}
+    started = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode != 0
+    assert "TASKSTREAM_PARAMS_MAX_BYTES" in started.stderr
 
 
 # --- kind ------------------------------------------------------------------------------
