@@ -204,10 +204,16 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework_simplejwt.authentication.JWTAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "tasks.parsers.ParseBody",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # Strict JSON only (streaming.jsonsafe); every view parses its body after authentication,
+    # so a body the API cannot carry is a 400 on every endpoint (tasks/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["tasks.parsers.StrictJSONParser"],
     # Stream opens are limited separately, in the stream (TASKSTREAM_STREAM_OPENS_PER_MINUTE).
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.AnonRateThrottle",
@@ -219,6 +225,16 @@ REST_FRAMEWORK = {
     },
     "EXCEPTION_HANDLER": "tasks.views.json_exception_handler",
 }
+
+# The largest task `params`, as compact UTF-8 JSON. The outbox relay sends it ASCII-escaped
+# (up to 3x: "é" is 2 bytes, "\u00e9" 6), and the request must still fit in one Kafka
+# record (message.max.bytes, 1,000,000 by default): hence at most 256 KiB.
+TASKS_PARAMS_MAX_BYTES = env_int("TASKSTREAM_PARAMS_MAX_BYTES", 64 * 1024, minimum=2)
+if TASKS_PARAMS_MAX_BYTES > 256 * 1024:
+    raise ImproperlyConfigured(
+        f"TASKSTREAM_PARAMS_MAX_BYTES={TASKS_PARAMS_MAX_BYTES} must be at most 262144 (256 KiB): "
+        "a task request must fit in one Kafka record"
+    )
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env_int("JWT_ACCESS_SECONDS", 300, minimum=5)),

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -50,8 +53,16 @@ class TaskViewSet(
         return Response(TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)
 
 
+class RequestTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+
+
 def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, with a machine-readable ``code`` on every error body."""
+    if isinstance(exc, RequestDataTooBig):  # reading request.body: Django's HTML 400 otherwise
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        exc = RequestTooLarge(f"The request body is larger than {limit} bytes.")
     response = exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict) and "detail" in response.data:
         code = getattr(response.data["detail"], "code", None)

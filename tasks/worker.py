@@ -24,36 +24,10 @@ from streaming import conf, metrics
 from streaming.events import SCHEMA_VERSION, SCOPE_USER
 from streaming.kafka import consumer_config, next_batch, producer_config, subscribe
 from streaming.loop import StopFlag, run_loop
+from tasks.demo import BadParams, DemoParams
 from tasks.models import AsyncTask
 
 logger = logging.getLogger(__name__)
-
-MAX_STEPS = 10_000
-MAX_STEP_MS = 600_000
-
-
-class BadParams(ValueError):
-    pass
-
-
-@dataclass
-class DemoParams:
-    steps: int
-    step_ms: int
-    fail_at: int | None
-
-    @classmethod
-    def parse(cls, params: dict[str, Any]) -> DemoParams:
-        steps = params.get("steps", 5)
-        step_ms = params.get("step_ms", 500)
-        fail_at = params.get("fail_at")
-        if type(steps) is not int or not 1 <= steps <= MAX_STEPS:
-            raise BadParams(f"steps must be an integer 1-{MAX_STEPS}")
-        if type(step_ms) is not int or not 0 <= step_ms <= MAX_STEP_MS:
-            raise BadParams(f"step_ms must be an integer 0-{MAX_STEP_MS}")
-        if fail_at is not None and (type(fail_at) is not int or not 1 <= fail_at <= steps):
-            raise BadParams("fail_at must be an integer between 1 and steps")
-        return cls(steps, step_ms, fail_at)
 
 
 @dataclass
