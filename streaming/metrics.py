@@ -46,5 +46,12 @@ LAYER_MESSAGES = Counter("taskstream_layer_messages_sent_total", "Channel-layer 
 
 OUTBOX_SENT = Counter("taskstream_outbox_sent_total", "Outbox rows delivered to Kafka")
 OUTBOX_FAILED = Counter("taskstream_outbox_failed_total", "Outbox delivery attempts that failed")
+OUTBOX_REFUSED = Counter(
+    "taskstream_outbox_refused_total", "Outbox rows Kafka refused for good, marked failed"
+)
+OUTBOX_FAILURES_REPORTED = Counter(
+    "taskstream_outbox_failures_reported_total",
+    "task.failed events delivered for the tasks of refused outbox rows",
+)
 
 WORKER_EVENTS = Counter("taskstream_worker_events_total", "Events produced by the worker", ["type"])

@@ -57,6 +57,38 @@ class AsyncTaskAdmin(admin.ModelAdmin[AsyncTask]):
 
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(admin.ModelAdmin[OutboxMessage]):
-    list_display = ["id", "topic", "key", "created_at", "sent_at", "attempts"]
-    list_filter = ["topic", ("sent_at", admin.EmptyFieldListFilter)]
-    readonly_fields = ["topic", "key", "value", "created_at", "sent_at", "attempts", "last_error"]
+    """The outbox, read-only: what the relay sent, what waits, and what Kafka refused."""
+
+    list_display = [
+        "id",
+        "topic",
+        "key",
+        "created_at",
+        "sent_at",
+        "failed_at",
+        "attempts",
+        "next_attempt_at",
+        "error",
+    ]
+    list_filter = [
+        "topic",
+        ("sent_at", admin.EmptyFieldListFilter),
+        ("failed_at", admin.EmptyFieldListFilter),
+    ]
+    readonly_fields = [
+        "topic",
+        "key",
+        "value",
+        "created_at",
+        "sent_at",
+        "attempts",
+        "last_error",
+        "next_attempt_at",
+        "failed_at",
+        "failure_event_id",
+        "failure_reported_at",
+    ]
+
+    @admin.display(description="last error")
+    def error(self, obj: OutboxMessage) -> str:
+        return obj.last_error if len(obj.last_error) <= 120 else obj.last_error[:119] + "…"

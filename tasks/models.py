@@ -130,6 +130,7 @@ class OutboxMessage(models.Model):
 
     The relay (``tasks.outbox``) produces pending rows in id order and marks them sent,
     so a request never waits for Kafka and a record is never lost while Kafka is down.
+    A row Kafka refuses for good is marked failed instead, and never holds up later rows.
     """
 
     topic = models.CharField(max_length=249)
@@ -139,6 +140,15 @@ class OutboxMessage(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    # After a transient failure: not produced again before this time (exponential backoff).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Refused for good (too large, invalid): never sent; the reason is in last_error.
+    failed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # For a failed task.requested row: the id of the task.failed event the relay owes the
+    # task (fixed when the row fails, so a re-sent event is a duplicate), and when the
+    # broker acknowledged that event.
+    failure_event_id = models.UUIDField(null=True, blank=True)
+    failure_reported_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -4,9 +4,11 @@ acknowledged row is marked sent."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 
 from tasks import services
 from tasks.models import OutboxMessage
@@ -42,15 +44,21 @@ def test_rows_stay_pending_and_are_not_produced_twice_while_kafka_is_down(alice:
     assert OutboxMessage.objects.get().sent_at is None
 
 
-def test_a_failed_delivery_is_recorded_and_retried(alice: User) -> None:
+def test_a_failed_delivery_is_recorded_and_retried_after_a_backoff(alice: User) -> None:
     services.create_task(alice.pk, "demo", {})
     producer = FakeProducer(unacked_on_flush=1)
-    relay = OutboxRelay(producer)  # type: ignore[arg-type]
+    now = timezone.now()
+    relay = OutboxRelay(producer, clock=lambda: now)  # type: ignore[arg-type]
     relay.run_once(wait=0)
     producer.produced[0]["on_delivery"]("Local: Message timed out", None)
-    relay.run_once(wait=0)  # records the failure, produces the row again
+    relay.run_once(wait=0)  # records the failure
     row = OutboxMessage.objects.get()
     assert row.attempts == 1
     assert "timed out" in row.last_error
-    assert row.sent_at is None
+    assert row.sent_at is None and row.failed_at is None
+    assert row.next_attempt_at == now + timedelta(seconds=1)
+    relay.run_once(wait=0)
+    assert len(producer.produced) == 1  # not before its backoff
+    now += timedelta(seconds=1)
+    relay.run_once(wait=0)
     assert len(producer.produced) == 2
