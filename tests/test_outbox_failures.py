@@ -15,11 +15,12 @@ from django.contrib.auth.models import User
 from django.db import connection
 
 from streaming import conf
-from streaming.events import Position, TaskEvent
+from streaming.adapter import adapt
 from tasks import services
+from tasks.apply import Outcome, apply_events
 from tasks.models import AsyncTask, OutboxMessage, TaskStatus
 from tasks.outbox import Failure, OutboxRelay
-from tests.fakes import FakeProducer
+from tests.fakes import FakeMessage, FakeProducer
 
 pytestmark = pytest.mark.django_db
 
@@ -117,14 +118,10 @@ def test_the_task_of_a_refused_request_gets_one_task_failed_event_keyed_by_its_o
     relay.run_once(wait=0)
     assert len(producer.produced) == 3  # two requests and one event: nothing again
 
-    # consume_events applies it like a worker's event: the task ends failed with the error.
-    position = Position(conf.get().TOPIC_EVENTS, 0, 7)
-    fields = {k: v for k, v in event.items() if k != "occurred_at"}
-    occurred_at = datetime.fromisoformat(event["occurred_at"])
-    (applied,) = services.apply_events(
-        [TaskEvent(**fields, occurred_at=occurred_at, position=position)]
-    )
-    assert applied.outcome == services.Outcome.APPLIED
+    # consume_events adapts and applies it like a worker's event: the task ends failed.
+    record = FakeMessage(conf.get().TOPIC_EVENTS, 0, 7, events[0]["value"], events[0]["key"])
+    (applied,) = apply_events([adapt(record)])
+    assert applied.outcome == Outcome.APPLIED
     task = AsyncTask.objects.get(pk=big.pk)
     assert task.status == TaskStatus.FAILED
     assert "MSG_SIZE_TOO_LARGE" in task.error
