@@ -15,7 +15,8 @@ time, streams drop positions they already sent, so nothing is lost and nothing r
 
 An outage (PostgreSQL, Redis, the layer or the dead-letter topic unreachable) is not
 poison: the batch is rewound and retried with backoff, nothing is dead-lettered and
-nothing committed until the dependency is back. The loop is driven one batch at a time
+nothing committed until the dependency is back. So is any other error outside the
+adapter and the database's refusals: it names no record, and a retry loses nothing. The loop
 (``run_once``) so tests never start a forever loop.
 """
 
@@ -163,7 +164,11 @@ class EventConsumer:
             return result
         try:
             await self._process(records, result)
-        except OUTAGES as exc:
+        except Exception as exc:
+            # Whatever a record is to blame for was dead-lettered inside _process; what
+            # escapes it is the stores' or the layer's: read the batch again later.
+            if not isinstance(exc, OUTAGES):
+                logger.exception("unexpected error after the batch was applied; retrying it")
             await self._back_off(records, exc)
             result.retried = True
             return result

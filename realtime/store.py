@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from streaming import conf
 from streaming.cursor import PartitionKey
 from streaming.events import TaskEvent
@@ -220,37 +222,31 @@ class RedisHotStore(HotStore):
                 for uid, pk in ordered:
                     pipe.xrevrange(self._key(uid, pk), count=1)
                 found = await pipe.execute()
-            for (uid, pk), entries in zip(ordered, found, strict=True):
-                self._last[(uid, pk)] = _offset(entries[0][0]) if entries else NO_PREV
+            for (uid, pk), newest in zip(ordered, found, strict=True):
+                self._last[(uid, pk)] = _offset(newest[0][0]) if newest else NO_PREV
         prevs: list[int] = []
-        touched: dict[int, set[PartitionKey]] = {}
+        entries: list[tuple[str, str, int, str]] = []
+        indexes: set[tuple[str, str]] = set()
+        for event, body in zip(events, bodies, strict=True):
+            pos = event.position
+            pk = (pos.source, pos.partition)
+            last = self._last[(event.user_id, pk)]
+            if pos.offset <= last:
+                prevs.append(UNKNOWN_PREV)
+                continue
+            entries.append((self._key(event.user_id, pk), f"{pos.offset}-1", last, body))
+            indexes.add((f"{self.p}:rp:{event.user_id}", f"{pk[0]}:{pk[1]}"))
+            self._last[(event.user_id, pk)] = pos.offset
+            prevs.append(last)
+        if not entries:
+            return prevs
+        payload = orjson.dumps({"e": entries, "i": sorted(indexes)})
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for event, body in zip(events, bodies, strict=True):
-                    pos = event.position
-                    pk = (pos.source, pos.partition)
-                    last = self._last[(event.user_id, pk)]
-                    if pos.offset <= last:
-                        prevs.append(UNKNOWN_PREV)
-                        continue
-                    pipe.xadd(
-                        self._key(event.user_id, pk),
-                        {"p": last, "f": body},
-                        id=f"{pos.offset}-1",
-                        maxlen=self.max_events,
-                        approximate=True,
-                    )
-                    touched.setdefault(event.user_id, set()).add(pk)
-                    self._last[(event.user_id, pk)] = pos.offset
-                    prevs.append(last)
-                # Index and expiry once per user and partition, not once per event.
-                for uid, keys in touched.items():
-                    index = f"{self.p}:rp:{uid}"
-                    pipe.sadd(index, *(f"{s}:{p}" for s, p in keys))
-                    pipe.expire(index, self.ttl_seconds)
-                    for pk in keys:
-                        pipe.expire(self._key(uid, pk), self.ttl_seconds)
-                await pipe.execute()
+            # One script call with one argument per batch: a pipeline of 2,000 commands
+            # spent most of its time packing and parsing them in Python (py-spy,
+            # docs/benchmarks.md). The script names keys it was not given, so the hot
+            # store needs a single Redis (not Redis Cluster), like channels-redis.
+            await self.redis.eval(_APPEND, 0, self.max_events, self.ttl_seconds, payload)
         except BaseException:
             # The cache ran ahead of Redis: forget it, so a retry re-reads what was stored.
             self._last.clear()
@@ -345,6 +341,24 @@ def _partition_key(member: str) -> PartitionKey:
 
 
 # Keep the larger of the stored and the given value (heads never move back).
+# ARGV: maxlen, ttl, then JSON {"e": [[stream key, id, prev, body], ...],
+# "i": [[index key, member], ...]}. An id at or below a stream's last (a retried batch) is
+# skipped, not an error.
+_APPEND = """
+local maxlen, ttl = ARGV[1], ARGV[2]
+local batch = cjson.decode(ARGV[3])
+local expired = {}
+for _, e in ipairs(batch.e) do
+  redis.pcall('XADD', e[1], 'MAXLEN', '~', maxlen, e[2], 'p', e[3], 'f', e[4])
+  if not expired[e[1]] then redis.call('EXPIRE', e[1], ttl); expired[e[1]] = true end
+end
+for _, i in ipairs(batch.i) do
+  redis.call('SADD', i[1], i[2])
+  if not expired[i[1]] then redis.call('EXPIRE', i[1], ttl); expired[i[1]] = true end
+end
+return #batch.e
+"""
+
 _SET_MAX = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
 if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end

@@ -38,8 +38,29 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
         raise UnsafeJSON("", f"not valid JSON: {exc}") from None
     except RecursionError:
         raise UnsafeJSON("", f"nested deeper than {max_depth} levels") from None
-    check(value, max_depth=max_depth)
+    # orjson has refused NaN, infinities and lone surrogates already, and JSON text can
+    # only hold a NUL as the escape \u0000: without one, only the depth is left to check
+    # (the common case, at ingest's rate). Otherwise the full walk finds the path.
+    text = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    if b"\\u0000" in text or _depth_exceeds(value, max_depth):
+        check(value, max_depth=max_depth)
     return value
+
+
+def _depth_exceeds(value: Any, max_depth: int) -> bool:
+    """Whether containers nest deeper than ``max_depth`` (no paths, no string checks)."""
+    level: list[Any] = [value]
+    for _ in range(max_depth):
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return bool(level)
 
 
 def check(value: Any, *, max_depth: int = MAX_DEPTH, path: str = "") -> None:

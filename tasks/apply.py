@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Field, Model, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from streaming.events import EVENT_TYPES, TaskEvent
+from tasks import postgres
 from tasks.delivery import is_delivered
 from tasks.models import TERMINAL_STATUSES, AsyncTask, TaskEventLog, TaskStatus
 
@@ -104,12 +104,15 @@ def apply_events(events: Sequence[TaskEvent], epoch: str = "") -> list[Applied]:
 
 
 def _locked_tasks(task_ids: set[str]) -> dict[str, TaskRow]:
-    rows = (
-        AsyncTask.objects.select_for_update()
-        .filter(id__in=task_ids)
-        .order_by("id")  # one lock order for every process
-        .values_list("id", "owner_id", *STATE_FIELDS)
-    )
+    if connection.vendor == "postgresql":
+        rows = postgres.locked_tasks(sorted(task_ids), ["id", "owner_id", *STATE_FIELDS])
+    else:
+        rows = list(
+            AsyncTask.objects.select_for_update()
+            .filter(id__in=task_ids)
+            .order_by("id")  # one lock order for every process
+            .values_list("id", "owner_id", *STATE_FIELDS)
+        )
     return {str(row[0]): TaskRow(*row) for row in rows}
 
 
@@ -121,14 +124,21 @@ def _log_entries(
     offsets: dict[tuple[str, int], list[int]] = defaultdict(list)
     for event in events:
         offsets[(event.position.source, event.position.partition)].append(event.position.offset)
-    match = Q(event_id__in=[e.event_id for e in events])
-    for (source, partition), values in offsets.items():
-        match |= Q(source=source, partition=partition, offset__in=values)
+    ids = [e.event_id for e in events]
+    if connection.vendor == "postgresql":
+        found = postgres.log_entries(ids, offsets)
+    else:
+        match = Q(event_id__in=ids)
+        for (source, partition), values in offsets.items():
+            match |= Q(source=source, partition=partition, offset__in=values)
+        found = list(
+            TaskEventLog.objects.filter(match).values_list(
+                "event_id", "source", "partition", "offset"
+            )
+        )
     logged: dict[str, tuple[str, int, int]] = {}
     taken: set[tuple[str, int, int]] = set()
-    for event_id, source, partition, offset in TaskEventLog.objects.filter(match).values_list(
-        "event_id", "source", "partition", "offset"
-    ):
+    for event_id, source, partition, offset in found:
         logged[str(event_id)] = (source, partition, offset)
         taken.add((source, partition, offset))
     return logged, taken
@@ -232,18 +242,12 @@ def _transition(task: TaskRow, event: TaskEvent) -> bool:
 
 # --- writing -------------------------------------------------------------------------
 
-# Rows per statement: well under PostgreSQL's 65,535 parameters.
-_CHUNK = 2000
-
 
 def _write(new_logs: list[tuple[TaskRow, TaskEvent, bool]], changed: dict[str, TaskRow]) -> None:
     now = timezone.now()
     if connection.vendor == "postgresql":
-        for start in range(0, len(new_logs), _CHUNK):
-            _insert_logs(new_logs[start : start + _CHUNK], now)
-        rows = list(changed.values())
-        for start in range(0, len(rows), _CHUNK):
-            _update_tasks(rows[start : start + _CHUNK], now)
+        postgres.insert_logs(new_logs, now)
+        postgres.update_tasks(list(changed.values()), STATE_FIELDS, now)
         return
     TaskEventLog.objects.bulk_create(
         TaskEventLog(
@@ -262,75 +266,3 @@ def _write(new_logs: list[tuple[TaskRow, TaskEvent, bool]], changed: dict[str, T
     for task in changed.values():
         fields = {name: getattr(task, name) for name in STATE_FIELDS}
         AsyncTask.objects.filter(pk=task.id).update(updated_at=now, **fields)
-
-
-def _column(model: type[Model], name: str) -> str:
-    field = model._meta.get_field(name)
-    assert isinstance(field, Field) and field.column
-    return connection.ops.quote_name(field.column)
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _insert_logs(rows: list[tuple[TaskRow, TaskEvent, bool]], now: datetime) -> None:
-    table = connection.ops.quote_name(TaskEventLog._meta.db_table)
-    columns = ", ".join(
-        _column(TaskEventLog, name)
-        for name in (
-            "task",
-            "event_id",
-            "event_type",
-            "source",
-            "partition",
-            "offset",
-            "occurred_at",
-            "data",
-            "applied_at",
-            "changed_task",
-        )
-    )
-    one = "(%s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)"
-    params: list[Any] = []
-    for task, event, moved in rows:
-        pos = event.position
-        params += [task.id, event.event_id, event.event_type, pos.source, pos.partition]
-        params += [pos.offset, event.occurred_at, _json(event.data), now, moved]
-    sql = f"INSERT INTO {table} ({columns}) VALUES {', '.join([one] * len(rows))}"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-
-
-def _update_tasks(rows: list[TaskRow], now: datetime) -> None:
-    """One UPDATE for every changed task: each row carries the task's final state."""
-    meta = AsyncTask._meta
-    quote = connection.ops.quote_name
-    table = quote(meta.db_table)
-    names = ["id", *STATE_FIELDS, "updated_at"]
-    casts = {
-        "id": "uuid",
-        "progress": "smallint",
-        "result": "jsonb",
-        "started_at": "timestamptz",
-        "finished_at": "timestamptz",
-        "last_event_partition": "integer",
-        "last_event_offset": "bigint",
-        "updated_at": "timestamptz",
-    }
-    one = "(" + ", ".join(f"%s::{casts[n]}" if n in casts else "%s" for n in names) + ")"
-    params: list[Any] = []
-    for row in rows:
-        result = None if row.result is None else _json(row.result)
-        params += [row.id, row.status, row.progress, row.message, result, row.error]
-        params += [row.started_at, row.finished_at, row.last_event_source]
-        params += [row.last_event_partition, row.last_event_offset, row.last_event_epoch, now]
-    assignments = ", ".join(f"{_column(AsyncTask, n)} = v.{quote(n)}" for n in names if n != "id")
-    aliases = ", ".join(quote(n) for n in names)
-    sql = (
-        f"UPDATE {table} AS t SET {assignments} "
-        f"FROM (VALUES {', '.join([one] * len(rows))}) AS v({aliases}) "
-        f"WHERE t.{_column(AsyncTask, 'id')} = v.{quote('id')}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
