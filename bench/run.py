@@ -34,6 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 BUILD = BENCH / ".build"
+# Where scripts/services keeps the services' pid files (its TS_SERVICES_DIR knob).
+SERVICES = Path(os.environ.get("TS_SERVICES_DIR") or ROOT / ".services")
 VENV = ROOT / ".venv" / "bin"
 PY = str(VENV / "python")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -528,7 +530,7 @@ class Bench:
         self.pinned: list[tuple[int, set[int]]] = []
         self.kafka_pid = 0
         with contextlib.suppress(OSError, ValueError):
-            self.kafka_pid = int((ROOT / ".services/kafka/kafka.pid").read_text().split()[0])
+            self.kafka_pid = int((SERVICES / "kafka/kafka.pid").read_text().split()[0])
 
     # ---- setup
 
@@ -572,7 +574,7 @@ class Bench:
         """Redis, Kafka and PostgreSQL on CPU 0 for the run (restored afterwards)."""
         pids: list[int] = []
         for pid_file in ("redis/redis.pid", "kafka/kafka.pid", "postgres/data/postmaster.pid"):
-            path = ROOT / ".services" / pid_file
+            path = SERVICES / pid_file
             with contextlib.suppress(OSError, ValueError):
                 pids.append(int(path.read_text().split()[0]))
         postmaster = pids[-1] if pids else 0
