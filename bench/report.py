@@ -41,6 +41,12 @@ ISSUE8_BEFORE = [
         "505, p99 2,982",
         "U 998, p99 7; D 998, p99 15",
     ),
+    (
+        "M2 ceiling: the highest passing step's delivered events/s (÷ U)",
+        "≥ 0.5x U",
+        "n/a (steps stopped at 1,000)",
+        "n/a",
+    ),
     ("M3 ingest+layer stage p50 ms", "≤ 3", "11.2", "U 2.1"),
 ]
 KEY_ROWS = [
@@ -152,13 +158,13 @@ def median(cell: dict[str, Any], key: str) -> float | None:
 
 
 def med_range(cell: dict[str, Any], key: str, digits: int = 0) -> str:
-    """Median, and with several repetitions the range: "12,345 (11,900-12,800)"."""
+    """Median, and with several repetitions the range: "12,345 (11,900 to 12,800)"."""
     vs = values(cell, key)
     if not vs:
         return "-"
     out = fmt(median(cell, key), digits)
     if len(vs) > 1:
-        out += f" ({fmt(min(vs), digits)}-{fmt(max(vs), digits)})"
+        out += f" ({fmt(min(vs), digits)} to {fmt(max(vs), digits)})"
     return out
 
 
@@ -402,7 +408,7 @@ class Report:
 
     def ceiling(self, key: str) -> tuple[float, bool] | None:
         """The highest passing M2 step's delivered rate, and whether it is the top step."""
-        steps = self.t[key].get("m2", [])
+        steps = self.t.get(key, {}).get("m2", [])
         b = best_step(steps)
         if not b:
             return None
@@ -755,6 +761,10 @@ class Report:
         after = [
             (after_m6, f"bridge {fmt(bridge_per_s)}"),
             (m2_at(t, 1000), f"U {m2_at(u, 1000)}"),
+            (
+                ceiling_cell(self.ceiling("T_uv"), self.ceiling("U")) if t and u else "-",
+                f"U {fmt(self.ceiling('U')[0]) if u and self.ceiling('U') else '-'}",
+            ),
             (layer_p50(t), f"U {layer_p50(u)}"),
         ]
         rows = [
