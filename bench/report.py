@@ -644,8 +644,9 @@ class Report:
             + (f"{reps} times; the cell is the median" if reps > 1 else "once")
             + (" with the range in brackets" if reps > 1 else "")
             + (
-                " (reduced to one repetition to fit the run's time budget)"
-                if m6.get("reps_reduced")
+                " (some `consume_events` cells ran fewer times, to end inside the run's time "
+                "budget; *drained* lists each run)"
+                if m6.get("reps_cut")
                 else ""
             )
             + ". The bare loop and the bridge read a pre-filled topic with a fresh group each "
