@@ -407,13 +407,22 @@ class Load:
         return sent
 
     def burst(self, topic: str, users: list[int], count: int) -> int:
-        for i in range(count):
-            uid = users[i % len(users)]
-            self.producer.produce(topic, self._value(topic, uid, ""), key=str(uid))
+        return self.send(topic, self.records(topic, users, count))
+
+    def records(self, topic: str, users: list[int], count: int) -> list[tuple[bytes, str]]:
+        """``count`` (value, key) pairs round robin over ``users``, built ahead of ``send``."""
+        return [
+            (self._value(topic, uid, ""), str(uid))
+            for uid in (users[i % len(users)] for i in range(count))
+        ]
+
+    def send(self, topic: str, records: list[tuple[bytes, str]]) -> int:
+        for i, (value, key) in enumerate(records):
+            self.producer.produce(topic, value, key=key)
             if i % 1000 == 999:
                 self.producer.poll(0)
         self.producer.flush(60)
-        return count
+        return len(records)
 
 
 # --------------------------------------------------------------------------- targets
@@ -1114,10 +1123,14 @@ class Bench:
                     break
                 t_rep = time.monotonic()
                 assigned0 = sum(w.log_path.read_text().count("assigned ") for w in workers)
+                # Built before the stop: the processes stay stopped only while the records
+                # are sent (well under the group's session timeout).
+                records = self.load.records(topic, self.users, n)
+                t_stop = time.monotonic()
                 signal_all(signal.SIGSTOP)
                 try:
                     base = committed()
-                    self.load.burst(topic, self.users, n)
+                    self.load.send(topic, records)
                     end = sum(
                         watcher.get_watermark_offsets(p, timeout=5, cached=False)[1] for p in parts
                     )
@@ -1148,6 +1161,7 @@ class Bench:
                     "per_s": drained / (t1 - t0) if drained else 0.0,
                     "cpu_us_per_event": (cpu1 - cpu0) * 1e6 / drained if drained else None,
                     "complete": done >= end,
+                    "stopped_s": t0 - t_stop,
                     "rebalanced": sum(w.log_path.read_text().count("assigned ") for w in workers)
                     != assigned0,
                 }
