@@ -7,7 +7,14 @@ with the same load, payload and Redis hop. Raw results go to ``bench/.build/resu
 
 Pinning on this 2-core box: the server under test on CPU 1; the load client, the producer
 (this process), the ingest (consume_events or the bridge), Redis, Kafka and PostgreSQL on CPU 0.
+M6 (no server): the bare loop, the bridge and one consume_events process on CPU 1; two and three
+consume_events processes of one group float over CPUs 0-1, shared with the services.
 Everything stays on loopback; every process started here is stopped here.
+
+M2 steps up to 4,000 events/s (full) show the targeted-delivery ceiling as a ratio to U. M6
+repeats each cell ``m6_reps`` times (the report shows the median and the range); a
+consume_events cell stops repeating when one more repetition would end the run after
+``m6_end_s`` (the report says so).
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 BUILD = BENCH / ".build"
+# Where scripts/services keeps the services' pid files (its TS_SERVICES_DIR knob).
+SERVICES = Path(os.environ.get("TS_SERVICES_DIR") or ROOT / ".services")
 VENV = ROOT / ".venv" / "bin"
 PY = str(VENV / "python")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -44,6 +53,8 @@ OTHER_CPU = "0"
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 # Sizes. "quick" must finish in < 3 min, "full" in < 15 min on the 2-core box.
+# M6: m6_events per drain, m6_procs consume_events process counts, m6_reps repetitions per cell,
+# m6_max_s bound on one drain, m6_end_s seconds into the run by which M6 should be done.
 MODES: dict[str, dict[str, Any]] = {
     "quick": {
         "users": 1000,
@@ -63,7 +74,11 @@ MODES: dict[str, dict[str, Any]] = {
         "m4_window": 1.0,
         "m4_settle": 0.5,
         "m4_open_s": 30.0,
-        "m6_events": 1000,
+        "m6_events": 10000,
+        "m6_procs": [1, 2, 3],
+        "m6_reps": 1,
+        "m6_max_s": 3.0,
+        "m6_end_s": 170.0,
         "wait_s": 3.0,
         "catch_up_s": 5.0,
     },
@@ -72,7 +87,7 @@ MODES: dict[str, dict[str, Any]] = {
         "m1_clients": 1000,
         "m1_rates": [10, 25, 50, 100],
         "m2_clients": 1000,
-        "m2_rates": [250, 500, 1000],
+        "m2_rates": [250, 500, 1000, 2000, 4000],
         "step_s": 2.5,
         "m3_rate": 5,
         "m3_s": 10.0,
@@ -85,7 +100,11 @@ MODES: dict[str, dict[str, Any]] = {
         "m4_window": 3.0,
         "m4_settle": 1.0,
         "m4_open_s": 35.0,
-        "m6_events": 5000,
+        "m6_events": 60000,
+        "m6_procs": [1, 2, 3],
+        "m6_reps": 3,
+        "m6_max_s": 10.0,
+        "m6_end_s": 840.0,
         "wait_s": 5.0,
         "catch_up_s": 15.0,
     },
@@ -388,13 +407,22 @@ class Load:
         return sent
 
     def burst(self, topic: str, users: list[int], count: int) -> int:
-        for i in range(count):
-            uid = users[i % len(users)]
-            self.producer.produce(topic, self._value(topic, uid, ""), key=str(uid))
+        return self.send(topic, self.records(topic, users, count))
+
+    def records(self, topic: str, users: list[int], count: int) -> list[tuple[bytes, str]]:
+        """``count`` (value, key) pairs round robin over ``users``, built ahead of ``send``."""
+        return [
+            (self._value(topic, uid, ""), str(uid))
+            for uid in (users[i % len(users)] for i in range(count))
+        ]
+
+    def send(self, topic: str, records: list[tuple[bytes, str]]) -> int:
+        for i, (value, key) in enumerate(records):
+            self.producer.produce(topic, value, key=key)
             if i % 1000 == 999:
                 self.producer.poll(0)
         self.producer.flush(60)
-        return count
+        return len(records)
 
 
 # --------------------------------------------------------------------------- targets
@@ -499,12 +527,14 @@ class Bench:
         self.topic_ts = f"{prefix}.ts.events"
         self.topic_peer = f"{prefix}.peer"
         self.topic_m6 = f"{prefix}.m6"
+        self.t_start = time.monotonic()
         self.all_topics = [
             self.topic_ts,
             f"{prefix}.ts.requests",
             f"{prefix}.ts.dlq",
             self.topic_peer,
             self.topic_m6,
+            *(f"{self.topic_m6}.p{k}" for k in self.cfg["m6_procs"]),
             f"{prefix}.m6.requests",
             f"{prefix}.m6.dlq",
         ]
@@ -528,7 +558,7 @@ class Bench:
         self.pinned: list[tuple[int, set[int]]] = []
         self.kafka_pid = 0
         with contextlib.suppress(OSError, ValueError):
-            self.kafka_pid = int((ROOT / ".services/kafka/kafka.pid").read_text().split()[0])
+            self.kafka_pid = int((SERVICES / "kafka/kafka.pid").read_text().split()[0])
 
     # ---- setup
 
@@ -572,7 +602,7 @@ class Bench:
         """Redis, Kafka and PostgreSQL on CPU 0 for the run (restored afterwards)."""
         pids: list[int] = []
         for pid_file in ("redis/redis.pid", "kafka/kafka.pid", "postgres/data/postmaster.pid"):
-            path = ROOT / ".services" / pid_file
+            path = SERVICES / pid_file
             with contextlib.suppress(OSError, ValueError):
                 pids.append(int(path.read_text().split()[0]))
         postmaster = pids[-1] if pids else 0
@@ -592,7 +622,9 @@ class Bench:
         self.results["pinning"] = (
             f"server under test: taskset -c {SERVER_CPU}; load client, producer, ingest "
             f"(consume_events / bridge), Redis, Kafka, PostgreSQL: CPU {OTHER_CPU} "
-            f"({len(self.pinned)} service threads re-pinned for the run)"
+            f"({len(self.pinned)} service threads re-pinned for the run); M6: 1 ingest process "
+            f"on CPU {SERVER_CPU}, 2 and 3 consume_events processes on CPUs "
+            f"{OTHER_CPU},{SERVER_CPU} with the services"
         )
 
     def unpin_services(self) -> None:
@@ -979,103 +1011,216 @@ class Bench:
     # ---- M6
 
     def m6(self) -> dict[str, Any]:
-        n = self.cfg["m6_events"]
-        users = self.users
+        """Ingest throughput with no clients. The bare loop and the bridge drain ``m6_events``
+        pre-filled records with a fresh group per repetition; ``consume_events`` runs as 1, 2
+        and 3 processes of one group (``m6_taskstream``). Every cell keeps each repetition;
+        the report shows the median and the range."""
+        cfg = self.cfg
+        n = cfg["m6_events"]
+        reps = cfg["m6_reps"]
         log(f"M6: pre-filling {self.topic_m6} with {n} events")
-        self.load.burst(self.topic_m6, users, n)
-        res: dict[str, Any] = {"events": n}
-        bare = self.procs.start(
-            "m6-bare",
-            [
-                PY,
-                str(BENCH / "kfloor.py"),
-                "drain",
-                "--bootstrap",
-                self.bootstrap,
-                "--topic",
-                self.topic_m6,
-                "--group",
-                f"bench.{self.run_id}.m6bare",
-                "--count",
-                str(n),
-            ],
-            cpu=SERVER_CPU,
-            stdout_pipe=True,
-        )
-        out = read_json_line(bare, 120)
-        res["bare"] = out | {"per_s": out.get("records", 0) / max(1e-6, out.get("seconds", 1))}
-        bridge = self.procs.start(
-            "m6-bridge",
-            [
-                PY,
-                str(BENCH / "bridge.py"),
-                "--bootstrap",
-                self.bootstrap,
-                "--topic",
-                self.topic_m6,
-                "--group",
-                f"bench.{self.run_id}.m6bridge",
-                "--count",
-                str(n),
-                "--redis",
-                REDIS_URL,
-            ],
-            cpu=SERVER_CPU,
-            stdout_pipe=True,
-        )
-        out = read_json_line(bridge, 120)
-        res["bridge"] = out | {"per_s": out.get("records", 0) / max(1e-6, out.get("seconds", 1))}
-        res["taskstream"] = self.m6_taskstream(n)
+        self.load.burst(self.topic_m6, self.users, n)
+        res: dict[str, Any] = {
+            "events": n,
+            "reps": reps,
+            "max_s": cfg["m6_max_s"],
+        }
+        for name, script, extra in (
+            ("bare", "kfloor.py", ["drain"]),
+            ("bridge", "bridge.py", ["--redis", REDIS_URL]),
+        ):
+            runs = []
+            for rep in range(reps):
+                proc = self.procs.start(
+                    f"m6-{name}-{rep}",
+                    [
+                        PY,
+                        str(BENCH / script),
+                        *extra,
+                        "--bootstrap",
+                        self.bootstrap,
+                        "--topic",
+                        self.topic_m6,
+                        "--group",
+                        f"bench.{self.run_id}.m6{name}.{rep}",
+                        "--count",
+                        str(n),
+                    ],
+                    cpu=SERVER_CPU,
+                    stdout_pipe=True,
+                )
+                out = read_json_line(proc, 120)
+                runs.append(
+                    out | {"per_s": out.get("records", 0) / max(1e-6, out.get("seconds", 1))}
+                )
+            res[name] = {"runs": runs, "pinning": f"CPU {SERVER_CPU}"}
+        counts = cfg["m6_procs"]
+        res["taskstream"] = [
+            self.m6_taskstream(k, n, reps, len(counts) - i - 1) for i, k in enumerate(counts)
+        ]
+        res["reps_cut"] = any(c.get("reps_cut") for c in res["taskstream"])
         return res
 
-    def m6_taskstream(self, n: int) -> dict[str, Any]:
+    def m6_taskstream(self, procs: int, n: int, reps: int, cells_after: int) -> dict[str, Any]:
+        """``procs`` ``consume_events`` processes in one fresh group on a fresh 3-partition
+        topic. Once the group is stable (every partition assigned) the processes are stopped
+        (SIGSTOP), ``n`` events are produced, and they are continued (SIGCONT): each repetition
+        drains a pre-filled backlog with no start-up and no rebalance in it. events/s = events
+        committed ÷ seconds from SIGCONT to the last commit; CPU = the processes' CPU over the
+        same interval, summed. A drain stops after ``m6_max_s`` once a tenth of the events are
+        committed, or at 3 x ``m6_max_s`` (the rate is then over what was committed)."""
         from confluent_kafka import Consumer, TopicPartition
 
-        group = f"bench.{self.run_id}.m6ts"
+        topic = f"{self.topic_m6}.p{procs}"
+        group = f"bench.{self.run_id}.m6ts.p{procs}"
         prefix = f"bench.{self.run_id}.m6"
         env = {
             **self.ts_env,
-            "TASKSTREAM_TOPIC_EVENTS": self.topic_m6,
+            "LOG_LEVEL": "INFO",
+            "TASKSTREAM_TOPIC_EVENTS": topic,
             "TASKSTREAM_TOPIC_REQUESTS": f"{prefix}.requests",
             "TASKSTREAM_TOPIC_DLQ": f"{prefix}.dlq",
             "TASKSTREAM_CONSUMER_GROUP": group,
         }
-        watcher = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
-        parts = [TopicPartition(self.topic_m6, p) for p in range(3)]
-        proc = self.procs.start(
-            "m6-consume_events", [PY, "manage.py", "consume_events"], cpu=SERVER_CPU, env=env
-        )
-        samples: list[tuple[float, int, float]] = []
-        deadline = time.monotonic() + 240
-        done = 0
-        try:
-            while time.monotonic() < deadline and proc.alive():
-                committed = watcher.committed(parts, timeout=5)
-                done = sum(max(0, p.offset) for p in committed)
-                samples.append((time.monotonic(), done, proc.cpu()))
-                if done >= n:
-                    break
-                time.sleep(0.25)
-        finally:
-            proc.stop()
-            watcher.close()
-        started = [s for s in samples if s[1] > 0]
-        if len(started) < 2:
-            return {"error": f"no progress ({done} of {n} committed)", "log": proc.tail(5)}
-        (t_a, n_a, c_a), (t_b, n_b, c_b) = started[0], started[-1]
-        per_s = (n_b - n_a) / max(1e-6, t_b - t_a)
-        return {
-            "records": n_b,
-            "seconds": t_b - t_a,
-            "per_s": per_s,
-            "cpu_us_per_event": (c_b - c_a) * 1e6 / max(1, n_b - n_a),
-            "complete": n_b >= n,
+        # One process: alone on CPU 1, the services on CPU 0 (as every ingest-only row).
+        # Several: free over both cores, which they share with Redis, Kafka and PostgreSQL.
+        cpus = SERVER_CPU if procs == 1 else f"{OTHER_CPU},{SERVER_CPU}"
+        res: dict[str, Any] = {
+            "procs": procs,
+            "pinning": f"CPU {cpus}" + (" (shared with the services)" if procs > 1 else ""),
+            "runs": [],
         }
+        workers = [
+            self.procs.start(
+                f"m6-consume_events-p{procs}-{i}",
+                [PY, "manage.py", "consume_events"],
+                cpu=cpus,
+                env=env,
+            )
+            for i in range(procs)
+        ]
+        watcher = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+        parts = [TopicPartition(topic, p) for p in range(3)]
+
+        def committed() -> int:
+            return sum(max(0, p.offset) for p in watcher.committed(parts, timeout=5))
+
+        def signal_all(sig: int) -> None:
+            for w in workers:
+                with contextlib.suppress(OSError):
+                    os.kill(w.pid, sig)
+
+        try:
+            self.wait_group_stable(group, procs, workers)
+            rep_s = 0.0
+            for rep in range(reps):
+                # The run's time budget: one more repetition only if it, and one of each
+                # later cell with its start-up, still end by m6_end_s.
+                need = rep_s * (1 + cells_after) + 12 * cells_after
+                if rep and time.monotonic() - self.t_start + need > self.cfg["m6_end_s"]:
+                    res["reps_cut"] = True
+                    log(f"M6 consume_events x{procs}: {rep} rep(s), the time budget is spent")
+                    break
+                t_rep = time.monotonic()
+                assigned0 = sum(w.log_path.read_text().count("assigned ") for w in workers)
+                # Built before the stop: the processes stay stopped only while the records
+                # are sent (well under the group's session timeout).
+                records = self.load.records(topic, self.users, n)
+                t_stop = time.monotonic()
+                signal_all(signal.SIGSTOP)
+                try:
+                    base = committed()
+                    self.load.send(topic, records)
+                    end = sum(
+                        watcher.get_watermark_offsets(p, timeout=5, cached=False)[1] for p in parts
+                    )
+                    cpu0 = sum(w.cpu() for w in workers)
+                    t0 = time.monotonic()
+                finally:
+                    signal_all(signal.SIGCONT)
+                last = (t0, base, cpu0)
+                max_s = self.cfg["m6_max_s"]
+                while all(w.alive() for w in workers):
+                    done = committed()
+                    if done > last[1]:
+                        last = (time.monotonic(), done, sum(w.cpu() for w in workers))
+                    if done >= end:
+                        break
+                    # Past max_s, once a tenth of the backlog is in (enough commits for a
+                    # rate), or at 3 x max_s whatever is in.
+                    waited = time.monotonic() - t0
+                    if waited > 3 * max_s or (waited > max_s and done - base >= (end - base) / 10):
+                        break
+                    time.sleep(0.05)
+                t1, done, cpu1 = last
+                drained = done - base
+                run = {
+                    "records": drained,
+                    "backlog": end - base,
+                    "seconds": t1 - t0,
+                    "per_s": drained / (t1 - t0) if drained else 0.0,
+                    "cpu_us_per_event": (cpu1 - cpu0) * 1e6 / drained if drained else None,
+                    "complete": done >= end,
+                    "stopped_s": t0 - t_stop,
+                    "rebalanced": sum(w.log_path.read_text().count("assigned ") for w in workers)
+                    != assigned0,
+                }
+                if not all(w.alive() for w in workers):
+                    run["error"] = "a consume_events process exited: " + next(
+                        w.tail(3) for w in workers if not w.alive()
+                    )
+                res["runs"].append(run)
+                rep_s = time.monotonic() - t_rep
+                log(
+                    f"M6 consume_events x{procs} rep {rep + 1}: {drained} of {end - base} in "
+                    f"{t1 - t0:.1f}s = {run['per_s']:.0f}/s, "
+                    f"{run['cpu_us_per_event'] or 0:.0f} CPU-us/event"
+                )
+                if "error" in run:
+                    break
+        except Exception as exc:
+            res["error"] = repr(exc)
+        finally:
+            # Measured: SIGKILL instead of a graceful stop, which would first finish a batch
+            # (seconds at the old speed); the topic and the group are this cell's alone.
+            signal_all(signal.SIGKILL)
+            for w in workers:
+                w.popen.wait(10)
+            watcher.close()
+        return res
+
+    def wait_group_stable(
+        self, group: str, members: int, workers: list[Proc], timeout: float = 60.0
+    ) -> None:
+        """Until ``group`` is Stable with ``members`` members that hold all 3 partitions."""
+        from confluent_kafka import ConsumerGroupState
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        deadline = time.monotonic() + timeout
+        state = "?"
+        while time.monotonic() < deadline:
+            for w in workers:
+                if not w.alive():
+                    raise RuntimeError(f"{w.name} exited:\n{w.tail()}")
+            with contextlib.suppress(Exception):
+                desc = admin.describe_consumer_groups([group])[group].result(timeout=5)
+                held = sum(len(m.assignment.topic_partitions) for m in desc.members)
+                state = f"{desc.state} with {len(desc.members)} members holding {held}"
+                if (
+                    desc.state == ConsumerGroupState.STABLE
+                    and len(desc.members) == members
+                    and held == 3
+                ):
+                    time.sleep(0.5)  # each member's first fetch of its (empty) partitions
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"group {group} not stable after {timeout:.0f}s: {state}")
 
     # ---- main
 
     def run(self) -> None:
-        t_start = time.monotonic()
+        t_start = self.t_start = time.monotonic()
         self.pin_services()
         try:
             self.setup()
