@@ -12,7 +12,9 @@ import asyncio
 import logging
 import re
 import threading
+from typing import Any
 
+import uvicorn
 from confluent_kafka import Producer
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -86,9 +88,23 @@ def prepare_database() -> None:
         user.save()
 
 
-def run(host: str, port: int) -> None:
-    import uvicorn
+class _AnnouncingServer(uvicorn.Server):
+    """Says where to go once the socket listens, not before (a busy machine starts
+    slowly, and a person or a test would otherwise knock on a closed port)."""
 
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            url = f"http://{self.config.host}:{self.config.port}/"
+            print(
+                f"\nTaskstream is running at {url}\n"
+                f"  log in as {DEMO_USER} / {DEMO_PASSWORD} (also for {url}admin/)\n"
+                "  Ctrl-C stops everything.\n",
+                flush=True,
+            )
+
+
+def run(host: str, port: int) -> None:
     settings = conf.get()
     mock_owner: Producer | None = None
     if not settings.KAFKA_BOOTSTRAP_SERVERS:
@@ -114,17 +130,10 @@ def run(host: str, port: int) -> None:
         epoch = await loop.run_in_executor(None, cluster_epoch) if mock_owner else None
         event_consumer = await build_event_consumer(epoch)
         consuming = asyncio.create_task(event_consumer.run(), name="consume-events")
-        server = uvicorn.Server(
+        server = _AnnouncingServer(
             uvicorn.Config(
                 build_application(), host=host, port=port, lifespan="off", log_level="info"
             )
-        )
-        url = f"http://{host}:{port}/"
-        print(
-            f"\nTaskstream is running at {url}\n"
-            f"  log in as {DEMO_USER} / {DEMO_PASSWORD} (also for {url}admin/)\n"
-            "  Ctrl-C stops everything.\n",
-            flush=True,
         )
         try:
             await server.serve()

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from realtime import redis_scripts as scripts
 from streaming import conf
 from streaming.cursor import PartitionKey
 from streaming.events import TaskEvent
@@ -246,7 +247,7 @@ class RedisHotStore(HotStore):
             # spent most of its time packing and parsing them in Python (py-spy,
             # docs/benchmarks.md). The script names keys it was not given, so the hot
             # store needs a single Redis (not Redis Cluster), like channels-redis.
-            await self.redis.eval(_APPEND, 0, self.max_events, self.ttl_seconds, payload)
+            await self.redis.eval(scripts.APPEND, 0, self.max_events, self.ttl_seconds, payload)
         except BaseException:
             # The cache ran ahead of Redis: forget it, so a retry re-reads what was stored.
             self._last.clear()
@@ -294,7 +295,7 @@ class RedisHotStore(HotStore):
     async def set_heads(self, heads: dict[PartitionKey, int]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for (source, partition), offset in heads.items():
-                pipe.eval(_SET_MAX, 1, f"{self.p}:head:{source}:{partition}", offset)
+                pipe.eval(scripts.SET_MAX, 1, f"{self.p}:head:{source}:{partition}", offset)
             await pipe.execute()
 
     async def heads(self, keys: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
@@ -312,7 +313,7 @@ class RedisHotStore(HotStore):
 
     async def acquire_lease(self, user_id: int, lease: str, limit: int, ttl: float) -> bool:
         acquired = await self.redis.eval(
-            _ACQUIRE_LEASE, 1, f"{self.p}:lease:{user_id}", lease, limit, ttl, time.time()
+            scripts.ACQUIRE_LEASE, 1, f"{self.p}:lease:{user_id}", lease, limit, ttl, time.time()
         )
         return bool(acquired)
 
@@ -341,43 +342,6 @@ def _partition_key(member: str) -> PartitionKey:
 
 
 # Keep the larger of the stored and the given value (heads never move back).
-# ARGV: maxlen, ttl, then JSON {"e": [[stream key, id, prev, body], ...],
-# "i": [[index key, member], ...]}. An id at or below a stream's last (a retried batch) is
-# skipped, not an error.
-_APPEND = """
-local maxlen, ttl = ARGV[1], ARGV[2]
-local batch = cjson.decode(ARGV[3])
-local expired = {}
-for _, e in ipairs(batch.e) do
-  redis.pcall('XADD', e[1], 'MAXLEN', '~', maxlen, e[2], 'p', e[3], 'f', e[4])
-  if not expired[e[1]] then redis.call('EXPIRE', e[1], ttl); expired[e[1]] = true end
-end
-for _, i in ipairs(batch.i) do
-  redis.call('SADD', i[1], i[2])
-  if not expired[i[1]] then redis.call('EXPIRE', i[1], ttl); expired[i[1]] = true end
-end
-return #batch.e
-"""
-
-_SET_MAX = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
-"""
-
-# Drop expired leases, then take a slot if one is free (or renew the caller's own).
-_ACQUIRE_LEASE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and
-   redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
-end
-redis.call('ZADD', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[1])
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 60)
-return 1
-"""
-
-
 _memory_store: MemoryHotStore | None = None
 _redis_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisHotStore] = (
     weakref.WeakKeyDictionary()
