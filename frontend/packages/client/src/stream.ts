@@ -67,7 +67,7 @@ export class StreamLoop {
   /** A 429's Retry-After: nothing, not even `online`, starts an attempt before this. */
   private notBefore = 0;
   private offline = false;
-  private readonly listeners: Array<[string, EventListener]> = [];
+  private readonly listeners: Array<[EventTarget, string, EventListener]> = [];
 
   constructor(
     private readonly config: StreamConfig,
@@ -83,11 +83,8 @@ export class StreamLoop {
 
   stop(): void {
     this.stopped = true;
-    for (const [type, listener] of this.listeners.splice(0)) {
-      this.config.eventTarget?.removeEventListener(type, listener);
-      if (type === "visibilitychange" && typeof document !== "undefined") {
-        document.removeEventListener(type, listener);
-      }
+    for (const [target, type, listener] of this.listeners.splice(0)) {
+      target.removeEventListener(type, listener);
     }
     this.controller?.abort();
     this.wake?.();
@@ -110,7 +107,7 @@ export class StreamLoop {
     if (target === null) return;
     const on = (type: string, listener: EventListener, on: EventTarget = target): void => {
       on.addEventListener(type, listener);
-      this.listeners.push([type, listener]);
+      this.listeners.push([on, type, listener]);
     };
     on("online", () => {
       this.offline = false;
@@ -127,8 +124,8 @@ export class StreamLoop {
         this.reconnectNow();
       }
     };
-    // visibilitychange fires on document, not window.
-    if (typeof document !== "undefined") on("visibilitychange", visible, document);
+    // visibilitychange fires on document, not window (an injected target gets it directly).
+    on("visibilitychange", visible, target === globalThis.window ? document : target);
     on("pageshow", () => this.reconnectNow());
   }
 
