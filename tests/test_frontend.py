@@ -69,9 +69,7 @@ def e2e_user(django_user_model: type[User], name: str) -> dict[str, str]:
 @pytest.mark.services
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.timeout(900)
-def test_playwright_scenarios(
-    stack: Stack, django_user_model: type[User], tmp_path: Path
-) -> None:
+def test_playwright_scenarios(stack: Stack, django_user_model: type[User], tmp_path: Path) -> None:
     users = {n: e2e_user(django_user_model, n) for n in ("tabs", "refresh", "devices", "reset")}
     # DEBUG serves the demo bundle from realtime/static/ as `make run` does.
     with (
