@@ -43,6 +43,7 @@ function makeClient(): TaskstreamClient {
   });
   const log: LogEntry[] = [];
   const entry = (type: string, fields: Partial<LogEntry> = {}): void => {
+    if (log.length >= 10_000) log.splice(0, 1_000); // a long-open demo tab stays small
     log.push({
       type,
       id: client.getSnapshot().cursor,

@@ -276,8 +276,14 @@ export class TaskstreamClient {
   private apply(frame: Frame): void {
     if (frame.id !== null && !isAfter(frame.id, this.snapshot.cursor)) return;
     if (frame.type === "stream-reset") {
-      const info = parseJson(frame.data) as ResetInfo | null;
-      if (info !== null) this.reset(info);
+      const info = parseJson(frame.data);
+      // Whatever its body, a reset means the cursor is void: act on it even if malformed.
+      const valid = typeof info === "object" && info !== null && "reason" in info;
+      this.reset(
+        valid
+          ? (info as ResetInfo)
+          : { reason: "cursor-expired", requested: this.snapshot.cursor ?? "", resumed_from: "earliest" },
+      );
       return;
     }
     const event = parseTaskEvent(frame.type, frame.data);
