@@ -47,6 +47,8 @@ test("8 tabs hold one stream; when the leader tab closes the others go on withou
   await expect
     .poll(async () => taskTrail(await pageLog(others[1] as Page), taskId).length, { timeout: 30_000 })
     .toBeGreaterThanOrEqual(8);
+  // Running: Cancel is offered (the follower tab learnt of the task from its first event).
+  await expect((others[1] as Page).locator(`.task[data-task-id="${taskId}"] .cancel`)).toHaveCount(1);
   await leader.close();
 
   for (const page of others) await waitFinished(page, taskId);
@@ -145,8 +147,24 @@ test("a stream-reset makes the page refetch its tasks", async ({ browser }: { br
     (window as unknown as { taskstreamDemoOptions: object }).taskstreamDemoOptions = { initialCursor };
   }, forged);
   const wire = recordWire(page);
+  const errors: string[] = [];
+  page.on("pageerror", (error) => errors.push(String(error)));
+  page.on("console", (message) => {
+    if (message.type() === "error") errors.push(message.text());
+  });
   await page.reload();
-  await expect(page.locator("#resets")).toBeVisible();
+  const snapshot = (): Promise<unknown> =>
+    page.evaluate(() => {
+      const demo = (window as unknown as { taskstreamDemo?: { client: { getSnapshot(): unknown }; log: unknown[] } })
+        .taskstreamDemo;
+      return { snapshot: demo?.client.getSnapshot(), log: demo?.log };
+    });
+  try {
+    await expect(page.locator("#resets")).toBeVisible();
+  } catch (error) {
+    console.log("state at failure:", JSON.stringify({ page: await snapshot(), wire, errors }));
+    throw error;
+  }
   const log = await pageLog(page);
   const reset = log.find((e) => e.type === "stream-reset");
   expect(reset?.reason).toBe("epoch-changed");

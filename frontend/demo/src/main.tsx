@@ -183,7 +183,12 @@ function Dashboard({ onSignedOut }: { onSignedOut: () => void }): ReactNode {
     () =>
       client.subscribe("*", (event) => {
         const known = queryClient.getQueryData<TaskPage>(["tasks"])?.results.some((t) => t.id === event.task_id);
-        if (known === false) void queryClient.invalidateQueries({ queryKey: ["tasks"] });
+        // Not cancelRefetch: with events every few ms, each would cancel the fetch the one
+        // before started, and the list would never arrive. A fetch in flight began after an
+        // event of this task, so the task is in its answer.
+        if (known === false) {
+          void queryClient.invalidateQueries({ queryKey: ["tasks"] }, { cancelRefetch: false });
+        }
       }),
     [client, queryClient],
   );

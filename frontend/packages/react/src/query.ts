@@ -44,11 +44,18 @@ export function syncQueryClient(
     });
   const stopEvents = client.subscribe("*", (event) => onEvent(event, queryClient));
   const stopReset = client.onReset(() => {
+    // Cancel first: a fetch already in flight started before the reset, and TanStack would
+    // hand its answer to the invalidation instead of fetching again when the query has no
+    // data yet (a page's first load racing the stream's reset).
+    const refetch = async (filters: { queryKey?: QueryKey }): Promise<void> => {
+      await queryClient.cancelQueries(filters);
+      await queryClient.invalidateQueries(filters);
+    };
     if (options.resetKeys === undefined) {
-      void queryClient.invalidateQueries();
+      void refetch({});
       return;
     }
-    for (const queryKey of options.resetKeys) void queryClient.invalidateQueries({ queryKey });
+    for (const queryKey of options.resetKeys) void refetch({ queryKey });
   });
   return () => {
     stopEvents();
