@@ -32,16 +32,27 @@ export type TaskstreamProviderProps =
  * code, e.g. a query client helper), or `options` and the provider creates one.
  */
 export function TaskstreamProvider(props: TaskstreamProviderProps): ReactNode {
-  const [owned] = useState(() =>
+  const options = useRef(props.options);
+  const [owned, setOwned] = useState(() =>
     props.client === undefined ? new TaskstreamClient(props.options ?? {}) : null,
   );
   const client = props.client ?? owned;
   if (client === null) throw new Error("TaskstreamProvider: no client");
   useEffect(() => {
-    client.start();
-    // A client the provider made is closed with it (its leader lock goes to another tab);
-    // a client passed in belongs to the caller.
-    return owned === null ? undefined : () => owned.close();
+    if (owned === null) {
+      // A client passed in belongs to the caller, who closes it.
+      client.start();
+      return undefined;
+    }
+    if (owned.getSnapshot().state === "closed") {
+      // Unmounted and mounted again (StrictMode does this in development): a closed client
+      // cannot restart, so make a new one; the effect runs again with it.
+      setOwned(new TaskstreamClient(options.current ?? {}));
+      return undefined;
+    }
+    owned.start();
+    // Closing hands this tab's leader lock to another tab.
+    return () => owned.close();
   }, [client, owned]);
   return <ClientContext.Provider value={client}>{props.children}</ClientContext.Provider>;
 }

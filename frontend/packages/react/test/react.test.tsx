@@ -2,6 +2,7 @@
 import { QueryClient } from "@tanstack/query-core";
 import { TaskstreamClient } from "@taskstream/client";
 import { act, cleanup, render, screen } from "@testing-library/react";
+import { StrictMode } from "react";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { FakeFetch, OPEN, TASK, frame, progress } from "../../client/test/fakes.js";
 import {
@@ -92,6 +93,25 @@ describe("TaskstreamProvider and hooks", () => {
     view.unmount();
     await settle();
     expect(stream.closed).toBe(true);
+  });
+
+  it("survives StrictMode's unmount and remount in development", async () => {
+    net.stream(); // taken by the first client, which StrictMode's cleanup closes
+    const second = net.stream();
+    render(
+      <StrictMode>
+        <TaskstreamProvider
+          options={{ fetch: net.fetch, locks: null, createChannel: null, eventTarget: null }}
+        >
+          <Status />
+        </TaskstreamProvider>
+      </StrictMode>,
+    );
+    await settle();
+    second.push(OPEN);
+    await settle();
+    expect(screen.getByTestId("status").textContent).toBe("open/solo");
+    expect(net.requests).toHaveLength(2);
   });
 });
 
