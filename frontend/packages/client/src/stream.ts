@@ -7,6 +7,7 @@
  */
 import { createParser } from "eventsource-parser";
 import { backoffDelay, parseRetryAfter } from "./backoff.js";
+import { IdOnlyFrames } from "./idframes.js";
 import type { Auth, ConnectionState, ResetInfo, Snapshot } from "./types.js";
 
 /** Throw this from `refresh()` or `getToken()` when the session is over: the client stops. */
@@ -50,6 +51,9 @@ type Outcome =
   | { kind: "throttled"; retryAfterMs: number; code: string }
   | { kind: "offline" }
   | { kind: "stopped" };
+
+/** The `type` of a relayed id-only frame: it moves the cursor and fires nothing. */
+export const ID_ONLY = "taskstream:id";
 
 /** Default when a 429 carries no usable Retry-After. */
 const DEFAULT_RETRY_AFTER_MS = 5000;
@@ -315,6 +319,7 @@ export class StreamLoop {
     // (a sleeping laptop, a proxy that dropped it silently).
     const silence = 2 * this.config.heartbeatMs + 1000;
     let watchdog = setTimeout(() => controller.abort(), silence);
+    const idOnly = new IdOnlyFrames();
     const reader = body.getReader();
     const decoder = new TextDecoder();
     try {
@@ -323,7 +328,11 @@ export class StreamLoop {
         if (done) break;
         clearTimeout(watchdog);
         watchdog = setTimeout(() => controller.abort(), silence);
-        parser.feed(decoder.decode(value, { stream: true }));
+        const text = decoder.decode(value, { stream: true });
+        parser.feed(text);
+        // After the parser: an id-only frame older than an event of the same chunk is then
+        // dropped by the cursor comparison instead of moving the cursor back.
+        for (const id of idOnly.feed(text)) this.host.frame({ type: ID_ONLY, id, data: "" });
       }
       return { kind: "ended", opened };
     } catch {

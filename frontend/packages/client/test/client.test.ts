@@ -121,6 +121,25 @@ describe("the stream", () => {
     expect((client.getSnapshot().nextRetryAt ?? 0) - Date.now()).toBe(3000);
   });
 
+  it("takes the cursor from id-only frames, never moving it back", async () => {
+    const client = solo();
+    const first = net.stream();
+    first.push(OPEN + progress(3, 10));
+    await settle();
+    // Other users' records moved the partition on: the server sends the id alone.
+    first.push(`id: ${cursor(9)}\n\n` + frame("heartbeat", { t: 1 }));
+    await settle();
+    expect(client.getSnapshot().cursor).toBe(cursor(9));
+    // An event and an older id-only frame in one chunk: the event's id stands.
+    first.push(progress(12, 20) + `id: ${cursor(11)}\n\n`);
+    await settle();
+    expect(client.getSnapshot().cursor).toBe(cursor(12));
+    first.end();
+    net.stream();
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(net.requests[1]?.headers["last-event-id"]).toBe(cursor(12));
+  });
+
   it("draws the jitter from [0, ceiling]: a zero draw retries at once", async () => {
     solo({ random: () => 0, minRetryMs: 1000 });
     net.fail();

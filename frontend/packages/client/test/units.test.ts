@@ -10,6 +10,7 @@ import {
   parseTaskEvent,
   type TaskEvent,
 } from "../src/index.js";
+import { IdOnlyFrames } from "../src/idframes.js";
 
 const TASK = "577e3e53-7a57-4772-b1d9-1c068f126ac9";
 const envelope = { event_id: "e", version: 1, occurred_at: "t", user_id: 1, task_id: TASK, scope: "user" } as const;
@@ -80,5 +81,17 @@ describe("generated types", () => {
   it("match schema/taskstream-events.schema.json (run `npm run gen:types` when this fails)", async () => {
     const committed = await readFile(GENERATED as URL, "utf8");
     expect(committed).toBe(await generate());
+  });
+});
+
+describe("id-only frames", () => {
+  it("are found across chunk boundaries and line-end styles; frames with data are not", () => {
+    const frames = new IdOnlyFrames();
+    expect(frames.feed("retry: 3000\n: taskstream\n\nid: a:0:1@E\ndata: x\n\nid: a:0:")).toEqual([]);
+    expect(frames.feed("5@E\n")).toEqual([]);
+    expect(frames.feed("\nevent: heartbeat\ndata: {}\n\n")).toEqual(["a:0:5@E"]);
+    expect(frames.feed("id: a:0:6@E\r")).toEqual([]);
+    expect(frames.feed("\n\r\n")).toEqual(["a:0:6@E"]);
+    expect(frames.feed("id:a:0:7@E\r\rid: \n\n")).toEqual(["a:0:7@E"]);
   });
 });
