@@ -6,7 +6,25 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 PORT ?= 8000
 
-.PHONY: install run services services-down lint test test-unit clean
+.PHONY: install run services services-down lint test test-unit clean frontend
+
+## The browser side (frontend/, Node 20 + npm): `npm ci` once per lock file (stamped, like the
+## venv), then the client and React packages and the demo bundle Django serves at `/`
+## (realtime/static/taskstream/dist/, gitignored), rebuilt when a source changes.
+FRONTEND_STAMP := frontend/node_modules/.installed-$(shell cksum < frontend/package-lock.json | cut -d' ' -f1)
+FRONTEND_SRC := $(shell find frontend/packages/*/src frontend/demo/src frontend/demo/build.mjs frontend/tsconfig.base.json frontend/packages/*/tsconfig.json -type f 2>/dev/null)
+DEMO_BUNDLE := realtime/static/taskstream/dist/demo.js
+
+$(FRONTEND_STAMP): frontend/package-lock.json
+	cd frontend && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	@rm -f frontend/node_modules/.installed-*
+	@touch $(FRONTEND_STAMP)
+
+$(DEMO_BUNDLE): $(FRONTEND_STAMP) $(FRONTEND_SRC)
+	cd frontend && npm run build
+	@touch $(DEMO_BUNDLE)
+
+frontend: $(DEMO_BUNDLE)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +35,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP)
 
 ## The whole product in one process: SQLite, in-process layer, embedded Kafka.
-run: install
+run: install frontend
 	DJANGO_DEBUG=true $(PY) manage.py run_embedded --port $(PORT)
 
 ## Install (apt/Maven on first use) and start Redis, PostgreSQL and Kafka on loopback;
@@ -35,17 +53,17 @@ lint: install
 	DJANGO_SECRET_KEY=lint-only $(VENV)/bin/mypy .
 
 ## Lint, types, then every test against the real services.
-test: install services lint
+test: install services lint frontend
 	eval "$$(PYTHON=$(PY) scripts/services env)" && \
 	  DJANGO_SECRET_KEY=test-only-secret-key-not-for-production-0123456789 \
 	  $(PY) -m pytest $(PYTEST_ARGS)
 
 ## Pure unit tests only (no services; SQLite).
-test-unit: install
+test-unit: install frontend
 	DJANGO_DEBUG=true $(PY) -m pytest -m "not services" $(PYTEST_ARGS)
 
 clean:
-	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache realtime/static/taskstream/dist
 
 ## Benchmarks against peers (bench/, issue #4): writes docs/benchmarks.md and docs/benchmarks-*.png.
 ## `bench` is the full run (< 15 min), `bench-quick` the small one (< 3 min).

@@ -43,26 +43,26 @@ class _Data(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
-class StartedData(_Data):
+class TaskStartedData(_Data):
     """``task.started``: no fields of its own."""
 
 
-class ProgressData(_Data):
+class TaskProgressData(_Data):
     progress: StrictInt = Field(ge=0, le=100, description="percent done")
     message: StrictStr = Field(
         "", description=f"for the user; the task keeps the first {MAX_MESSAGE_LENGTH} characters"
     )
 
 
-class SucceededData(_Data):
+class TaskSucceededData(_Data):
     result: JsonValue = Field(None, description="any JSON the task returns")
 
 
-class FailedData(_Data):
+class TaskFailedData(_Data):
     error: StrictStr = Field(description="why the task failed, for the user")
 
 
-class CancelledData(_Data):
+class TaskCancelledData(_Data):
     reason: StrictStr = ""
 
 
@@ -81,27 +81,27 @@ class _Envelope(BaseModel):
 
 class TaskStarted(_Envelope):
     event_type: Literal["task.started"]
-    data: StartedData
+    data: TaskStartedData
 
 
 class TaskProgress(_Envelope):
     event_type: Literal["task.progress"]
-    data: ProgressData
+    data: TaskProgressData
 
 
 class TaskSucceeded(_Envelope):
     event_type: Literal["task.succeeded"]
-    data: SucceededData
+    data: TaskSucceededData
 
 
 class TaskFailed(_Envelope):
     event_type: Literal["task.failed"]
-    data: FailedData
+    data: TaskFailedData
 
 
 class TaskCancelled(_Envelope):
     event_type: Literal["task.cancelled"]
-    data: CancelledData
+    data: TaskCancelledData
 
 
 TASK_EVENT_MODELS: Final = (TaskStarted, TaskProgress, TaskSucceeded, TaskFailed, TaskCancelled)
@@ -135,6 +135,12 @@ class Heartbeat(BaseModel):
 CONTROL_MODELS: Final = (StreamOpen, StreamReset, Heartbeat)
 
 
+def _event_type(model: type[BaseModel]) -> str:
+    """The one ``event_type`` a task event model admits (its Literal's value)."""
+    values: tuple[Any, ...] = getattr(model.model_fields["event_type"].annotation, "__args__", ())
+    return str(values[0])
+
+
 def json_schema() -> dict[str, Any]:
     """The committed JSON Schema: one ``$defs`` entry per event and payload."""
     _, schema = models_json_schema(
@@ -143,7 +149,23 @@ def json_schema() -> dict[str, Any]:
     )
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "taskstream-events.schema.json"
-    schema["oneOf"] = [{"$ref": f"#/$defs/{m.__name__}"} for m in TASK_EVENT_MODELS]
+    schema["description"] = (
+        "Every event a Taskstream stream carries; generated from streaming/schema.py."
+    )
+    refs = {_event_type(m): m.__name__ for m in TASK_EVENT_MODELS}
+    schema["$defs"]["TaskEvent"] = {
+        "title": "TaskEvent",
+        "description": "Any task event: the Kafka record value and the SSE data of task.*.",
+        "oneOf": [{"$ref": f"#/$defs/{name}"} for name in refs.values()],
+        "discriminator": {
+            "propertyName": "event_type",
+            "mapping": {tag: f"#/$defs/{name}" for tag, name in refs.items()},
+        },
+    }
+    schema["anyOf"] = [
+        {"$ref": f"#/$defs/{name}"}
+        for name in ("TaskEvent", "StreamOpen", "StreamReset", "Heartbeat")
+    ]
     return schema
 
 
