@@ -20,6 +20,7 @@ a header / the job's meta.
 from __future__ import annotations
 
 import logging
+import uuid
 from functools import cached_property
 from typing import Any
 
@@ -30,6 +31,9 @@ from streaming.publisher import Publisher
 logger = logging.getLogger(__name__)
 
 SYSTEMS = ("celery", "rq")
+# Namespace of the ids of the task.cancelled events the dispatcher sends for RQ jobs
+# cancelled before they started (uuid5 of the task id).
+CANCELLED_NAMESPACE = uuid.UUID("2f6f1c1e-9a3b-4d7e-8a55-0b6c3f4e9d12")
 
 
 def route_for(kind: str) -> str | None:
@@ -144,7 +148,18 @@ class Dispatcher:
             send_stop_job_command(connection, task_id)
         elif status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
             job.cancel()
-            self.publisher.send(
-                "task.cancelled", user_id=user_id, task_id=task_id, data={"reason": "cancelled"}
-            )
-            self.publisher.flush()
+            self._cancelled(task_id, user_id)
+        elif status == JobStatus.CANCELED:  # a retry after the event was not acknowledged
+            self._cancelled(task_id, user_id)
+
+    def _cancelled(self, task_id: str, user_id: int) -> None:
+        """No RQ worker will see a job cancelled before it started: report it here, with an
+        event id fixed per task, so a retried report is a duplicate consume_events ignores."""
+        self.publisher.send(
+            "task.cancelled",
+            user_id=user_id,
+            task_id=task_id,
+            data={"reason": "cancelled"},
+            event_id=str(uuid.uuid5(CANCELLED_NAMESPACE, task_id)),
+        )
+        self.publisher.flush()

@@ -221,3 +221,19 @@ def test_the_sdk_and_its_integrations_import_no_django() -> None:
     assert django_modules("import streaming.publisher.celery") == django_modules(
         "import celery.app.task"
     )
+
+
+def test_each_process_gets_its_own_publisher(monkeypatch: pytest.MonkeyPatch) -> None:
+    # librdkafka's threads do not survive fork(): a Celery child forked after the main
+    # process made its publisher must not reuse it.
+    from streaming.publisher import get_publisher, set_publisher
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    set_publisher(None)
+    try:
+        first = get_publisher()
+        assert get_publisher() is first
+        monkeypatch.setattr(os, "getpid", lambda: -1)  # as in a forked child
+        assert get_publisher() is not first
+    finally:
+        set_publisher(None)

@@ -178,3 +178,23 @@ def test_cancelling_a_running_routed_task_stops_it_with_task_cancelled(
     task = api(workers, alice, "GET", f"{task_id}/").json()
     assert task["status"] == "cancelled"
     assert task["progress"] < 100
+
+
+def test_cancelling_a_queued_rq_job_reports_task_cancelled_without_running_it(
+    workers: WorkerStack, alice: User, streams: list[StreamReader]
+) -> None:
+    stream = open_stream(workers, alice)
+    streams.append(stream)
+    # The RQ worker runs one job at a time: the second waits in the queue behind the first.
+    busy = start(workers, alice, "count-rq", {"steps": 100, "step_ms": 300})
+    stream.wait_for(lambda r: any(e.event == "task.progress" for e in of_task(r, busy)), 60)
+    queued = start(workers, alice, "count-rq", {"steps": 2, "step_ms": 50})
+
+    assert api(workers, alice, "POST", f"{queued}/cancel/").status_code == 202
+    stream.wait_for(finished(queued, "task.cancelled"), 60)
+    assert [e.event for e in of_task(stream, queued)] == ["task.cancelled"]  # never started
+    assert api(workers, alice, "GET", f"{queued}/").json()["status"] == "cancelled"
+
+    assert api(workers, alice, "POST", f"{busy}/cancel/").status_code == 202
+    stream.wait_for(finished(busy, "task.cancelled"), 60)
+    assert [e.event for e in of_task(stream, queued)] == ["task.cancelled"]

@@ -279,21 +279,26 @@ def parse_identity(value: Any) -> tuple[str, int] | None:
     return task_id, user_id
 
 
-_default: Publisher | None = None
+_default: tuple[int, Publisher] | None = None  # (the process that made it, the publisher)
 _default_lock = threading.Lock()
 
 
 def get_publisher() -> Publisher:
-    """The process's publisher, made on first use from the environment (Celery, RQ)."""
+    """The process's publisher, made on first use from the environment (Celery, RQ).
+
+    Per process: a child forked after its parent made one (Celery's prefork pool replaces
+    children from the main process, which reports revocations) gets its own, since
+    librdkafka's threads do not survive a fork.
+    """
     global _default
     with _default_lock:
-        if _default is None:
-            _default = Publisher()
-        return _default
+        if _default is None or _default[0] != os.getpid():
+            _default = (os.getpid(), Publisher())
+        return _default[1]
 
 
 def set_publisher(publisher: Publisher | None) -> None:
-    """Use ``publisher`` for this process (``None``: make one from the environment)."""
+    """Use ``publisher`` in this process (``None``: make one from the environment)."""
     global _default
     with _default_lock:
-        _default = publisher
+        _default = None if publisher is None else (os.getpid(), publisher)
