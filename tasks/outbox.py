@@ -133,6 +133,9 @@ class OutboxRelay:
     clock: Callable[[], datetime] = timezone.now
     # Celery and RQ (tasks.dispatch), made on the first routed row.
     dispatcher: dispatch.Dispatcher | None = None
+    # Per run_once: brokers that just failed, with the error; their other rows wait their
+    # backoff without each blocking the relay for a connect timeout.
+    brokers_down: dict[str, str] = field(default_factory=dict)
     in_flight: dict[int, Handed] = field(default_factory=dict)
     delivered: list[int] = field(default_factory=list)
     failed: dict[int, Failure] = field(default_factory=dict)
@@ -143,6 +146,7 @@ class OutboxRelay:
         Returns the number of rows marked sent.
         """
         room = min(self.batch_size, self.max_in_flight - len(self.in_flight))
+        self.brokers_down: dict[str, str] = {}
         try:
             for row in self._due_rows(room):
                 self._hand_over(row)
@@ -196,12 +200,17 @@ class OutboxRelay:
         if self.dispatcher is None:
             events = Publisher(producer=self.producer, topic=conf.get().TOPIC_EVENTS)
             self.dispatcher = dispatch.Dispatcher(events)
+        system = route.partition(":")[0]
+        if system in self.brokers_down:
+            self.failed[row_id] = Failure(self.brokers_down[system], permanent=False)
+            return
         try:
             self.dispatcher.dispatch(route, value)
         except (dispatch.DispatchRefused, KeyError, TypeError, ValueError) as exc:
             self.failed[row_id] = Failure(f"cannot dispatch the row: {exc!r}", permanent=True)
         except Exception as exc:  # the broker is down or slow: retried with backoff
-            self.failed[row_id] = Failure(f"{route}: {type(exc).__name__}: {exc}", False)
+            self.brokers_down[system] = f"{route}: {type(exc).__name__}: {exc}"
+            self.failed[row_id] = Failure(self.brokers_down[system], permanent=False)
         else:
             self.delivered.append(row_id)
 

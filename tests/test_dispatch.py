@@ -102,6 +102,25 @@ def test_a_broker_that_is_down_delays_the_task_and_loses_nothing(alice: User) ->
 
 @pytest.mark.django_db
 @override_settings(TASKSTREAM_TASK_ROUTES=ROUTES)
+def test_a_broker_that_is_down_is_tried_once_per_round_not_once_per_row(alice: User) -> None:
+    for _ in range(3):
+        services.create_task(alice.pk, "export", {})
+    services.create_task(alice.pk, "report", {})
+    services.create_task(alice.pk, "demo", {})
+    dispatcher = FakeDispatcher(ConnectionError("Error 111 connecting to redis"))
+    producer = FakeProducer()
+    relay = OutboxRelay(producer, dispatcher=dispatcher)  # type: ignore[arg-type]
+    assert relay.run_once(wait=0) == 1  # the demo row still goes to Kafka
+    # One attempt per broker (RQ, then Celery): a connect timeout is not paid per row.
+    assert [route for route, _ in dispatcher.calls] == [
+        "rq:myapp.jobs.export",
+        "celery:myapp.tasks.report",
+    ]
+    assert OutboxMessage.objects.filter(sent_at__isnull=True, attempts=1).count() == 4
+
+
+@pytest.mark.django_db
+@override_settings(TASKSTREAM_TASK_ROUTES=ROUTES)
 def test_a_refused_dispatch_fails_the_task_through_task_events(alice: User) -> None:
     task = services.create_task(alice.pk, "report", {})
     producer = FakeProducer()

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from streaming.kafka import RangeError
 from tasks.redrive import DeadLetterRedrive, Letter, Selection
 
 
@@ -74,7 +75,11 @@ class Command(BaseCommand):
         )
         redrive = DeadLetterRedrive()
         try:
-            chosen = redrive.select(redrive.read(), selection)
+            try:
+                letters = redrive.read()
+            except RangeError as exc:
+                raise CommandError(str(exc)) from None
+            chosen = redrive.select(letters, selection)
             if options["list"]:
                 for letter in chosen:
                     self.stdout.write(_describe(letter))
