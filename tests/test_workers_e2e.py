@@ -11,7 +11,6 @@ import json
 import os
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -22,79 +21,57 @@ from tests.sse import SSEEvent, StreamReader
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
-CELERY_DB, RQ_DB = 13, 14
-ROUTES = "count-celery=celery:tests.worker_apps.count,count-rq=rq:tests.worker_apps.count_job"
 
-
-def redis_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{db}"))
-
-
-class WorkerStack(Stack):
-    """The project's processes with routes to Celery and RQ, plus one worker of each."""
-
-    def __init__(self, env: dict[str, str], log_dir: Any, run_id: str) -> None:
-        redis_url = env["REDIS_URL"]
-        brokers = {
-            "TASKSTREAM_TASK_ROUTES": ROUTES,
-            "TASKSTREAM_CELERY_BROKER_URL": redis_db(redis_url, CELERY_DB),
-            "TASKSTREAM_CELERY_QUEUE": f"ts-celery-{run_id}",
-            "TASKSTREAM_RQ_REDIS_URL": redis_db(redis_url, RQ_DB),
-            "TASKSTREAM_RQ_QUEUE": f"ts-rq-{run_id}",
-        }
-        super().__init__({**env, **brokers}, log_dir)
-        # What a worker machine has: Kafka, the broker, no Django settings or database.
-        bare = {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "PYTHONUNBUFFERED": "1",
-            "KAFKA_BOOTSTRAP_SERVERS": env["KAFKA_BOOTSTRAP_SERVERS"],
-            "TASKSTREAM_TOPIC_EVENTS": env["TASKSTREAM_TOPIC_EVENTS"],
-            **brokers,
-        }
-        self.celery = Proc(
-            "celery",
-            [
-                *("-m", "celery", "-A", "tests.worker_apps", "worker"),
-                *("-Q", brokers["TASKSTREAM_CELERY_QUEUE"], "--pool", "prefork"),
-                *("--concurrency", "2", "--loglevel", "INFO", "--hostname", f"ts-{run_id}@%h"),
-                *("--without-gossip", "--without-mingle"),
-            ],
-            bare,
-            log_dir,
-        )
-        self.rq = Proc(
-            "rq",
-            [
-                *("-m", "rq.cli", "worker", "--url", brokers["TASKSTREAM_RQ_REDIS_URL"]),
-                *("--name", f"ts-rq-{run_id}", brokers["TASKSTREAM_RQ_QUEUE"]),
-            ],
-            bare,
-            log_dir,
-        )
-
-    def start(self) -> None:
-        self.celery.start()
-        self.rq.start()
-        super().start()
-        self.celery.wait_log(" ready.")
-        self.rq.wait_log("Listening on")
-
-    def stop(self) -> None:
-        self.rq.stop()
-        self.celery.stop()
-        super().stop()
+def worker_procs(env: dict[str, str], run_id: str, log_dir: Any) -> list[Proc]:
+    """A Celery worker and an RQ worker on the session's brokers (``stack_env``), with what a
+    worker machine has: Kafka and the broker, no Django settings or database."""
+    bare = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PYTHONUNBUFFERED": "1",
+        **{k: v for k, v in env.items() if k.startswith(("KAFKA_", "TASKSTREAM_"))},
+    }
+    celery = Proc(
+        "celery",
+        [
+            *("-m", "celery", "-A", "tests.worker_apps", "worker"),
+            *("-Q", env["TASKSTREAM_CELERY_QUEUE"], "--pool", "prefork", "--concurrency", "2"),
+            *("--loglevel", "INFO", "--hostname", f"ts-{run_id}@%h"),
+            *("--without-gossip", "--without-mingle"),
+        ],
+        bare,
+        log_dir,
+    )
+    rq = Proc(
+        "rq",
+        [
+            *("-m", "rq.cli", "worker", "--url", env["TASKSTREAM_RQ_REDIS_URL"]),
+            *("--name", f"ts-rq-{run_id}", env["TASKSTREAM_RQ_QUEUE"]),
+        ],
+        bare,
+        log_dir,
+    )
+    return [celery, rq]
 
 
 @pytest.fixture(scope="module")
 def workers(
-    stack_env: dict[str, str], run_id: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerStack]:
-    running = WorkerStack(stack_env, tmp_path_factory.mktemp("workers-logs"), run_id)
-    running.start()
-    yield running
-    running.stop()
+    stack: Stack,
+    stack_env: dict[str, str],
+    run_id: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """The session's stack (whose relay routes the ``count-*`` kinds), plus the workers."""
+    celery, rq = worker_procs(stack_env, run_id, tmp_path_factory.mktemp("workers-logs"))
+    celery.start()
+    rq.start()
+    try:
+        celery.wait_log(" ready.")
+        rq.wait_log("Listening on")
+        yield stack
+    finally:
+        rq.stop()
+        celery.stop()
 
 
 def api(stack: Stack, user: User, method: str, path: str, body: Any = None) -> httpx.Response:
@@ -124,7 +101,7 @@ def finished(task_id: str, event: str) -> Any:
 
 @pytest.mark.parametrize("kind", ["count-celery", "count-rq"])
 def test_a_routed_task_streams_its_progress_and_succeeds(
-    workers: WorkerStack, alice: User, kind: str, streams: list[StreamReader]
+    workers: Stack, alice: User, kind: str, streams: list[StreamReader]
 ) -> None:
     stream = open_stream(workers, alice)
     streams.append(stream)
@@ -148,7 +125,7 @@ def test_a_routed_task_streams_its_progress_and_succeeds(
 
 @pytest.mark.parametrize("kind", ["count-celery", "count-rq"])
 def test_a_routed_task_that_raises_fails_with_the_exception_message(
-    workers: WorkerStack, alice: User, kind: str, streams: list[StreamReader]
+    workers: Stack, alice: User, kind: str, streams: list[StreamReader]
 ) -> None:
     stream = open_stream(workers, alice)
     streams.append(stream)
@@ -166,7 +143,7 @@ def test_a_routed_task_that_raises_fails_with_the_exception_message(
 
 @pytest.mark.parametrize("kind", ["count-celery", "count-rq"])
 def test_cancelling_a_running_routed_task_stops_it_with_task_cancelled(
-    workers: WorkerStack, alice: User, kind: str, streams: list[StreamReader]
+    workers: Stack, alice: User, kind: str, streams: list[StreamReader]
 ) -> None:
     stream = open_stream(workers, alice)
     streams.append(stream)
@@ -181,7 +158,7 @@ def test_cancelling_a_running_routed_task_stops_it_with_task_cancelled(
 
 
 def test_cancelling_a_queued_rq_job_reports_task_cancelled_without_running_it(
-    workers: WorkerStack, alice: User, streams: list[StreamReader]
+    workers: Stack, alice: User, streams: list[StreamReader]
 ) -> None:
     stream = open_stream(workers, alice)
     streams.append(stream)
