@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -235,6 +236,44 @@ if TASKS_PARAMS_MAX_BYTES > 256 * 1024:
         f"TASKSTREAM_PARAMS_MAX_BYTES={TASKS_PARAMS_MAX_BYTES} must be at most 262144 (256 KiB): "
         "a task request must fit in one Kafka record"
     )
+
+# --- Task kinds run by Celery or RQ instead of the demo worker (docs/workers.md) ----------
+# TASKSTREAM_TASK_ROUTES="report=celery:myapp.tasks.report,export=rq:myapp.jobs.export":
+# the outbox relay hands a task of kind `report` to Celery (task name) and `export` to RQ
+# (function path), after the API's transaction commits; other kinds go to task.requests.
+_ROUTE = re.compile(r"^([a-z][a-z0-9_.-]{0,63})=(celery|rq):([A-Za-z_][A-Za-z0-9_.-]{0,200})$")
+
+
+def env_task_routes(name: str) -> dict[str, str]:
+    routes: dict[str, str] = {}
+    for item in env_list(name):
+        match = _ROUTE.match(item)
+        if match is None:
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} is not KIND=celery:TASK_NAME or KIND=rq:MODULE.FUNCTION"
+            )
+        kind, system, target = match.groups()
+        if kind in routes:
+            raise ImproperlyConfigured(f"{name}: kind {kind!r} is routed twice")
+        routes[kind] = f"{system}:{target}"
+    return routes
+
+
+TASKSTREAM_TASK_ROUTES = env_task_routes("TASKSTREAM_TASK_ROUTES")
+TASKSTREAM_CELERY_BROKER_URL = env_str("TASKSTREAM_CELERY_BROKER_URL")
+TASKSTREAM_CELERY_QUEUE = env_str("TASKSTREAM_CELERY_QUEUE", "celery")
+TASKSTREAM_RQ_REDIS_URL = env_str("TASKSTREAM_RQ_REDIS_URL")
+TASKSTREAM_RQ_QUEUE = env_str("TASKSTREAM_RQ_QUEUE", "default")
+for _system, _needed in (
+    ("celery", "TASKSTREAM_CELERY_BROKER_URL"),
+    ("rq", "TASKSTREAM_RQ_REDIS_URL"),
+):
+    _kinds = [k for k, r in TASKSTREAM_TASK_ROUTES.items() if r.startswith(f"{_system}:")]
+    if _kinds and not globals()[_needed]:
+        raise ImproperlyConfigured(
+            f"TASKSTREAM_TASK_ROUTES sends {', '.join(_kinds)} to {_system}, "
+            f"but {_needed} is not set"
+        )
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env_int("JWT_ACCESS_SECONDS", 300, minimum=5)),

@@ -4,12 +4,19 @@ import uuid
 from datetime import timedelta
 
 from django.contrib import admin
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from tasks.models import POSITION_FIELDS, PUBLIC_FIELDS, AsyncTask, OutboxMessage, TaskEventLog
+from tasks.models import (
+    POSITION_FIELDS,
+    PUBLIC_FIELDS,
+    AsyncTask,
+    DeadLetter,
+    OutboxMessage,
+    TaskEventLog,
+)
 
 
 class TaskEventLogInline(admin.TabularInline[TaskEventLog, AsyncTask]):
@@ -92,3 +99,41 @@ class OutboxMessageAdmin(admin.ModelAdmin[OutboxMessage]):
     @admin.display(description="last error")
     def error(self, obj: OutboxMessage) -> str:
         return obj.last_error if len(obj.last_error) <= 120 else obj.last_error[:119] + "…"
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin[DeadLetter]):
+    """Dead-letter records, as ``manage.py redrive_dead_letters`` last read them, with their
+    counts per reason above the list. Read-only: redriving is the command's job."""
+
+    list_display = ["dlq_position", "dead_at", "reason", "source_position", "user_id", "task_id"]
+    list_display += ["redriven_at"]
+    list_filter = [("redriven_at", admin.EmptyFieldListFilter), "dead_at", "event_type"]
+    search_fields = ["reason", "task_id", "event_id"]
+    readonly_fields = [f.name for f in DeadLetter._meta.fields]
+
+    @admin.display(description="dead-letter position")
+    def dlq_position(self, obj: DeadLetter) -> str:
+        return f"{obj.dlq_partition}:{obj.dlq_offset}"
+
+    @admin.display(description="source position")
+    def source_position(self, obj: DeadLetter) -> str:
+        return f"{obj.source}:{obj.source_partition}:{obj.source_offset}"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: DeadLetter | None = None) -> bool:
+        return False
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, object] | None = None
+    ) -> HttpResponse:
+        counts = (
+            DeadLetter.objects.values("reason")
+            .annotate(total=Count("id"), waiting=Count("id", filter=Q(redriven_at__isnull=True)))
+            .order_by("-total", "reason")
+        )
+        return super().changelist_view(
+            request, {**(extra_context or {}), "reason_counts": list(counts)}
+        )

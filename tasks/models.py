@@ -155,3 +155,36 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"outbox #{self.pk} → {self.topic}"
+
+
+class DeadLetter(models.Model):
+    """A record of the dead-letter topic, as ``manage.py redrive_dead_letters`` last read it
+    (``tasks.redrive``): what the admin counts per reason, and the redrive ledger (a record
+    redriven once is not redriven again unless asked)."""
+
+    dlq_topic = models.CharField(max_length=249)
+    dlq_partition = models.IntegerField()
+    dlq_offset = models.BigIntegerField()
+    dead_at = models.DateTimeField(db_index=True)
+    reason = models.CharField(max_length=1000, db_index=True)
+    # Where the record was in task.events (the dead-letter headers), when known.
+    source = models.CharField(max_length=249, blank=True)
+    source_partition = models.IntegerField(null=True, blank=True)
+    source_offset = models.BigIntegerField(null=True, blank=True)
+    event_type = models.CharField(max_length=64, blank=True)
+    event_id = models.CharField(max_length=64, blank=True)
+    task_id = models.CharField(max_length=64, blank=True, db_index=True)
+    user_id = models.BigIntegerField(null=True, blank=True)
+    redriven_at = models.DateTimeField(null=True, blank=True)
+    redrive_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["dlq_topic", "dlq_partition", "dlq_offset"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dlq_topic", "dlq_partition", "dlq_offset"], name="unique_dead_letter"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dlq_topic}:{self.dlq_partition}:{self.dlq_offset} ({self.reason})"

@@ -14,6 +14,9 @@ No row can hold up the rows after it:
   ``consume_events`` fails the task like any worker event. The event id is fixed when the
   row is marked, so a crash between the ack and ``failure_reported_at`` only repeats the
   event, which ``consume_events`` ignores as a duplicate.
+- A row addressed to a Celery or RQ route (``tasks.dispatch``) is handed to that broker
+  instead of Kafka, with the same rules: accepted means sent, ``DispatchRefused`` fails it
+  for good (and its task), any other error is retried with backoff.
 - Any other failure is transient: the row (or its owed event) is retried after an
   exponential backoff (``next_attempt_at``), and rows after it go out meanwhile. Rows are
   therefore sent in id order except that a row waiting out its backoff is overtaken.
@@ -40,6 +43,8 @@ from streaming import conf, metrics
 from streaming.events import SCHEMA_VERSION, SCOPE_USER
 from streaming.kafka import producer_config
 from streaming.loop import StopFlag, run_loop
+from streaming.publisher import Publisher
+from tasks import dispatch
 from tasks.models import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -126,6 +131,11 @@ class OutboxRelay:
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     clock: Callable[[], datetime] = timezone.now
+    # Celery and RQ (tasks.dispatch), made on the first routed row.
+    dispatcher: dispatch.Dispatcher | None = None
+    # Per run_once: brokers that just failed, with the error; their other rows wait their
+    # backoff without each blocking the relay for a connect timeout.
+    brokers_down: dict[str, str] = field(default_factory=dict)
     in_flight: dict[int, Handed] = field(default_factory=dict)
     delivered: list[int] = field(default_factory=list)
     failed: dict[int, Failure] = field(default_factory=dict)
@@ -136,6 +146,7 @@ class OutboxRelay:
         Returns the number of rows marked sent.
         """
         room = min(self.batch_size, self.max_in_flight - len(self.in_flight))
+        self.brokers_down: dict[str, str] = {}
         try:
             for row in self._due_rows(room):
                 self._hand_over(row)
@@ -172,6 +183,9 @@ class OutboxRelay:
             self.failed[row.id] = Failure(f"cannot encode the row: {exc!r}", permanent=True)
             return
         self.in_flight[row.id] = _handed(row, kind, topic, value, len(encoded))
+        if kind == REQUEST and dispatch.is_route(topic):
+            self._dispatch(row.id, topic, value)
+            return
         try:
             self.producer.produce(topic, key=key, value=encoded, on_delivery=self._callback(row.id))
         except BufferError:
@@ -181,6 +195,24 @@ class OutboxRelay:
             self.failed[row.id] = Failure.of(exc.args[0])
         except (TypeError, ValueError) as exc:  # a key or topic that cannot be encoded
             self.failed[row.id] = Failure(f"cannot produce the row: {exc!r}", permanent=True)
+
+    def _dispatch(self, row_id: int, route: str, value: Any) -> None:
+        if self.dispatcher is None:
+            events = Publisher(producer=self.producer, topic=conf.get().TOPIC_EVENTS)
+            self.dispatcher = dispatch.Dispatcher(events)
+        system = route.partition(":")[0]
+        if system in self.brokers_down:
+            self.failed[row_id] = Failure(self.brokers_down[system], permanent=False)
+            return
+        try:
+            self.dispatcher.dispatch(route, value)
+        except (dispatch.DispatchRefused, KeyError, TypeError, ValueError) as exc:
+            self.failed[row_id] = Failure(f"cannot dispatch the row: {exc!r}", permanent=True)
+        except Exception as exc:  # the broker is down or slow: retried with backoff
+            self.brokers_down[system] = f"{route}: {type(exc).__name__}: {exc}"
+            self.failed[row_id] = Failure(self.brokers_down[system], permanent=False)
+        else:
+            self.delivered.append(row_id)
 
     def _callback(self, row_id: int) -> Any:
         def on_delivery(err: Any, _msg: Any) -> None:

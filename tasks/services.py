@@ -2,7 +2,8 @@
 ``tasks.apply``).
 
 Both write an outbox row in the same transaction, so the Kafka command exists exactly when
-the change does.
+the change does. A kind routed to Celery or RQ (``tasks.dispatch``) gets a row addressed to
+its route instead of ``task.requests``: the relay hands it to that broker.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from streaming import conf
+from tasks.dispatch import route_for
 from tasks.models import AsyncTask, OutboxMessage
 
 COMMAND_VERSION = 1
@@ -54,4 +56,5 @@ def _enqueue_command(task: AsyncTask, command: str, extra: dict[str, Any]) -> No
         **extra,
     }
     # Keyed by task so a task's request and its cancel share a partition, in order.
-    OutboxMessage.objects.create(topic=conf.get().TOPIC_REQUESTS, key=str(task.id), value=value)
+    topic = route_for(task.kind) or conf.get().TOPIC_REQUESTS
+    OutboxMessage.objects.create(topic=topic, key=str(task.id), value=value)

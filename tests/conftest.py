@@ -193,7 +193,26 @@ def stack_env(
     env["DJANGO_SECRET_KEY"] = settings.SECRET_KEY
     env["PYTHONUNBUFFERED"] = "1"
     env["LOG_LEVEL"] = "INFO"
+    # Kinds the relay hands to Celery and RQ, each on a Redis database and a queue of this
+    # session (tests/test_workers_e2e.py starts their workers).
+    env.update(worker_brokers(env["REDIS_URL"], session_names["REDIS_PREFIX"]))
     return env
+
+
+WORKER_ROUTES = (
+    "count-celery=celery:tests.worker_apps.count,count-rq=rq:tests.worker_apps.count_job"
+)
+
+
+def worker_brokers(redis_url: str, prefix: str) -> dict[str, str]:
+    base = redis_url.rsplit("/", 1)[0] if redis_url.count("/") > 2 else redis_url
+    return {
+        "TASKSTREAM_TASK_ROUTES": WORKER_ROUTES,
+        "TASKSTREAM_CELERY_BROKER_URL": f"{base}/13",
+        "TASKSTREAM_CELERY_QUEUE": f"{prefix}-celery",
+        "TASKSTREAM_RQ_REDIS_URL": f"{base}/14",
+        "TASKSTREAM_RQ_QUEUE": f"{prefix}-rq",
+    }
 
 
 @pytest.fixture(scope="session")
