@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.contrib.auth.models import User
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.wait import WebDriverWait
@@ -93,6 +95,18 @@ def own_server(
         yield server, base
     finally:
         server.stop()
+
+
+def e2e_user(django_user_model: type[User], name: str) -> dict[str, str]:
+    """A user the servers under test can log in (username ``e2e-{name}``)."""
+    password = f"{name}-password"
+    # The servers under test check this hash: a cheap PBKDF2 (its iteration count is in the
+    # hash, so they accept it) instead of the tests' MD5, which they do not know.
+    hasher = PBKDF2PasswordHasher()
+    user = django_user_model(username=f"e2e-{name}")
+    user.password = hasher.encode(password, hasher.salt(), iterations=1000)
+    user.save()
+    return {"username": user.username, "password": password}
 
 
 # --- a recording proxy ----------------------------------------------------------------

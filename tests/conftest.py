@@ -194,7 +194,7 @@ def stack_env(
     env["PYTHONUNBUFFERED"] = "1"
     env["LOG_LEVEL"] = "INFO"
     # Kinds the relay hands to Celery and RQ, each on a Redis database and a queue of this
-    # session (tests/test_workers_e2e.py starts their workers).
+    # session (the ``workers`` fixture starts their workers).
     env.update(worker_brokers(env["REDIS_URL"], session_names["REDIS_PREFIX"]))
     return env
 
@@ -222,6 +222,80 @@ def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     running.start()
     yield running
     running.stop()
+
+
+def worker_procs(env: dict[str, str], run_id: str, log_dir: Path) -> list[Proc]:
+    """A Celery worker and an RQ worker on the session's brokers (``stack_env``), with what a
+    worker machine has: Kafka and the broker, no Django settings or database."""
+    bare = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PYTHONUNBUFFERED": "1",
+        **{k: v for k, v in env.items() if k.startswith(("KAFKA_", "TASKSTREAM_"))},
+    }
+    celery = Proc(
+        "celery",
+        [
+            *("-m", "celery", "-A", "tests.worker_apps", "worker"),
+            *("-Q", env["TASKSTREAM_CELERY_QUEUE"], "--pool", "prefork", "--concurrency", "2"),
+            *("--loglevel", "INFO", "--hostname", f"ts-{run_id}@%h"),
+            *("--without-gossip", "--without-mingle"),
+        ],
+        bare,
+        log_dir,
+    )
+    rq = Proc(
+        "rq",
+        [
+            *("-m", "rq.cli", "worker", "--url", env["TASKSTREAM_RQ_REDIS_URL"]),
+            *("--name", f"ts-rq-{run_id}", env["TASKSTREAM_RQ_QUEUE"]),
+        ],
+        bare,
+        log_dir,
+    )
+    return [celery, rq]
+
+
+@pytest.fixture(scope="session")
+def workers(
+    stack: Stack,
+    stack_env: dict[str, str],
+    run_id: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """The session's stack (whose relay routes the ``count-*`` kinds), plus a Celery worker and
+    an RQ worker (tests/worker_apps.py), started once for the modules that use them
+    (tests/test_workers_*.py); every test there waits for its tasks to end, so each finds the
+    workers idle."""
+    celery, rq = worker_procs(stack_env, run_id, tmp_path_factory.mktemp("workers-logs"))
+    celery.start()
+    rq.start()
+    try:
+        celery.wait_log(" ready.")
+        rq.wait_log("Listening on")
+        yield stack
+    finally:
+        rq.stop()
+        celery.stop()
+
+
+def task_api(stack: Stack, user: User, method: str, path: str, body: Any = None) -> httpx.Response:
+    """``/api/v1/tasks/{path}`` of ``stack`` as ``user`` (a bearer token)."""
+    return httpx.request(
+        method,
+        f"{stack.base}/api/v1/tasks/{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {access_token(user)}"},
+        timeout=10,
+    )
+
+
+def start_task(stack: Stack, user: User, kind: str, params: dict[str, Any]) -> str:
+    """``POST /api/v1/tasks/``; the new task's id."""
+    response = task_api(stack, user, "POST", "", {"kind": kind, "params": params})
+    assert response.status_code == 201, response.text
+    task_id: str = response.json()["id"]
+    return task_id
 
 
 @pytest.fixture(autouse=True)

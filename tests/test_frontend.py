@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import User
 
-from tests.browser import CHROMIUM, own_server
+from tests.browser import CHROMIUM, e2e_user, own_server
 from tests.conftest import ROOT, Stack
 
 FRONTEND = ROOT / "frontend"
@@ -54,17 +53,6 @@ def test_typescript_strict_build() -> None:
 def test_vitest_unit_tests() -> None:
     output = run_npm_tool([str(BIN / "vitest"), "run"], timeout=300)
     assert " passed" in output and " failed" not in output
-
-
-def e2e_user(django_user_model: type[User], name: str) -> dict[str, str]:
-    password = f"{name}-password"
-    # The servers under test check this hash: a cheap PBKDF2 (its iteration count is in the
-    # hash, so they accept it) instead of the tests' MD5, which they do not know.
-    hasher = PBKDF2PasswordHasher()
-    user = django_user_model(username=f"e2e-{name}")
-    user.password = hasher.encode(password, hasher.salt(), iterations=1000)
-    user.save()
-    return {"username": user.username, "password": password}
 
 
 @pytest.mark.services

@@ -2,93 +2,22 @@
 to a real Celery worker / RQ worker (Redis broker) → the worker reports through the SDK →
 Kafka → consume_events → the owner's SSE stream and the task API.
 
-The Celery and RQ workers start without Django settings (tests/worker_apps.py); each uses
-its own Redis database and a queue named for this session."""
+The Celery and RQ workers (the ``workers`` fixture, tests/conftest.py) start without Django
+settings (tests/worker_apps.py); each uses its own Redis database and a queue named for this
+session. tests/test_workers_browser.py watches the same tasks on the demo page."""
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from django.contrib.auth.models import User
 
-from tests.conftest import Proc, Stack, access_token, open_stream
+from tests.conftest import Stack, open_stream, start_task, task_api
 from tests.sse import SSEEvent, StreamReader
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
-
-
-def worker_procs(env: dict[str, str], run_id: str, log_dir: Any) -> list[Proc]:
-    """A Celery worker and an RQ worker on the session's brokers (``stack_env``), with what a
-    worker machine has: Kafka and the broker, no Django settings or database."""
-    bare = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "PYTHONUNBUFFERED": "1",
-        **{k: v for k, v in env.items() if k.startswith(("KAFKA_", "TASKSTREAM_"))},
-    }
-    celery = Proc(
-        "celery",
-        [
-            *("-m", "celery", "-A", "tests.worker_apps", "worker"),
-            *("-Q", env["TASKSTREAM_CELERY_QUEUE"], "--pool", "prefork", "--concurrency", "2"),
-            *("--loglevel", "INFO", "--hostname", f"ts-{run_id}@%h"),
-            *("--without-gossip", "--without-mingle"),
-        ],
-        bare,
-        log_dir,
-    )
-    rq = Proc(
-        "rq",
-        [
-            *("-m", "rq.cli", "worker", "--url", env["TASKSTREAM_RQ_REDIS_URL"]),
-            *("--name", f"ts-rq-{run_id}", env["TASKSTREAM_RQ_QUEUE"]),
-        ],
-        bare,
-        log_dir,
-    )
-    return [celery, rq]
-
-
-@pytest.fixture(scope="module")
-def workers(
-    stack: Stack,
-    stack_env: dict[str, str],
-    run_id: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
-    """The session's stack (whose relay routes the ``count-*`` kinds), plus the workers."""
-    celery, rq = worker_procs(stack_env, run_id, tmp_path_factory.mktemp("workers-logs"))
-    celery.start()
-    rq.start()
-    try:
-        celery.wait_log(" ready.")
-        rq.wait_log("Listening on")
-        yield stack
-    finally:
-        rq.stop()
-        celery.stop()
-
-
-def api(stack: Stack, user: User, method: str, path: str, body: Any = None) -> httpx.Response:
-    return httpx.request(
-        method,
-        f"{stack.base}/api/v1/tasks/{path}",
-        json=body,
-        headers={"Authorization": f"Bearer {access_token(user)}"},
-        timeout=10,
-    )
-
-
-def start(stack: Stack, user: User, kind: str, params: dict[str, Any]) -> str:
-    response = api(stack, user, "POST", "", {"kind": kind, "params": params})
-    assert response.status_code == 201, response.text
-    task_id: str = response.json()["id"]
-    return task_id
 
 
 def of_task(reader: StreamReader, task_id: str) -> list[SSEEvent]:
@@ -105,7 +34,7 @@ def test_a_routed_task_streams_its_progress_and_succeeds(
 ) -> None:
     stream = open_stream(workers, alice)
     streams.append(stream)
-    task_id = start(workers, alice, kind, {"steps": 4, "step_ms": 250})
+    task_id = start_task(workers, alice, kind, {"steps": 4, "step_ms": 250})
 
     stream.wait_for(finished(task_id, "task.succeeded"), 60)
     received = of_task(stream, task_id)
@@ -118,7 +47,7 @@ def test_a_routed_task_streams_its_progress_and_succeeds(
     assert [d["progress"] for d in data[1:5]] == [25, 50, 75, 100]
     assert data[4]["message"] == "step 4/4"
     assert data[5] == {"result": {"steps": 4}}
-    task = api(workers, alice, "GET", f"{task_id}/").json()
+    task = task_api(workers, alice, "GET", f"{task_id}/").json()
     assert (task["status"], task["progress"], task["result"]) == ("succeeded", 100, {"steps": 4})
     assert task["last_event_id"] == received[-1].id
 
@@ -129,7 +58,7 @@ def test_a_routed_task_that_raises_fails_with_the_exception_message(
 ) -> None:
     stream = open_stream(workers, alice)
     streams.append(stream)
-    task_id = start(workers, alice, kind, {"steps": 3, "step_ms": 50, "fail_at": 2})
+    task_id = start_task(workers, alice, kind, {"steps": 3, "step_ms": 50, "fail_at": 2})
 
     stream.wait_for(finished(task_id, "task.failed"), 60)
     received = of_task(stream, task_id)
@@ -137,7 +66,7 @@ def test_a_routed_task_that_raises_fails_with_the_exception_message(
     assert received[-1].event == "task.failed"
     assert json.loads(received[-1].data)["data"] == {"error": "failed at step 2"}
     assert "task.succeeded" not in [e.event for e in received]
-    task = api(workers, alice, "GET", f"{task_id}/").json()
+    task = task_api(workers, alice, "GET", f"{task_id}/").json()
     assert (task["status"], task["error"]) == ("failed", "failed at step 2")
 
 
@@ -147,12 +76,12 @@ def test_cancelling_a_running_routed_task_stops_it_with_task_cancelled(
 ) -> None:
     stream = open_stream(workers, alice)
     streams.append(stream)
-    task_id = start(workers, alice, kind, {"steps": 100, "step_ms": 300})
+    task_id = start_task(workers, alice, kind, {"steps": 100, "step_ms": 300})
     stream.wait_for(lambda r: any(e.event == "task.progress" for e in of_task(r, task_id)), 60)
 
-    assert api(workers, alice, "POST", f"{task_id}/cancel/").status_code == 202
+    assert task_api(workers, alice, "POST", f"{task_id}/cancel/").status_code == 202
     stream.wait_for(finished(task_id, "task.cancelled"), 60)
-    task = api(workers, alice, "GET", f"{task_id}/").json()
+    task = task_api(workers, alice, "GET", f"{task_id}/").json()
     assert task["status"] == "cancelled"
     assert task["progress"] < 100
 
@@ -163,15 +92,15 @@ def test_cancelling_a_queued_rq_job_reports_task_cancelled_without_running_it(
     stream = open_stream(workers, alice)
     streams.append(stream)
     # The RQ worker runs one job at a time: the second waits in the queue behind the first.
-    busy = start(workers, alice, "count-rq", {"steps": 100, "step_ms": 300})
+    busy = start_task(workers, alice, "count-rq", {"steps": 100, "step_ms": 300})
     stream.wait_for(lambda r: any(e.event == "task.progress" for e in of_task(r, busy)), 60)
-    queued = start(workers, alice, "count-rq", {"steps": 2, "step_ms": 50})
+    queued = start_task(workers, alice, "count-rq", {"steps": 2, "step_ms": 50})
 
-    assert api(workers, alice, "POST", f"{queued}/cancel/").status_code == 202
+    assert task_api(workers, alice, "POST", f"{queued}/cancel/").status_code == 202
     stream.wait_for(finished(queued, "task.cancelled"), 60)
     assert [e.event for e in of_task(stream, queued)] == ["task.cancelled"]  # never started
-    assert api(workers, alice, "GET", f"{queued}/").json()["status"] == "cancelled"
+    assert task_api(workers, alice, "GET", f"{queued}/").json()["status"] == "cancelled"
 
-    assert api(workers, alice, "POST", f"{busy}/cancel/").status_code == 202
+    assert task_api(workers, alice, "POST", f"{busy}/cancel/").status_code == 202
     stream.wait_for(finished(busy, "task.cancelled"), 60)
     assert [e.event for e in of_task(stream, queued)] == ["task.cancelled"]
