@@ -1,14 +1,4 @@
-import type {
-  Heartbeat,
-  StreamOpen,
-  StreamReset,
-  TaskCancelled,
-  TaskEvent,
-  TaskFailed,
-  TaskProgress,
-  TaskStarted,
-  TaskSucceeded,
-} from "./generated/events.js";
+import type * as Events from "./generated/events.js";
 
 export type {
   Heartbeat,
@@ -20,21 +10,21 @@ export type {
   TaskProgress,
   TaskStarted,
   TaskSucceeded,
-};
+} from "./generated/events.js";
 
 /** The SSE `event:` names of task events; each is also the envelope's `event_type`. */
-export type TaskEventType = TaskEvent["event_type"];
+export type TaskEventType = Events.TaskEvent["event_type"];
 
 /** Every named event a stream carries, with the type of its `data`. */
 export interface StreamEventMap {
-  "task.started": TaskStarted;
-  "task.progress": TaskProgress;
-  "task.succeeded": TaskSucceeded;
-  "task.failed": TaskFailed;
-  "task.cancelled": TaskCancelled;
-  "stream-open": StreamOpen;
+  "task.started": Events.TaskStarted;
+  "task.progress": Events.TaskProgress;
+  "task.succeeded": Events.TaskSucceeded;
+  "task.failed": Events.TaskFailed;
+  "task.cancelled": Events.TaskCancelled;
+  "stream-open": Events.StreamOpen;
   "stream-reset": ResetInfo;
-  heartbeat: Heartbeat;
+  heartbeat: Events.Heartbeat;
 }
 export type StreamEventType = keyof StreamEventMap;
 
@@ -44,7 +34,7 @@ export type StreamEventType = keyof StreamEventMap;
  * `source_forbidden`): in every case the page's state may be stale and should be refetched.
  */
 export type ResetInfo =
-  | StreamReset
+  | Events.StreamReset
   | { reason: "bad-cursor" | "source-forbidden"; requested: string; resumed_from: "head" };
 
 /**
@@ -92,7 +82,7 @@ export interface TaskState {
   readonly message: string | null;
   readonly result: unknown;
   readonly error: string | null;
-  readonly lastEvent: TaskEvent;
+  readonly lastEvent: Events.TaskEvent;
 }
 
 /** The subset of the Web Locks API the client uses (`navigator.locks`). */
