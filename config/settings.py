@@ -267,6 +267,9 @@ TASKSTREAM: dict[str, Any] = {
     "REPLAY_TTL_SECONDS": env_int("TASKSTREAM_REPLAY_TTL_SECONDS", 7 * 86400, minimum=60),
     "REPLAY_PAGE": env_int("TASKSTREAM_REPLAY_PAGE", 500, minimum=1),
     "REPLAY_MAX_SCAN": env_int("TASKSTREAM_REPLAY_MAX_SCAN", 200_000, minimum=0),
+    # Stream opens (and hole fills) per user and minute that may read Kafka; past it the
+    # stream starts with a `replay-limit` reset instead of another scan.
+    "REPLAY_KAFKA_PER_MINUTE": env_int("TASKSTREAM_REPLAY_KAFKA_PER_MINUTE", 10, minimum=0),
     # A task.events record larger than this is dead-lettered (it would be copied into
     # PostgreSQL, Redis and every stream's buffer).
     "MAX_EVENT_BYTES": env_int("TASKSTREAM_MAX_EVENT_BYTES", 262_144, minimum=1024),

@@ -243,7 +243,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             logger.debug("stream of user %s ended: %s", self.user.user_id, reason)
 
     async def _replay(self) -> None:
-        keys = list(self.cursor.offsets)
+        keys = [*self.cursor.offsets, *self.plan.from_start]
         if self.plan.from_earliest:
             source = conf.get().TOPIC_EVENTS
             keys = [k for k in await self.store.last(self.user.user_id) if k[0] == source]
@@ -255,6 +255,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 key,
                 self.cursor.offsets.get(key, -1),
                 accept_incomplete=self.plan.from_earliest,
+                charge=False,  # plan_resume counted this open's Kafka replay
             )
             await self._deliver(_replayed(events, self.cursor.epochs.get(key[0])))
 

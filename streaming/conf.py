@@ -37,6 +37,7 @@ class TaskstreamSettings:
     REPLAY_TTL_SECONDS: int
     REPLAY_PAGE: int
     REPLAY_MAX_SCAN: int
+    REPLAY_KAFKA_PER_MINUTE: int
     MAX_EVENT_BYTES: int
     MAX_STREAMS_PER_USER: int
     STREAM_OPENS_PER_MINUTE: int
