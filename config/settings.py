@@ -66,6 +66,15 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
     return _env_number(name, default, float, minimum)
 
 
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate: ``<count>/<s|min|hour|day>``."""
+    raw = env_str(name, default).strip()
+    count, _, period = raw.partition("/")
+    if not count.isdigit() or period[:1] not in {"s", "m", "h", "d"}:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a rate such as 10/min")
+    return raw
+
+
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
@@ -220,9 +229,17 @@ REST_FRAMEWORK = {
         "rest_framework.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
-        "anon": env_str("TASKSTREAM_API_RATE_ANON", "60/min"),
-        "user": env_str("TASKSTREAM_API_RATE_USER", "600/min"),
+        "anon": env_rate("TASKSTREAM_API_RATE_ANON", "60/min"),
+        "user": env_rate("TASKSTREAM_API_RATE_USER", "600/min"),
+        # Password attempts per username, from any address (realtime/views.py, TokenView).
+        "login": env_rate("TASKSTREAM_LOGIN_RATE", "10/min"),
     },
+    # Which address the anonymous throttle counts: 0 (the default) is the connection's
+    # peer as the server reports it; behind nginx, `serve --proxy-headers` already makes
+    # that the client's address from the proxy's X-Forwarded-For. N > 0 takes the N-th
+    # address from the right of X-Forwarded-For (N proxies that each append). Unset,
+    # DRF would key on the whole header, which the client writes: one guess per value.
+    "NUM_PROXIES": env_int("TASKSTREAM_NUM_PROXIES", 0, minimum=0),
     "EXCEPTION_HANDLER": "tasks.views.json_exception_handler",
 }
 
