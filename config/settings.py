@@ -7,6 +7,7 @@ live in one namespaced dict, ``TASKSTREAM``, read through ``streaming.conf``.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from datetime import timedelta
@@ -77,6 +78,15 @@ def env_rate(name: str, default: str) -> str:
 
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_networks(name: str, default: str) -> tuple[str, ...]:
+    """Comma-separated IP networks (``10.0.0.0/8``) or addresses."""
+    items = env_list(name, default)
+    try:
+        return tuple(str(ipaddress.ip_network(item, strict=False)) for item in items)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
@@ -297,6 +307,13 @@ TASKSTREAM: dict[str, Any] = {
     "DRAIN_SECONDS": env_float("TASKSTREAM_DRAIN_SECONDS", 10.0, minimum=0.0),
     "DRAIN_REFUSAL_STATUS": env_int("TASKSTREAM_DRAIN_REFUSAL_STATUS", 200, minimum=200),
     "CORS_ALLOWED_ORIGINS": tuple(env_list("TASKSTREAM_CORS_ALLOWED_ORIGINS")),
+    # `serve` closes a connection whose request headers (body) take longer than this.
+    "HEADER_TIMEOUT_SECONDS": env_float("TASKSTREAM_HEADER_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+    "BODY_TIMEOUT_SECONDS": env_float("TASKSTREAM_BODY_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+    # Who may read /metrics: these networks, or a request with `Authorization: Bearer
+    # <TASKSTREAM_METRICS_TOKEN>` (when set).
+    "METRICS_ALLOW": env_networks("TASKSTREAM_METRICS_ALLOW", "127.0.0.0/8,::1/128"),
+    "METRICS_TOKEN": env_str("TASKSTREAM_METRICS_TOKEN"),
 }
 
 LOGGING = {

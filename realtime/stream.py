@@ -74,9 +74,11 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         self.scope = scope
         self.base_send = send
         try:
-            while self.writer is None:
-                await self.dispatch(await receive())
-            disconnect = asyncio.ensure_future(receive())
+            # Decided from the headers alone, before asking for the body: the server
+            # would hold receive() until a body the client announced arrives.
+            await self.http_request({"type": "http.request", "more_body": _announces_body(scope)})
+            assert self.writer is not None  # http_request either started it or raised
+            disconnect = asyncio.ensure_future(_disconnected(receive))
             try:
                 await asyncio.wait({disconnect, self.writer}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -86,15 +88,10 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         finally:
             await self._finish()
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.request":
-            await self.http_request(message)
-        elif message["type"] == "http.disconnect":
-            await self.http_disconnect(message)
-
     async def http_request(self, message: dict[str, Any]) -> None:
-        if message.get("more_body") or self.writer is not None:
-            return
+        # Everything is decided from the headers, at their arrival: a request that also
+        # announces a body is refused instead of waited for (a client sending nothing
+        # more would hold the connection; the server bounds it too, realtime/server.py).
         if self.scope.get("method") not in ("GET", "HEAD"):
             await self._refuse(405, "method_not_allowed", "Use GET.")
         try:
@@ -102,6 +99,8 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         except AuthFailed as exc:
             auth = [(b"www-authenticate", exc.www_authenticate().encode())]
             await self._refuse(401, exc.code, exc.detail, auth)
+        if message.get("more_body"):
+            await self._refuse(400, "body_not_allowed", "The stream takes no request body.")
         try:
             requested = self._requested_cursor()
         except CursorError as exc:
@@ -165,9 +164,6 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         metrics.STREAMS_OPENED.inc()
         self.writer = asyncio.create_task(self._write_loop(), name="sse-writer")
         self.subscriber.writer = self.writer
-
-    async def http_disconnect(self, message: dict[str, Any]) -> None:
-        raise StopConsumer
 
     def _requested_cursor(self) -> Cursor | None:
         # The header wins: EventSource re-sends the page's query string on every automatic
@@ -356,3 +352,16 @@ def _replayed(events: Iterable[StoredEvent], epoch: str | None) -> list[BusItem]
     holes it has already accepted)."""
     epoch = epoch or UNKNOWN_EPOCH
     return [BusItem(e.source, e.partition, e.offset, UNKNOWN_PREV, epoch, e.body) for e in events]
+
+
+def _announces_body(scope: dict[str, Any]) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+async def _disconnected(receive: Any) -> None:
+    """Until the client is gone (the request's own messages come first, and are ignored)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

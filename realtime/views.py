@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
 import time
 
 from django.http import HttpRequest, HttpResponse
@@ -81,7 +83,25 @@ class StreamCookieView(APIView):
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics, for the networks in TASKSTREAM_METRICS_ALLOW (loopback by
+    default) or a bearer of TASKSTREAM_METRICS_TOKEN; 403 for anyone else."""
+    if not _may_read_metrics(request):
+        return HttpResponse("forbidden", status=403, content_type="text/plain")
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+def _may_read_metrics(request: HttpRequest) -> bool:
+    settings = conf.get()
+    if settings.METRICS_TOKEN:
+        expected = f"Bearer {settings.METRICS_TOKEN}".encode()
+        given = request.headers.get("Authorization", "").encode()
+        if hmac.compare_digest(given, expected):
+            return True
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net) for net in settings.METRICS_ALLOW)
 
 
 def healthz(request: HttpRequest) -> HttpResponse:

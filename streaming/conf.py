@@ -46,6 +46,10 @@ class TaskstreamSettings:
     DRAIN_SECONDS: float
     DRAIN_REFUSAL_STATUS: int
     CORS_ALLOWED_ORIGINS: tuple[str, ...]
+    HEADER_TIMEOUT_SECONDS: float
+    BODY_TIMEOUT_SECONDS: float
+    METRICS_ALLOW: tuple[str, ...]
+    METRICS_TOKEN: str
 
     def require_kafka(self) -> str:
         """Return the bootstrap servers, or fail loudly when none are configured."""

@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from realtime.hub import get_hub
 from realtime.routing import build_application
+from realtime.server import BoundedHttpProtocol
 from streaming import conf
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ class Command(BaseCommand):
             lifespan="off",
             proxy_headers=options["proxy_headers"],
             access_log=False,
+            # Deadlines on reading each request's headers and body (slow or half-sent
+            # requests): realtime/server.py.
+            http=BoundedHttpProtocol,
             # Never cut a draining stream before the drain window is over.
             timeout_graceful_shutdown=int(conf.get().DRAIN_SECONDS) + 5,
         )
