@@ -7,9 +7,11 @@ live in one namespaced dict, ``TASKSTREAM``, read through ``streaming.conf``.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import os
+import secrets
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -96,7 +98,18 @@ if not SECRET_KEY:
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY is not set (set it, or DJANGO_DEBUG=true for a local run)"
         )
-    SECRET_KEY = "insecure-local-development-key-do-not-use-in-production-0123456789"
+    # A local run signs sessions and JWTs with a random key made on first use and kept
+    # (0600) beside the embedded database, never with a constant from the repository.
+    _key_file = Path(env_str("TASKSTREAM_SECRET_KEY_FILE", str(BASE_DIR / ".data" / "secret_key")))
+    if not _key_file.exists():
+        _key_file.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            fd = os.open(_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as key_out:
+                key_out.write(secrets.token_urlsafe(50))
+    SECRET_KEY = _key_file.read_text().strip()
+    if len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured(f"{_key_file} holds no usable key: delete it to make one")
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 
@@ -123,6 +136,21 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# --- HTTPS: on by default without DEBUG (docs/deployment.md, "Production settings") ----
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# nginx redirects plain HTTP itself; this also redirects anything that reaches a node over
+# plain HTTP, except what is scraped or probed there directly.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# `serve --proxy-headers` already takes the scheme from the proxy's X-Forwarded-Proto;
+# this is for a server that does not (only behind a proxy that always sets the header).
+if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
