@@ -20,6 +20,8 @@ import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
+from realtime.redis_retry import redis_retry
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # Lets annotations such as `admin.ModelAdmin[AsyncTask]` run, not only type-check.
@@ -214,7 +216,16 @@ if REDIS_URL:
                 # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s that
                 # channels-redis blocks in BZPOPMIN: an idle receive then fails with
                 # "Timeout reading" at random. The socket must outlive the blocking pop.
-                "hosts": [{"address": REDIS_URL, "max_connections": 1000, "socket_timeout": 30}],
+                # A command on a connection a Redis restart killed is retried on a new one
+                # (realtime/redis_retry.py) instead of failing the stream open.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": 1000,
+                        "socket_timeout": 30,
+                        "retry": redis_retry(),
+                    }
+                ],
                 "capacity": env_int("TASKSTREAM_LAYER_CAPACITY", 10000, minimum=100),
                 "expiry": 60,
                 "prefix": f"{REDIS_PREFIX}:asgi",

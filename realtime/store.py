@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from realtime.redis_retry import redis_retry
 from streaming import conf
 from streaming.cursor import PartitionKey
 from streaming.events import TaskEvent
@@ -192,11 +193,10 @@ class RedisHotStore(HotStore):
         import redis.asyncio
 
         self.p = prefix
-
-        # redis-py's default pool raises "Too many connections" past 100 at once, which a
-        # reconnect storm reaches: this pool waits for a free connection instead.
+        # A pool that waits for a free connection (the default raises past 100, which a
+        # reconnect storm reaches), and retries a command a Redis restart broke.
         pool = redis.asyncio.BlockingConnectionPool.from_url(
-            url, max_connections=200, timeout=20, decode_responses=True
+            url, max_connections=200, timeout=20, decode_responses=True, retry=redis_retry()
         )
         self.redis = redis.asyncio.Redis(connection_pool=pool)
         # Filled from Redis on first sight of a (user, partition): which offset came last.
