@@ -10,13 +10,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from django.conf import settings
 from django.test import Client, override_settings
 
-from tests.conftest import Proc, free_port
-from tests.sse import wait_until
+from tests.nodes import start_node
 
 HEADER_SECONDS = 1.0
 BODY_SECONDS = 4.0
@@ -34,16 +32,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         TASKSTREAM_BODY_TIMEOUT_SECONDS=str(BODY_SECONDS),
         PYTHONUNBUFFERED="1",
     )
-    port = free_port()
-    proc = Proc("serve", ["manage.py", "serve", "--port", str(port)], env, tmp).start()
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_until(up, 60, "serve to answer /healthz")
+    proc, base = start_node(env, tmp)
+    port = int(base.rsplit(":", 1)[1])
     yield port
     proc.stop()
 

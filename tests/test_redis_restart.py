@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from rest_framework_simplejwt.tokens import AccessToken
 
-from tests.conftest import Proc, free_port
-from tests.sse import StreamReader, wait_until
+from tests.conftest import Proc
+from tests.nodes import start_node
+from tests.sse import StreamReader
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.services
@@ -53,17 +53,7 @@ def node(tmp_path: Path) -> Iterator[tuple[str, TcpProxy, Proc]]:
         DJANGO_SECRET_KEY="test-only-secret-key-not-for-production-0123456789",
         PYTHONUNBUFFERED="1",
     )
-    port = free_port()
-    proc = Proc("serve", ["manage.py", "serve", "--port", str(port)], env, tmp_path).start()
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_until(up, 60, "serve to answer /healthz")
+    proc, base = start_node(env, tmp_path)
     yield base, proxy, proc
     proc.stop()
     proxy.close()
