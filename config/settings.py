@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import math
 import os
+import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -82,6 +83,13 @@ def env_rate(name: str, default: str) -> str:
 
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_instance_id(name: str) -> str:
+    raw = env_str(name).strip()
+    if raw and not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", raw):
+        raise ImproperlyConfigured(f"{name}={raw!r}: use letters, digits, '.', '_', '-'")
+    return raw
 
 
 def env_networks(name: str, default: str) -> tuple[str, ...]:
@@ -319,6 +327,10 @@ TASKSTREAM: dict[str, Any] = {
     "TOPIC_PARTITIONS": env_int("TASKSTREAM_TOPIC_PARTITIONS", 3, minimum=1),
     "CONSUMER_GROUP": env_str("TASKSTREAM_CONSUMER_GROUP", "taskstream-events"),
     "WORKER_GROUP": env_str("TASKSTREAM_WORKER_GROUP", "taskstream-worker"),
+    # consume_events' static group membership (group.instance.id): a stable id per process
+    # (systemd: %H-%i), so a restarted process takes its partitions back at once. Empty:
+    # dynamic membership (a crashed process's partitions wait out the session timeout).
+    "CONSUMER_INSTANCE_ID": env_instance_id("TASKSTREAM_CONSUMER_INSTANCE_ID"),
     "CONSUMER_BATCH": env_int("TASKSTREAM_CONSUMER_BATCH", 500, minimum=1),
     "HEARTBEAT_SECONDS": env_float("TASKSTREAM_HEARTBEAT_SECONDS", 15.0, minimum=0.05),
     "RETRY_MS": env_int("TASKSTREAM_RETRY_MS", 3000, minimum=0),

@@ -24,6 +24,7 @@ class TaskstreamSettings:
     TOPIC_PARTITIONS: int
     CONSUMER_GROUP: str
     WORKER_GROUP: str
+    CONSUMER_INSTANCE_ID: str
     CONSUMER_BATCH: int
     HEARTBEAT_SECONDS: float
     RETRY_MS: int

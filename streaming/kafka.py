@@ -59,6 +59,12 @@ def consumer_config(group_id: str, **overrides: Any) -> dict[str, Any]:
         "partition.assignment.strategy": "cooperative-sticky",
         "logger": logging.getLogger("rdkafka.consumer"),
     }
+    settings = conf.get()
+    if group_id == settings.CONSUMER_GROUP and settings.CONSUMER_INSTANCE_ID:
+        # Static membership for consume_events: a restarted process with the same id takes
+        # its partitions back at once, instead of waiting for the group to expire the dead
+        # member (session.timeout.ms). Each process of the group needs its own id.
+        config["group.instance.id"] = settings.CONSUMER_INSTANCE_ID
     config.update(overrides)
     return config
 
