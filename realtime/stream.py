@@ -28,6 +28,8 @@ from urllib.parse import parse_qs
 
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime.auth import AuthFailed, StreamUser, authenticate
 from realtime.bus import BusItem
@@ -106,6 +108,15 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         except CursorError as exc:
             await self._refuse(400, "bad_cursor", f"Last-Event-ID is not a cursor: {exc}")
 
+        try:
+            await self._open(requested)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # Redis is unreachable (restarting): the client retries in a moment, instead
+            # of seeing a 500. _finish releases what was taken.
+            logger.warning("stream of user %s not opened: Redis: %s", self.user.user_id, exc)
+            await self._retry_later("unavailable", "Redis is unavailable; retry shortly.")
+
+    async def _open(self, requested: Cursor | None) -> None:
         settings = conf.get()
         self.store = get_store()
         self.kafka = get_kafka_replayer()
@@ -133,15 +144,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         # Join before reading the store: an event stored after the read then arrives live,
         # and one stored before it is in the read. Either way, none falls between.
         if self.hub.draining:
-            # This node is shutting down. Behind a proxy that retries 503 on another node
-            # (deploy/nginx), a 503 moves the request there at once; facing browsers
-            # directly, a 200 that ends at once makes EventSource retry (a 503 would make
-            # it give up for good).
-            if settings.DRAIN_REFUSAL_STATUS == 503:
-                await self._refuse(503, "draining", "This node is shutting down.")
-            await self.send_headers(status=200, headers=STREAM_HEADERS)
-            await self.send_body(encode_sse(retry_ms=settings.RETRY_MS).encode())
-            raise StopConsumer
+            await self._retry_later("draining", "This node is shutting down.")
         self.subscriber = Subscriber(self.user.user_id, settings.STREAM_QUEUE_SIZE)
         await self.hub.attach(self.subscriber)
         self.attached = True
@@ -164,6 +167,19 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         metrics.STREAMS_OPENED.inc()
         self.writer = asyncio.create_task(self._write_loop(), name="sse-writer")
         self.subscriber.writer = self.writer
+
+    async def _retry_later(self, code: str, detail: str) -> NoReturn:
+        """Refuse so that the client comes back: behind a proxy that retries 503 on another
+        node (deploy/nginx), a 503 moves the request there at once; facing browsers
+        directly, a 200 that ends at once makes EventSource retry (a 503 would make it
+        give up for good)."""
+        settings = conf.get()
+        if settings.DRAIN_REFUSAL_STATUS == 503:
+            await self._refuse(503, code, detail)
+        metrics.STREAMS_REJECTED.labels(code).inc()
+        await self.send_headers(status=200, headers=STREAM_HEADERS)
+        await self.send_body(encode_sse(retry_ms=settings.RETRY_MS).encode())
+        raise StopConsumer
 
     def _requested_cursor(self) -> Cursor | None:
         # The header wins: EventSource re-sends the page's query string on every automatic
@@ -326,7 +342,11 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.writer
         if self.attached:
-            await self.hub.detach(self.subscriber)
+            try:
+                await self.hub.detach(self.subscriber)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # The hub left its local maps; the layer membership lapses (group_expiry).
+                logger.warning("hub: leaving the layer group failed: %s", exc)
         if hasattr(self, "lease"):
             with contextlib.suppress(Exception):
                 await self.store.release_lease(self.user.user_id, self.lease)
