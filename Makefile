@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 PORT ?= 8000
 
-.PHONY: install run services services-down lint test test-unit clean
+.PHONY: install run services services-down lint test test-unit chaos clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ test: install services lint
 	eval "$$(PYTHON=$(PY) scripts/services env)" && \
 	  DJANGO_SECRET_KEY=test-only-secret-key-not-for-production-0123456789 \
 	  $(PY) -m pytest $(PYTEST_ARGS)
+
+## The chaos suite (#10): one fault at a time under load; writes docs/reliability.md's table.
+chaos: install services
+	eval "$$(PYTHON=$(PY) scripts/services env)" && \
+	  DJANGO_SECRET_KEY=test-only-secret-key-not-for-production-0123456789 TASKSTREAM_CHAOS=full \
+	  $(PY) -m pytest -s tests/test_chaos.py $(PYTEST_ARGS)
 
 ## Pure unit tests only (no services; SQLite).
 test-unit: install
