@@ -21,7 +21,7 @@ import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
-from realtime.redis_retry import redis_retry
+from realtime.redis_retry import CONNECT_TIMEOUT, SOCKET_TIMEOUT, redis_retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -230,7 +230,8 @@ if REDIS_URL:
                     {
                         "address": REDIS_URL,
                         "max_connections": 1000,
-                        "socket_timeout": 30,
+                        "socket_timeout": SOCKET_TIMEOUT,
+                        "socket_connect_timeout": CONNECT_TIMEOUT,
                         "retry": redis_retry(),
                     }
                 ],

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from realtime.redis_retry import redis_retry
+from realtime.redis_retry import CONNECT_TIMEOUT, SOCKET_TIMEOUT, redis_retry
 from streaming import conf
 from streaming.cursor import PartitionKey
 from streaming.events import TaskEvent
@@ -196,8 +196,9 @@ class RedisHotStore(HotStore):
         # A pool that waits for a free connection (the default raises past 100, which a
         # reconnect storm reaches), and retries a command a Redis restart broke.
         pool = redis.asyncio.BlockingConnectionPool.from_url(
-            url, max_connections=200, timeout=20, decode_responses=True, retry=redis_retry()
-        )
+            url, max_connections=200, timeout=20, decode_responses=True, retry=redis_retry(),
+            socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
+        )  # fmt: skip
         self.redis = redis.asyncio.Redis(connection_pool=pool)
         # Filled from Redis on first sight of a (user, partition): which offset came last.
         self._last: dict[tuple[int, PartitionKey], int] = {}

@@ -72,8 +72,8 @@ class Command(BaseCommand):
             # requests): realtime/server.py.
             http=BoundedHttpProtocol,
             # Counted from the end of the drain window (streams have ended by then): what
-            # is still open 3 s later is cut, so the node exits within DRAIN_SECONDS + 5 s
+            # is still open 2 s later is cut, so the node exits within DRAIN_SECONDS + 5 s
             # even when a dependency hangs its clean-up (Redis down: tests/test_chaos.py).
-            timeout_graceful_shutdown=3,
+            timeout_graceful_shutdown=2,
         )
         DrainingServer(config).run()
