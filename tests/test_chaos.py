@@ -14,6 +14,8 @@ import contextlib
 import functools
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,8 +23,10 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 
+from streaming import conf
 from tasks.models import AsyncTask
 from tests.chaos import (
     FaultProxy,
@@ -33,7 +37,7 @@ from tests.chaos import (
     seqs,
     stop_within,
 )
-from tests.conftest import ROOT, Proc, access_token
+from tests.conftest import ROOT, Proc, access_token, free_port
 from tests.eventsource import EventSourceClient
 from tests.sse import wait_until
 from tests.test_acceptance_proxy import (
@@ -64,6 +68,7 @@ class Deployment:
     clients: list[EventSourceClient]
     publisher: Publisher
     supervisor: Supervisor
+    broker: Broker | None
 
     def seq(self) -> int:
         return self.publisher.produced - 1
@@ -76,9 +81,44 @@ def via(url: str, proxy: FaultProxy) -> str:
     return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
 
 
+@dataclass
+class Broker:
+    dir: Path
+    port: int
+    controller_port: int
+
+    def run(self, command: str) -> None:
+        args = [str(ROOT / "scripts" / "kafka_broker"), command, "--dir", str(self.dir)]
+        if command == "start":
+            args += ["--port", str(self.port), "--controller-port", str(self.controller_port)]
+        env = {**os.environ, "PYTHON": sys.executable}
+        subprocess.run(args, check=True, capture_output=True, timeout=180, env=env)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker | None]:
+    """The full run's own Kafka broker, which it restarts; the subset uses the shared one."""
+    if not FULL:
+        yield None
+        return
+    own = Broker(tmp_path / "kafka", free_port(), free_port())
+    own.run("start")
+    original = settings.TASKSTREAM["KAFKA_BOOTSTRAP_SERVERS"]
+    conf.set_kafka_bootstrap(f"127.0.0.1:{own.port}")  # topics, the publisher
+    try:
+        yield own
+    finally:
+        conf.set_kafka_bootstrap(original)
+        own.run("stop")
+
+
 @pytest.fixture
 def deployment(
-    stack_env: dict[str, str], run_id: str, django_user_model: type[User], tmp_path: Path
+    stack_env: dict[str, str],
+    run_id: str,
+    django_user_model: type[User],
+    tmp_path: Path,
+    broker: Broker | None,
 ) -> Iterator[Deployment]:
     redis_url = stack_env["REDIS_URL"]
     db_url = stack_env["DATABASE_URL"]
@@ -99,6 +139,7 @@ def deployment(
         TASKSTREAM_REPLAY_KAFKA_PER_MINUTE="100000",
         TASKSTREAM_CONSUMER_INSTANCE_ID="chaos-consume-1",
         TASKSTREAM_HEARTBEAT_SECONDS="2",
+        KAFKA_BOOTSTRAP_SERVERS=conf.get().require_kafka(),
     )
     with contextlib.ExitStack() as cleanup:
         nodes = [start_node(f"chaos-serve-{i}", env, tmp_path) for i in (1, 2)]
@@ -126,7 +167,9 @@ def deployment(
         for client in clients:
             client.wait_for(lambda c: len(seqs(c)) >= 10, 30)
         procs = {n.name: n for n, _ in nodes} | {consumer.name: consumer}
-        yield Deployment(nodes, consumer, redis, postgres, clients, publisher, Supervisor(procs))
+        yield Deployment(
+            nodes, consumer, redis, postgres, clients, publisher, Supervisor(procs), broker
+        )
 
 
 # --- the faults: each injects, brings the faulty part back, and returns the result ------
@@ -179,6 +222,12 @@ def restart_postgres(d: Deployment, r: FaultResult) -> None:
     d.postgres.restart(down_for=2.0)
 
 
+def restart_kafka(d: Deployment, r: FaultResult) -> None:
+    assert d.broker is not None
+    d.broker.run("stop")  # SIGTERM, then the same broker and data back (waits until ready)
+    d.broker.run("start")
+
+
 def sigterm_during_redis_outage(d: Deployment, r: FaultResult) -> None:
     node, port = d.nodes[1]
     d.redis.cut()  # down (every connection dropped, new ones refused) while told to stop
@@ -205,6 +254,7 @@ ALL = [
     ("kill -9 one web node", kill_node),
     ("Redis frozen 5 s", freeze_redis),
     ("PostgreSQL restart", restart_postgres),
+    ("Kafka broker restart", restart_kafka),
     ("SIGTERM node + consume_events while Redis is down", sigterm_during_redis_outage),
     ("SIGTERM consume_events while PostgreSQL is down", sigterm_during_postgres_outage),
 ]
