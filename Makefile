@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 PORT ?= 8000
 
-.PHONY: install run services services-down lint test test-unit clean frontend
+.PHONY: install run services services-down lint test test-unit chaos clean frontend
 
 ## The browser side (frontend/, Node 20 + npm): `npm ci` once per lock file (stamped, like the
 ## venv), then the client and React packages and the demo bundle Django serves at `/`
@@ -57,6 +57,12 @@ test: install services lint frontend
 	eval "$$(PYTHON=$(PY) scripts/services env)" && \
 	  DJANGO_SECRET_KEY=test-only-secret-key-not-for-production-0123456789 \
 	  $(PY) -m pytest $(PYTEST_ARGS)
+
+## The chaos suite (#10): one fault at a time under load; writes docs/reliability.md's table.
+chaos: install services
+	eval "$$(PYTHON=$(PY) scripts/services env)" && \
+	  DJANGO_SECRET_KEY=test-only-secret-key-not-for-production-0123456789 TASKSTREAM_CHAOS=full \
+	  $(PY) -m pytest -s tests/test_chaos.py $(PYTEST_ARGS)
 
 ## Pure unit tests only (no services; SQLite).
 test-unit: install frontend

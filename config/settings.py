@@ -7,9 +7,12 @@ live in one namespaced dict, ``TASKSTREAM``, read through ``streaming.conf``.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import math
 import os
 import re
+import secrets
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +20,8 @@ from typing import Any, TypeVar
 import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
+
+from realtime.redis_retry import CONNECT_TIMEOUT, SOCKET_TIMEOUT, redis_retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -67,8 +72,33 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
     return _env_number(name, default, float, minimum)
 
 
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate: ``<count>/<s|min|hour|day>``."""
+    raw = env_str(name, default).strip()
+    count, _, period = raw.partition("/")
+    if not count.isdigit() or period[:1] not in {"s", "m", "h", "d"}:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a rate such as 10/min")
+    return raw
+
+
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_instance_id(name: str) -> str:
+    raw = env_str(name).strip()
+    if raw and not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", raw):
+        raise ImproperlyConfigured(f"{name}={raw!r}: use letters, digits, '.', '_', '-'")
+    return raw
+
+
+def env_networks(name: str, default: str) -> tuple[str, ...]:
+    """Comma-separated IP networks (``10.0.0.0/8``) or addresses."""
+    items = env_list(name, default)
+    try:
+        return tuple(str(ipaddress.ip_network(item, strict=False)) for item in items)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
@@ -78,7 +108,18 @@ if not SECRET_KEY:
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY is not set (set it, or DJANGO_DEBUG=true for a local run)"
         )
-    SECRET_KEY = "insecure-local-development-key-do-not-use-in-production-0123456789"
+    # A local run signs sessions and JWTs with a random key made on first use and kept
+    # (0600) beside the embedded database, never with a constant from the repository.
+    _key_file = Path(env_str("TASKSTREAM_SECRET_KEY_FILE", str(BASE_DIR / ".data" / "secret_key")))
+    if not _key_file.exists():
+        _key_file.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            fd = os.open(_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as key_out:
+                key_out.write(secrets.token_urlsafe(50))
+    SECRET_KEY = _key_file.read_text().strip()
+    if len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured(f"{_key_file} holds no usable key: delete it to make one")
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 
@@ -105,6 +146,21 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# --- HTTPS: on by default without DEBUG (docs/deployment.md, "Production settings") ----
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# nginx redirects plain HTTP itself; this also redirects anything that reaches a node over
+# plain HTTP, except what is scraped or probed there directly.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# `serve --proxy-headers` already takes the scheme from the proxy's X-Forwarded-Proto;
+# this is for a server that does not (only behind a proxy that always sets the header).
+if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
@@ -168,7 +224,17 @@ if REDIS_URL:
                 # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s that
                 # channels-redis blocks in BZPOPMIN: an idle receive then fails with
                 # "Timeout reading" at random. The socket must outlive the blocking pop.
-                "hosts": [{"address": REDIS_URL, "max_connections": 1000, "socket_timeout": 30}],
+                # A command on a connection a Redis restart killed is retried on a new one
+                # (realtime/redis_retry.py) instead of failing the stream open.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": 1000,
+                        "socket_timeout": SOCKET_TIMEOUT,
+                        "socket_connect_timeout": CONNECT_TIMEOUT,
+                        "retry": redis_retry(),
+                    }
+                ],
                 "capacity": env_int("TASKSTREAM_LAYER_CAPACITY", 10000, minimum=100),
                 "expiry": 60,
                 "prefix": f"{REDIS_PREFIX}:asgi",
@@ -221,9 +287,17 @@ REST_FRAMEWORK = {
         "rest_framework.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
-        "anon": env_str("TASKSTREAM_API_RATE_ANON", "60/min"),
-        "user": env_str("TASKSTREAM_API_RATE_USER", "600/min"),
+        "anon": env_rate("TASKSTREAM_API_RATE_ANON", "60/min"),
+        "user": env_rate("TASKSTREAM_API_RATE_USER", "600/min"),
+        # Password attempts per username, from any address (realtime/views.py, TokenView).
+        "login": env_rate("TASKSTREAM_LOGIN_RATE", "10/min"),
     },
+    # Which address the anonymous throttle counts: 0 (the default) is the connection's
+    # peer as the server reports it; behind nginx, `serve --proxy-headers` already makes
+    # that the client's address from the proxy's X-Forwarded-For. N > 0 takes the N-th
+    # address from the right of X-Forwarded-For (N proxies that each append). Unset,
+    # DRF would key on the whole header, which the client writes: one guess per value.
+    "NUM_PROXIES": env_int("TASKSTREAM_NUM_PROXIES", 0, minimum=0),
     "EXCEPTION_HANDLER": "tasks.views.json_exception_handler",
 }
 
@@ -292,6 +366,10 @@ TASKSTREAM: dict[str, Any] = {
     "TOPIC_PARTITIONS": env_int("TASKSTREAM_TOPIC_PARTITIONS", 3, minimum=1),
     "CONSUMER_GROUP": env_str("TASKSTREAM_CONSUMER_GROUP", "taskstream-events"),
     "WORKER_GROUP": env_str("TASKSTREAM_WORKER_GROUP", "taskstream-worker"),
+    # consume_events' static group membership (group.instance.id): a stable id per process
+    # (systemd: %H-%i), so a restarted process takes its partitions back at once. Empty:
+    # dynamic membership (a crashed process's partitions wait out the session timeout).
+    "CONSUMER_INSTANCE_ID": env_instance_id("TASKSTREAM_CONSUMER_INSTANCE_ID"),
     "CONSUMER_BATCH": env_int("TASKSTREAM_CONSUMER_BATCH", 500, minimum=1),
     "HEARTBEAT_SECONDS": env_float("TASKSTREAM_HEARTBEAT_SECONDS", 15.0, minimum=0.05),
     "RETRY_MS": env_int("TASKSTREAM_RETRY_MS", 3000, minimum=0),
@@ -306,6 +384,9 @@ TASKSTREAM: dict[str, Any] = {
     "REPLAY_TTL_SECONDS": env_int("TASKSTREAM_REPLAY_TTL_SECONDS", 7 * 86400, minimum=60),
     "REPLAY_PAGE": env_int("TASKSTREAM_REPLAY_PAGE", 500, minimum=1),
     "REPLAY_MAX_SCAN": env_int("TASKSTREAM_REPLAY_MAX_SCAN", 200_000, minimum=0),
+    # Stream opens (and hole fills) per user and minute that may read Kafka; past it the
+    # stream starts with a `replay-limit` reset instead of another scan.
+    "REPLAY_KAFKA_PER_MINUTE": env_int("TASKSTREAM_REPLAY_KAFKA_PER_MINUTE", 10, minimum=0),
     # A task.events record larger than this is dead-lettered (it would be copied into
     # PostgreSQL, Redis and every stream's buffer).
     "MAX_EVENT_BYTES": env_int("TASKSTREAM_MAX_EVENT_BYTES", 262_144, minimum=1024),
@@ -316,6 +397,13 @@ TASKSTREAM: dict[str, Any] = {
     "DRAIN_SECONDS": env_float("TASKSTREAM_DRAIN_SECONDS", 10.0, minimum=0.0),
     "DRAIN_REFUSAL_STATUS": env_int("TASKSTREAM_DRAIN_REFUSAL_STATUS", 200, minimum=200),
     "CORS_ALLOWED_ORIGINS": tuple(env_list("TASKSTREAM_CORS_ALLOWED_ORIGINS")),
+    # `serve` closes a connection whose request headers (body) take longer than this.
+    "HEADER_TIMEOUT_SECONDS": env_float("TASKSTREAM_HEADER_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+    "BODY_TIMEOUT_SECONDS": env_float("TASKSTREAM_BODY_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+    # Who may read /metrics: these networks, or a request with `Authorization: Bearer
+    # <TASKSTREAM_METRICS_TOKEN>` (when set).
+    "METRICS_ALLOW": env_networks("TASKSTREAM_METRICS_ALLOW", "127.0.0.0/8,::1/128"),
+    "METRICS_TOKEN": env_str("TASKSTREAM_METRICS_TOKEN"),
 }
 
 LOGGING = {

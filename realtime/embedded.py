@@ -80,8 +80,9 @@ def create_topics_on_mock(address: str, topics: list[str]) -> None:
 def prepare_database() -> None:
     call_command("migrate", interactive=False, verbosity=0)
     user_model = get_user_model()
+    # Made once: a password changed since (the admin, `changepassword`) is kept.
     user, created = user_model.objects.get_or_create(username=DEMO_USER)
-    if created or not user.check_password(DEMO_PASSWORD):
+    if created:
         user.set_password(DEMO_PASSWORD)
         user.is_staff = True
         user.is_superuser = True
@@ -98,7 +99,8 @@ class _AnnouncingServer(uvicorn.Server):
             url = f"http://{self.config.host}:{self.config.port}/"
             print(
                 f"\nTaskstream is running at {url}\n"
-                f"  log in as {DEMO_USER} / {DEMO_PASSWORD} (also for {url}admin/)\n"
+                f"  log in as {DEMO_USER} / {DEMO_PASSWORD} unless you changed it"
+                f" (also for {url}admin/)\n"
                 "  Ctrl-C stops everything.\n",
                 flush=True,
             )

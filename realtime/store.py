@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from realtime import redis_scripts as scripts
+from realtime.redis_retry import CONNECT_TIMEOUT, SOCKET_TIMEOUT, redis_retry
 from streaming import conf
 from streaming.cursor import PartitionKey
 from streaming.events import TaskEvent
@@ -195,12 +196,12 @@ class RedisHotStore(HotStore):
         import redis.asyncio
 
         self.p = prefix
-
-        # redis-py's default pool raises "Too many connections" past 100 at once, which a
-        # reconnect storm reaches: this pool waits for a free connection instead.
+        # A pool that waits for a free connection (the default raises past 100, which a
+        # reconnect storm reaches), and retries a command a Redis restart broke.
         pool = redis.asyncio.BlockingConnectionPool.from_url(
-            url, max_connections=200, timeout=20, decode_responses=True
-        )
+            url, max_connections=200, timeout=20, decode_responses=True, retry=redis_retry(),
+            socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
+        )  # fmt: skip
         self.redis = redis.asyncio.Redis(connection_pool=pool)
         # Filled from Redis on first sight of a (user, partition): which offset came last.
         self._last: dict[tuple[int, PartitionKey], int] = {}

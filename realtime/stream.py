@@ -28,6 +28,8 @@ from urllib.parse import parse_qs
 
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime.auth import AuthFailed, StreamUser, authenticate
 from realtime.bus import BusItem
@@ -74,9 +76,11 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         self.scope = scope
         self.base_send = send
         try:
-            while self.writer is None:
-                await self.dispatch(await receive())
-            disconnect = asyncio.ensure_future(receive())
+            # Decided from the headers alone, before asking for the body: the server
+            # would hold receive() until a body the client announced arrives.
+            await self.http_request({"type": "http.request", "more_body": _announces_body(scope)})
+            assert self.writer is not None  # http_request either started it or raised
+            disconnect = asyncio.ensure_future(_disconnected(receive))
             try:
                 await asyncio.wait({disconnect, self.writer}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -86,15 +90,10 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         finally:
             await self._finish()
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.request":
-            await self.http_request(message)
-        elif message["type"] == "http.disconnect":
-            await self.http_disconnect(message)
-
     async def http_request(self, message: dict[str, Any]) -> None:
-        if message.get("more_body") or self.writer is not None:
-            return
+        # Everything is decided from the headers, at their arrival: a request that also
+        # announces a body is refused instead of waited for (a client sending nothing
+        # more would hold the connection; the server bounds it too, realtime/server.py).
         if self.scope.get("method") not in ("GET", "HEAD"):
             await self._refuse(405, "method_not_allowed", "Use GET.")
         try:
@@ -102,11 +101,22 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         except AuthFailed as exc:
             auth = [(b"www-authenticate", exc.www_authenticate().encode())]
             await self._refuse(401, exc.code, exc.detail, auth)
+        if message.get("more_body"):
+            await self._refuse(400, "body_not_allowed", "The stream takes no request body.")
         try:
             requested = self._requested_cursor()
         except CursorError as exc:
             await self._refuse(400, "bad_cursor", f"Last-Event-ID is not a cursor: {exc}")
 
+        try:
+            await self._open(requested)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # Redis is unreachable (restarting): the client retries in a moment, instead
+            # of seeing a 500. _finish releases what was taken.
+            logger.warning("stream of user %s not opened: Redis: %s", self.user.user_id, exc)
+            await self._retry_later("unavailable", "Redis is unavailable; retry shortly.")
+
+    async def _open(self, requested: Cursor | None) -> None:
         settings = conf.get()
         self.store = get_store()
         self.kafka = get_kafka_replayer()
@@ -134,15 +144,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         # Join before reading the store: an event stored after the read then arrives live,
         # and one stored before it is in the read. Either way, none falls between.
         if self.hub.draining:
-            # This node is shutting down. Behind a proxy that retries 503 on another node
-            # (deploy/nginx), a 503 moves the request there at once; facing browsers
-            # directly, a 200 that ends at once makes EventSource retry (a 503 would make
-            # it give up for good).
-            if settings.DRAIN_REFUSAL_STATUS == 503:
-                await self._refuse(503, "draining", "This node is shutting down.")
-            await self.send_headers(status=200, headers=STREAM_HEADERS)
-            await self.send_body(encode_sse(retry_ms=settings.RETRY_MS).encode())
-            raise StopConsumer
+            await self._retry_later("draining", "This node is shutting down.")
         self.subscriber = Subscriber(self.user.user_id, settings.STREAM_QUEUE_SIZE)
         await self.hub.attach(self.subscriber)
         self.attached = True
@@ -166,7 +168,17 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         self.writer = asyncio.create_task(self._write_loop(), name="sse-writer")
         self.subscriber.writer = self.writer
 
-    async def http_disconnect(self, message: dict[str, Any]) -> None:
+    async def _retry_later(self, code: str, detail: str) -> NoReturn:
+        """Refuse so that the client comes back: behind a proxy that retries 503 on another
+        node (deploy/nginx), a 503 moves the request there at once; facing browsers
+        directly, a 200 that ends at once makes EventSource retry (a 503 would make it
+        give up for good)."""
+        settings = conf.get()
+        if settings.DRAIN_REFUSAL_STATUS == 503:
+            await self._refuse(503, code, detail)
+        metrics.STREAMS_REJECTED.labels(code).inc()
+        await self.send_headers(status=200, headers=STREAM_HEADERS)
+        await self.send_body(encode_sse(retry_ms=settings.RETRY_MS).encode())
         raise StopConsumer
 
     def _requested_cursor(self) -> Cursor | None:
@@ -243,7 +255,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             logger.debug("stream of user %s ended: %s", self.user.user_id, reason)
 
     async def _replay(self) -> None:
-        keys = list(self.cursor.offsets)
+        keys = [*self.cursor.offsets, *self.plan.from_start]
         if self.plan.from_earliest:
             source = conf.get().TOPIC_EVENTS
             keys = [k for k in await self.store.last(self.user.user_id) if k[0] == source]
@@ -255,6 +267,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 key,
                 self.cursor.offsets.get(key, -1),
                 accept_incomplete=self.plan.from_earliest,
+                charge=False,  # plan_resume counted this open's Kafka replay
             )
             await self._deliver(_replayed(events, self.cursor.epochs.get(key[0])))
 
@@ -329,7 +342,11 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.writer
         if self.attached:
-            await self.hub.detach(self.subscriber)
+            try:
+                await self.hub.detach(self.subscriber)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # The hub left its local maps; the layer membership lapses (group_expiry).
+                logger.warning("hub: leaving the layer group failed: %s", exc)
         if hasattr(self, "lease"):
             with contextlib.suppress(Exception):
                 await self.store.release_lease(self.user.user_id, self.lease)
@@ -355,3 +372,16 @@ def _replayed(events: Iterable[StoredEvent], epoch: str | None) -> list[BusItem]
     holes it has already accepted)."""
     epoch = epoch or UNKNOWN_EPOCH
     return [BusItem(e.source, e.partition, e.offset, UNKNOWN_PREV, epoch, e.body) for e in events]
+
+
+def _announces_body(scope: dict[str, Any]) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+async def _disconnected(receive: Any) -> None:
+    """Until the client is gone (the request's own messages come first, and are ignored)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import time
 
 from django.http import HttpRequest, HttpResponse
@@ -9,14 +12,42 @@ from django.shortcuts import render
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.tokens import AccessToken
+from rest_framework_simplejwt.views import TokenObtainPairView
 
 from realtime import lifecycle
 from streaming import conf
 
 STREAM_PATH = "/api/v1/events/"
+
+
+class UsernameRateThrottle(SimpleRateThrottle):
+    """Password guesses per username (rate ``login``), wherever they come from: the
+    anonymous throttle counts per client address, and a botnet has many."""
+
+    scope = "login"
+
+    def get_rate(self) -> str | None:
+        # settings.py always sets the rate; a test that replaces the table disables it.
+        return self.THROTTLE_RATES.get(self.scope)
+
+    def get_cache_key(self, request: Request, view: object) -> str | None:
+        data = request.data if isinstance(request.data, dict) else {}
+        username = data.get("username")
+        if not isinstance(username, str) or not username.strip():
+            return None
+        ident = hashlib.sha256(username.strip().lower().encode()).hexdigest()
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class TokenView(TokenObtainPairView):
+    """``POST /api/v1/auth/token/``: simplejwt's login, throttled per address and per
+    username (TASKSTREAM_LOGIN_RATE)."""
+
+    throttle_classes = [AnonRateThrottle, UserRateThrottle, UsernameRateThrottle]
 
 
 class StreamCookieView(APIView):
@@ -52,7 +83,25 @@ class StreamCookieView(APIView):
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics, for the networks in TASKSTREAM_METRICS_ALLOW (loopback by
+    default) or a bearer of TASKSTREAM_METRICS_TOKEN; 403 for anyone else."""
+    if not _may_read_metrics(request):
+        return HttpResponse("forbidden", status=403, content_type="text/plain")
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+def _may_read_metrics(request: HttpRequest) -> bool:
+    settings = conf.get()
+    if settings.METRICS_TOKEN:
+        expected = f"Bearer {settings.METRICS_TOKEN}".encode()
+        given = request.headers.get("Authorization", "").encode()
+        if hmac.compare_digest(given, expected):
+            return True
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net) for net in settings.METRICS_ALLOW)
 
 
 def healthz(request: HttpRequest) -> HttpResponse:

@@ -24,6 +24,7 @@ class TaskstreamSettings:
     TOPIC_PARTITIONS: int
     CONSUMER_GROUP: str
     WORKER_GROUP: str
+    CONSUMER_INSTANCE_ID: str
     CONSUMER_BATCH: int
     HEARTBEAT_SECONDS: float
     RETRY_MS: int
@@ -37,6 +38,7 @@ class TaskstreamSettings:
     REPLAY_TTL_SECONDS: int
     REPLAY_PAGE: int
     REPLAY_MAX_SCAN: int
+    REPLAY_KAFKA_PER_MINUTE: int
     MAX_EVENT_BYTES: int
     MAX_STREAMS_PER_USER: int
     STREAM_OPENS_PER_MINUTE: int
@@ -45,6 +47,10 @@ class TaskstreamSettings:
     DRAIN_SECONDS: float
     DRAIN_REFUSAL_STATUS: int
     CORS_ALLOWED_ORIGINS: tuple[str, ...]
+    HEADER_TIMEOUT_SECONDS: float
+    BODY_TIMEOUT_SECONDS: float
+    METRICS_ALLOW: tuple[str, ...]
+    METRICS_TOKEN: str
 
     def require_kafka(self) -> str:
         """Return the bootstrap servers, or fail loudly when none are configured."""

@@ -59,6 +59,12 @@ def consumer_config(group_id: str, **overrides: Any) -> dict[str, Any]:
         "partition.assignment.strategy": "cooperative-sticky",
         "logger": logging.getLogger("rdkafka.consumer"),
     }
+    settings = conf.get()
+    if group_id == settings.CONSUMER_GROUP and settings.CONSUMER_INSTANCE_ID:
+        # Static membership for consume_events: a restarted process with the same id takes
+        # its partitions back at once, instead of waiting for the group to expire the dead
+        # member (session.timeout.ms). Each process of the group needs its own id.
+        config["group.instance.id"] = settings.CONSUMER_INSTANCE_ID
     config.update(overrides)
     return config
 
@@ -89,19 +95,37 @@ def producer_config(**overrides: Any) -> dict[str, Any]:
     return config
 
 
-def topic_epoch(topic: str, timeout: float = 30.0) -> str:
+class EpochUnavailable(Exception):
+    """The topic's id could not be read before the deadline."""
+
+
+def topic_epoch(topic: str, timeout: float = 30.0, *, admin: Any | None = None) -> str:
     """The topic's identity: its Kafka topic id, which changes when the topic is deleted
-    and created again (offsets then restart). Falls back to the cluster id where the
-    broker cannot describe topics."""
-    admin = AdminClient({"bootstrap.servers": conf.get().require_kafka()})
-    try:
-        futures = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)
-        topic_id = str(futures[topic].result().topic_id)
-        if topic_id and topic_id != "AAAAAAAAAAAAAAAAAAAAAA":
-            return _url_safe(topic_id)
-    except Exception:
-        logger.info("cannot describe topic %s; using the cluster id as its epoch", topic)
-    return cluster_epoch(timeout)
+    and created again (offsets then restart).
+
+    A failed describe (a broker restarting, a request timing out) is retried with backoff
+    until ``timeout``; then this raises ``EpochUnavailable``. It never guesses: another
+    epoch would reset every client's cursor. Only librdkafka's mock cluster (the embedded
+    mode) cannot describe topics; its caller asks for ``cluster_epoch`` explicitly.
+    """
+    admin = admin or AdminClient({"bootstrap.servers": conf.get().require_kafka()})
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        left = max(deadline - time.monotonic(), 0.5)
+        try:
+            futures = admin.describe_topics(TopicCollection([topic]), request_timeout=left)
+            topic_id = str(futures[topic].result().topic_id)
+            if topic_id and topic_id != "AAAAAAAAAAAAAAAAAAAAAA":
+                return _url_safe(topic_id)
+            problem = "the broker gave no topic id"
+        except Exception as exc:
+            problem = str(exc) or type(exc).__name__
+        if time.monotonic() + delay >= deadline:
+            raise EpochUnavailable(f"cannot describe topic {topic} within {timeout}s: {problem}")
+        logger.warning("cannot describe topic %s (%s); retrying", topic, problem)
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 def cluster_epoch(timeout: float = 30.0) -> str:

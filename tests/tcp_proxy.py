@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 
 
@@ -19,6 +20,8 @@ class TcpProxy:
         self.port: int = self._listener.getsockname()[1]
         self._up = threading.Event()
         self._up.set()
+        self.flowing = threading.Event()  # cleared: bytes stop moving (a frozen server)
+        self.flowing.set()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._closed = False
@@ -35,6 +38,23 @@ class TcpProxy:
 
     def restore(self) -> None:
         self._up.set()
+
+    def reset(self) -> None:
+        """Drop every connection with a TCP reset (what a restarted server answers on an
+        old connection); new ones are still accepted unless ``cut`` too."""
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.close()
+            self._sockets.clear()
+
+    def freeze(self) -> None:
+        """Connections stay open but nothing moves (SIGSTOP of the server) until ``thaw``."""
+        self.flowing.clear()
+
+    def thaw(self) -> None:
+        self.flowing.set()
 
     def close(self) -> None:
         self._closed = True
@@ -63,6 +83,7 @@ class TcpProxy:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self.flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from realtime.replay.kafka import KafkaReplayer
+from realtime.replay.kafka import KafkaReplayer, Unfillable
 from realtime.store import HotStore, StoredEvent
 from streaming import conf, metrics
 from streaming.cursor import UNKNOWN_EPOCH, Cursor, PartitionKey
@@ -35,6 +35,9 @@ class ResumePlan:
         None  # the stream-reset payload, when the request was not honoured
     )
     from_earliest: bool = False  # replay whatever the store holds, even if incomplete
+    # Partitions the cursor does not name: the client never received from them, so the
+    # user's every event there is replayed (docs/events.md, "Resuming").
+    from_start: tuple[PartitionKey, ...] = ()
 
 
 async def plan_resume(
@@ -67,20 +70,32 @@ async def plan_resume(
                 "resumed_from": plan.resumed_from,
             }
             return plan
-    for key, offset in requested.offsets.items():
+    # A partition the cursor does not name was never received from: the user's events
+    # there are all new to the client, and are replayed from the first one (never skipped).
+    unnamed = tuple(key for key in last if key not in requested.offsets)
+    wanted = [*requested.offsets.items(), *((key, -1) for key in unnamed)]
+    charged = False
+    for key, offset in wanted:
         page = await store.read_after(user_id, key, offset, 1)
         if not page.complete:
-            # The store lost part of the range: Kafka must serve it, if it still can.
+            # The store lost part of the range: Kafka must serve it, if it still can, and
+            # if this user has not used up their Kafka replays (each may scan up to
+            # TASKSTREAM_REPLAY_MAX_SCAN records on the node's one reader).
+            if not charged:
+                charged = True
+                if not await kafka_budget_left(store, user_id):
+                    return _reset("replay-limit", requested, epoch or requested.epochs[source])
             until = page.events[0].offset if page.events else None
             problem = await kafka.check(key, offset, until)
             if problem is not None:
                 return _reset(problem, requested, epoch or requested.epochs[source])
-    cursor = requested.copy()
-    # Partitions the client has never received from start at their current end.
-    for key, offset in last.items():
-        if key not in cursor.offsets:
-            cursor.advance(key[0], key[1], offset, epoch or UNKNOWN_EPOCH)
-    return ResumePlan(cursor, str(requested))
+    return ResumePlan(requested.copy(), str(requested), from_start=unnamed)
+
+
+async def kafka_budget_left(store: HotStore, user_id: int) -> bool:
+    """Count one Kafka replay of ``user_id``; False past TASKSTREAM_REPLAY_KAFKA_PER_MINUTE."""
+    used = await store.count_hit(f"kafka-replay:{user_id}", 60)
+    return used <= conf.get().REPLAY_KAFKA_PER_MINUTE
 
 
 def _reset(reason: str, requested: Cursor, epoch: str) -> ResumePlan:
@@ -100,17 +115,21 @@ async def backfill(
     before: int | None = None,
     *,
     accept_incomplete: bool = False,
+    charge: bool = True,
 ) -> list[StoredEvent]:
     """The user's events in ``key`` with ``after < offset < before``, in order.
 
     Raises ``Unfillable`` when the hot store is incomplete there and Kafka no longer has
-    (or may not scan) the range.
+    (or may not scan) the range, or the user's Kafka replays are used up (``charge``: the
+    replay a plan already paid for passes False).
     """
     page_size = conf.get().REPLAY_PAGE
     page = await store.read_after(user_id, key, after, page_size)
     events: list[StoredEvent] = []
     if not page.complete and not accept_incomplete:
         until = page.events[0].offset if page.events else before
+        if charge and not await kafka_budget_left(store, user_id):
+            raise Unfillable("replay-limit")
         events.extend(await kafka.read(user_id, key, after, until))
         metrics.REPLAYS.labels("kafka").inc()
     else:

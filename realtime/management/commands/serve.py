@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from realtime.hub import get_hub
 from realtime.routing import build_application
+from realtime.server import BoundedHttpProtocol
 from streaming import conf
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,12 @@ class Command(BaseCommand):
             lifespan="off",
             proxy_headers=options["proxy_headers"],
             access_log=False,
-            # Never cut a draining stream before the drain window is over.
-            timeout_graceful_shutdown=int(conf.get().DRAIN_SECONDS) + 5,
+            # Deadlines on reading each request's headers and body (slow or half-sent
+            # requests): realtime/server.py.
+            http=BoundedHttpProtocol,
+            # Counted from the end of the drain window (streams have ended by then): what
+            # is still open 2 s later is cut, so the node exits within DRAIN_SECONDS + 5 s
+            # even when a dependency hangs its clean-up (Redis down: tests/test_chaos.py).
+            timeout_graceful_shutdown=2,
         )
         DrainingServer(config).run()

@@ -1,0 +1,68 @@
+"""The HTTP protocol ``manage.py serve`` runs: uvicorn's, with deadlines on reading requests.
+
+uvicorn waits for a request's headers, and for its body, as long as the client likes: a
+client that sends half its headers (or nothing), or a Content-Length and then no body,
+holds a connection and its buffers for ever, and a few thousand such clients exhaust the
+node (slowloris). Here a request's line and headers must arrive within
+TASKSTREAM_HEADER_TIMEOUT_SECONDS of the connection (or, on a kept-alive connection, of the
+request's first byte), and its body within TASKSTREAM_BODY_TIMEOUT_SECONDS of its headers;
+otherwise the connection is closed. Only reading the request is limited: a response being
+streamed (an event stream) is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from streaming import conf
+
+logger = logging.getLogger(__name__)
+
+
+class BoundedHttpProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = conf.get()
+        self._header_seconds = settings.HEADER_TIMEOUT_SECONDS
+        self._body_seconds = settings.BODY_TIMEOUT_SECONDS
+        self._read_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self._header_seconds)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._read_deadline is None:  # a kept-alive connection's next request
+            self._arm(self._header_seconds)
+
+    def on_headers_complete(self) -> None:
+        self._arm(self._body_seconds)  # disarmed at once when there is no body
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._read_deadline = self.loop.call_later(seconds, self._read_timed_out)
+
+    def _disarm(self) -> None:
+        if self._read_deadline is not None:
+            self._read_deadline.cancel()
+            self._read_deadline = None
+
+    def _read_timed_out(self) -> None:
+        self._read_deadline = None
+        if not self.transport.is_closing():
+            logger.info("closed a connection from %s: request not received in time", self.client)
+            self.transport.close()
