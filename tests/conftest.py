@@ -304,6 +304,19 @@ def _fast_password_hasher(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(settings: Any) -> None:
+    # The throttles count in the default cache. A cache of its own per test keeps one
+    # test's login attempts from throttling the next one's, and a test's cache.clear()
+    # from flushing the Redis database the running stack's hot store and layer live in.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": f"test-{uuid.uuid4().hex}",
+        }
+    }
+
+
 def open_stream(
     stack: Stack, user: User, cursor: str | None = None, query: str = ""
 ) -> StreamReader:

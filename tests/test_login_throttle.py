@@ -3,6 +3,7 @@ throttle, and one username gets at most TASKSTREAM_LOGIN_RATE attempts from anyw
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -42,11 +43,14 @@ def test_rotating_x_forwarded_for_does_not_escape_the_address_throttle(
 
 
 def test_one_username_gets_a_bounded_number_of_guesses_from_any_address(
-    alice: User, settings: Any, monkeypatch: pytest.MonkeyPatch
+    django_user_model: type[User], settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Names of this test's own: the throttle's counts live in the shared cache for a
+    # minute, and must not lock the other tests' alice out.
+    victim = django_user_model.objects.create_user(f"victim-{uuid.uuid4().hex}", password="x")
     monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "anon", None)  # a botnet
     monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "login", "10/min")
-    codes = [guess(APIClient(REMOTE_ADDR=f"203.0.113.{n}"), "alice", n) for n in range(12)]
+    codes = [guess(APIClient(REMOTE_ADDR=f"203.0.113.{n}"), victim.username, n) for n in range(12)]
     assert codes == [401] * 10 + [429] * 2
-    # Another user is not locked out by Alice's attacker.
-    assert guess(APIClient(REMOTE_ADDR="203.0.113.99"), "bob", 0) == 401
+    # Another user is not locked out by the attacker.
+    assert guess(APIClient(REMOTE_ADDR="203.0.113.99"), f"other-{uuid.uuid4().hex}", 0) == 401
