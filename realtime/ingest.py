@@ -44,7 +44,7 @@ from realtime.store import HotStore, get_store
 from streaming import conf, metrics
 from streaming.adapter import InvalidRecord, adapt
 from streaming.cursor import PartitionKey
-from streaming.events import TaskEvent
+from streaming.events import Position, TaskEvent
 from streaming.kafka import (
     ConsumerPort,
     ProducerPort,
@@ -179,18 +179,18 @@ class EventConsumer:
 
     async def _process(self, records: list[Record], result: BatchResult) -> None:
         events: list[TaskEvent] = []
-        valid: list[Record] = []
+        by_position: dict[Position, Record] = {}
         dead: list[tuple[Record, str]] = []
         for record in records:
             try:
-                events.append(adapt(record))
-                valid.append(record)
+                event = adapt(record)
+                events.append(event)
+                by_position[event.position] = record
             except InvalidRecord as exc:
                 dead.append((record, exc.reason))
             except Exception as exc:  # the adapter's bug is still this record's problem
                 logger.exception("adapter failed on %s", _where(record))
                 dead.append((record, f"adapter error: {type(exc).__name__}: {exc}"[:1000]))
-        by_position = {e.position: r for e, r in zip(events, valid, strict=True)}
 
         applied, refused = await self._apply_isolating(events)
         for event, reason in refused:
