@@ -46,10 +46,10 @@ def locked_tasks(task_ids: list[str], fields: list[str]) -> Statement:
     sql = (
         f"SELECT coalesce(json_agg(json_build_array({columns})), '[]')::text FROM ("
         f"SELECT {columns} FROM {_table(AsyncTask)} "
-        f"WHERE {_column(AsyncTask, 'id')} = ANY(%b::uuid[]) "
+        f"WHERE {_column(AsyncTask, 'id')} = ANY(%s::uuid[]) "
         f"ORDER BY {_column(AsyncTask, 'id')} FOR NO KEY UPDATE) AS locked"
     )
-    return sql, [task_ids]
+    return sql, [_array(task_ids)]
 
 
 def task_rows(fetched: list[tuple[Any, ...]], fields: list[str]) -> list[tuple[Any, ...]]:
@@ -73,15 +73,15 @@ def log_entries(event_ids: list[str], offsets: dict[tuple[str, int], list[int]])
     pick = ", ".join(
         _column(TaskEventLog, n) for n in ("event_id", "source", "partition", "offset")
     )
-    where = [f"{_column(TaskEventLog, 'event_id')} = ANY(%b::uuid[])"]
-    params: list[Any] = [event_ids]
+    where = [f"{_column(TaskEventLog, 'event_id')} = ANY(%s::uuid[])"]
+    params: list[Any] = [_array(event_ids)]
     for (source, partition), values in offsets.items():
         where.append(
             f"({_column(TaskEventLog, 'source')} = %s AND "
             f"{_column(TaskEventLog, 'partition')} = %s AND "
-            f"{_column(TaskEventLog, 'offset')} = ANY(%b::bigint[]))"
+            f"{_column(TaskEventLog, 'offset')} = ANY(%s::bigint[]))"
         )
-        params += [source, partition, values]
+        params += [source, partition, _array(values)]
     sql = f"SELECT {pick} FROM {_table(TaskEventLog)} WHERE {' OR '.join(where)}"
     return sql, params
 
@@ -160,6 +160,12 @@ def _fields(kinds: Iterable[str]) -> list[str]:
         else:
             picked.append(f"(v.r->>{i})::{kind}")
     return picked
+
+
+def _array(values: Iterable[str | int]) -> str:
+    """A PostgreSQL array literal of UUIDs or integers (no character in them needs quoting),
+    joined in C: psycopg's array dumper handles each element in Python."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _rows_json(rows: list[tuple[Any, ...]]) -> str:
