@@ -370,7 +370,9 @@ TASKSTREAM: dict[str, Any] = {
     # (systemd: %H-%i), so a restarted process takes its partitions back at once. Empty:
     # dynamic membership (a crashed process's partitions wait out the session timeout).
     "CONSUMER_INSTANCE_ID": env_instance_id("TASKSTREAM_CONSUMER_INSTANCE_ID"),
-    "CONSUMER_BATCH": env_int("TASKSTREAM_CONSUMER_BATCH", 2000, minimum=1),
+    # Records per consume_events batch. At most STREAM_QUEUE_SIZE (checked below): one
+    # user's events of one batch reach a stream at once and must fit its buffer.
+    "CONSUMER_BATCH": env_int("TASKSTREAM_CONSUMER_BATCH", 1000, minimum=1),
     "HEARTBEAT_SECONDS": env_float("TASKSTREAM_HEARTBEAT_SECONDS", 15.0, minimum=0.05),
     "RETRY_MS": env_int("TASKSTREAM_RETRY_MS", 3000, minimum=0),
     "STREAM_QUEUE_SIZE": env_int("TASKSTREAM_STREAM_QUEUE_SIZE", 1000, minimum=1),
@@ -405,6 +407,12 @@ TASKSTREAM: dict[str, Any] = {
     "METRICS_ALLOW": env_networks("TASKSTREAM_METRICS_ALLOW", "127.0.0.0/8,::1/128"),
     "METRICS_TOKEN": env_str("TASKSTREAM_METRICS_TOKEN"),
 }
+if TASKSTREAM["CONSUMER_BATCH"] > TASKSTREAM["STREAM_QUEUE_SIZE"]:
+    raise ImproperlyConfigured(
+        f"TASKSTREAM_CONSUMER_BATCH={TASKSTREAM['CONSUMER_BATCH']} is over "
+        f"TASKSTREAM_STREAM_QUEUE_SIZE={TASKSTREAM['STREAM_QUEUE_SIZE']}: one user's events of "
+        "one batch reach a stream at once, and a stream whose buffer they overflow is closed"
+    )
 
 LOGGING = {
     "version": 1,
