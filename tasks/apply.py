@@ -260,6 +260,7 @@ def _write(new_logs: list[tuple[TaskRow, TaskEvent, bool]], changed: dict[str, T
             occurred_at=event.occurred_at,
             data=event.data,
             changed_task=moved,
+            traceparent=event.traceparent,
         )
         for task, event, moved in new_logs
     )

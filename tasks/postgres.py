@@ -84,6 +84,7 @@ def insert_logs(rows: Sequence[tuple[TaskRow, TaskEvent, bool]], now: datetime) 
         "occurred_at": "timestamptz",
         "data": "jsonb",
         "changed_task": "boolean",
+        "traceparent": "text",
     }
     columns: list[list[Any]] = [[] for _ in kinds]
     for task, event, moved in rows:
@@ -98,6 +99,7 @@ def insert_logs(rows: Sequence[tuple[TaskRow, TaskEvent, bool]], now: datetime) 
             event.occurred_at,
             _json(event.data),
             moved,
+            event.traceparent,
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
