@@ -134,7 +134,12 @@ def run(host: str, port: int) -> None:
         consuming = asyncio.create_task(event_consumer.run(), name="consume-events")
         server = _AnnouncingServer(
             uvicorn.Config(
-                build_application(), host=host, port=port, lifespan="off", log_level="info"
+                build_application(),
+                host=host,
+                port=port,
+                lifespan="off",
+                log_level="info",
+                log_config=None,  # uvicorn's lines go through the project's renderer
             )
         )
         try:

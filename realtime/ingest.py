@@ -39,9 +39,9 @@ from channels.layers import get_channel_layer
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from django.db import InterfaceError, OperationalError
 
-from realtime import bus
+from realtime import bus, ingestlog
 from realtime.store import HotStore, get_store
-from streaming import conf, metrics
+from streaming import conf, metrics, tracing
 from streaming.adapter import InvalidRecord, adapt
 from streaming.cursor import PartitionKey
 from streaming.events import Position, TaskEvent
@@ -162,18 +162,19 @@ class EventConsumer:
         result.records = len(records)
         if not records:
             return result
-        try:
-            await self._process(records, result)
-        except Exception as exc:
-            # Whatever a record is to blame for was dead-lettered inside _process; what
-            # escapes it is the stores' or the layer's: read the batch again later.
-            if not isinstance(exc, OUTAGES):
-                logger.exception("unexpected error after the batch was applied; retrying it")
-            await self._back_off(records, exc)
-            result.retried = True
-            return result
-        self.outages_in_a_row = 0
-        await loop.run_in_executor(self._kafka_thread, self._commit, records)
+        with ingestlog.batch(records, result):
+            try:
+                await self._process(records, result)
+            except Exception as exc:
+                # Whatever a record is to blame for was dead-lettered inside _process; what
+                # escapes it is the stores' or the layer's: read the batch again later.
+                if not isinstance(exc, OUTAGES):
+                    logger.exception("unexpected error after the batch was applied; retrying it")
+                await self._back_off(records, exc)
+                result.retried = True
+                return result
+            self.outages_in_a_row = 0
+            await loop.run_in_executor(self._kafka_thread, self._commit, records)
         metrics.CONSUMER_BATCHES.inc()
         return result
 
@@ -192,7 +193,8 @@ class EventConsumer:
                 logger.exception("adapter failed on %s", _where(record))
                 dead.append((record, f"adapter error: {type(exc).__name__}: {exc}"[:1000]))
 
-        applied, refused = await self._apply_isolating(events)
+        with tracing.span("apply"):
+            applied, refused = await self._apply_isolating(events)
         for event, reason in refused:
             dead.append((by_position[event.position], reason))
         deliverable: list[TaskEvent] = []
@@ -203,16 +205,18 @@ class EventConsumer:
                 dead.append((by_position[item.event.position], item.reason))
             elif item.deliver:
                 deliverable.append(item.event)
+        ingestlog.record_lines(applied)
 
         if dead:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._kafka_thread, self._dead_letter, dead)
 
         # Encoded once here; the hot store and every server process reuse the text.
-        bodies = [event.sse_body() for event in deliverable]
-        prevs = await self.store.append(deliverable, bodies)
-        sent = await bus.publish(self.layer, deliverable, prevs, self.epoch, bodies)
-        await self.store.set_heads(_heads(records))
+        with tracing.span("push", events=len(deliverable)):
+            bodies = [event.sse_body() for event in deliverable]
+            prevs = await self.store.append(deliverable, bodies)
+            sent = await bus.publish(self.layer, deliverable, prevs, self.epoch, bodies)
+            await self.store.set_heads(_heads(records))
 
         # Counted once the batch's effects are done (a retried batch is not counted twice).
         for outcome, count in outcomes.items():
@@ -295,7 +299,7 @@ class EventConsumer:
 
     def _dead_letter(self, dead: list[tuple[Record, str]]) -> None:
         for record, reason in dead:
-            logger.warning("dead-lettering %s: %s", _where(record), reason)
+            ingestlog.dead_letter(record, reason)
             headers = [
                 ("reason", reason.encode("utf-8", "replace")),
                 ("source", str(record.topic()).encode()),
