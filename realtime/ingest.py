@@ -208,6 +208,7 @@ class EventConsumer:
         ingestlog.record_lines(applied)
 
         if dead:
+            ingestlog.dead_letters(dead)  # here, where the batch's context is bound
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._kafka_thread, self._dead_letter, dead)
 
@@ -299,7 +300,6 @@ class EventConsumer:
 
     def _dead_letter(self, dead: list[tuple[Record, str]]) -> None:
         for record, reason in dead:
-            ingestlog.dead_letter(record, reason)
             headers = [
                 ("reason", reason.encode("utf-8", "replace")),
                 ("source", str(record.topic()).encode()),

@@ -89,15 +89,17 @@ def record_lines(applied: Sequence[Applied]) -> None:
         )
 
 
-def dead_letter(record: Any, reason: str) -> None:
-    log.warning(
-        "dead-lettering",
-        topic=record.topic(),
-        partition=record.partition(),
-        offset=record.offset(),
-        reason=reason,
-        **trace_fields(tracecontext.from_headers(record.headers())),
-    )
+def dead_letters(dead: Sequence[tuple[Any, str]]) -> None:
+    """A warning per record about to go to the dead-letter topic, with its reason."""
+    for record, reason in dead:
+        log.warning(
+            "dead-lettering",
+            topic=record.topic(),
+            partition=record.partition(),
+            offset=record.offset(),
+            reason=reason,
+            **trace_fields(tracecontext.from_headers(record.headers())),
+        )
 
 
 def trace_fields(traceparent: str | None) -> dict[str, str]:

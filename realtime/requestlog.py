@@ -26,6 +26,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.functional import empty
 
 REQUEST_ID_HEADER: Final = b"x-request-id"
+SCOPE_KEY: Final = "taskstream.request_id"
 _SANE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 # Probes and scrapes: one line per hit would drown the rest, so only at debug level.
 QUIET_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -57,6 +58,7 @@ class RequestIdMiddleware:
         # A fresh context per request: nothing of another request's binds leaks in.
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
+        scope = {**scope, SCOPE_KEY: rid}  # for AccessLogMiddleware
 
         async def send_with_id(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -80,10 +82,22 @@ class AccessLogMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        bound = structlog.contextvars.get_contextvars().get("request_id")
-        rid = bound if isinstance(bound, str) else request_id(request.headers.get("X-Request-ID"))
-        if bound is None:
+        given = getattr(request, "scope", {}).get(SCOPE_KEY)
+        owner = not isinstance(given, str)
+        rid = given if isinstance(given, str) else ""
+        if owner:
+            # No RequestIdMiddleware around: this request's context is ours to make and to
+            # clear (a WSGI thread serves request after request in one context).
+            rid = request_id(request.headers.get("X-Request-ID"))
+            structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(request_id=rid)
+        try:
+            return self._logged(request, rid)
+        finally:
+            if owner:
+                structlog.contextvars.clear_contextvars()
+
+    def _logged(self, request: HttpRequest, rid: str) -> HttpResponse:
         started = time.monotonic()
         response = self.get_response(request)
         response["X-Request-ID"] = rid

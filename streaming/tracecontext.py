@@ -19,11 +19,10 @@ from typing import Any, Final
 HEADER: Final = "traceparent"
 
 # version "-" trace-id "-" parent-id "-" trace-flags, lower-case hex only
-# (https://www.w3.org/TR/trace-context/#traceparent-header-field-values).
-_VERSION_00: Final = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-# A later version keeps these four fields first and may append "-"-separated ones; a
-# reader of version 00 uses the first four and ignores the rest.
-_LATER: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+# (https://www.w3.org/TR/trace-context/#traceparent-header-field-values). Version 00 is
+# exactly that; a later version keeps these four fields first and may append
+# "-"-separated ones, which a reader of version 00 ignores.
+_FIELDS: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
 SAMPLED: Final = "01"
@@ -38,16 +37,12 @@ def parse(value: str | bytes | None) -> str | None:
             value = value.decode("ascii")
         except UnicodeDecodeError:
             return None
-    if len(value) == 55:
-        match = _VERSION_00.fullmatch(value)
-        if match is None:
-            return None
-        trace_id, span_id, flags = match.groups()
-    else:
-        later = _LATER.fullmatch(value) if len(value) < 512 else None
-        if later is None or later.group(1) in ("00", "ff"):
-            return None  # version 00 is exactly 55 characters; ff is forbidden
-        _, trace_id, span_id, flags, _rest = later.groups()
+    match = _FIELDS.fullmatch(value) if len(value) < 512 else None
+    if match is None:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest is not None):
+        return None  # ff is forbidden; version 00 has nothing after its flags
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
     return f"00-{trace_id}-{span_id}-{flags}"

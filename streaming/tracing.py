@@ -80,13 +80,13 @@ def _span(
     from opentelemetry import trace
     from opentelemetry.trace import Link, NonRecordingSpan
 
-    contexts = {_span_context(tp) for tp in traceparents if tp}
+    unique = list(dict.fromkeys(tp for tp in traceparents if tp))
     parent = None
     links: list[Any] = []
-    if len(contexts) == 1 and not trace.get_current_span().get_span_context().is_valid:
-        parent = trace.set_span_in_context(NonRecordingSpan(contexts.pop()))
+    if len(unique) == 1 and not trace.get_current_span().get_span_context().is_valid:
+        parent = trace.set_span_in_context(NonRecordingSpan(_span_context(unique[0])))
     else:
-        links = [Link(c) for c in list(contexts)[:MAX_LINKS]]
+        links = [Link(_span_context(tp)) for tp in unique[:MAX_LINKS]]
     with _tracer.start_as_current_span(
         name,
         context=parent,
