@@ -5,20 +5,24 @@ logged while it runs, and ends with one ``batch`` line: the outcome (``committed
 ``retried``), counts per outcome and its duration. One line per record (position, task,
 user, event type, outcome, ``traceparent``) is written only when TASKSTREAM_LOG_RECORDS is
 on; the check is made once per batch. A dead-lettered record always gets its warning, with
-its position, reason and trace context (docs/operations.md, "Logs").
+its position, reason and trace context (docs/operations.md, "Logs"), and is counted in
+``taskstream_consumer_dead_letters_total`` by the class of its reason (a bounded label: the
+reasons themselves quote the records) once its batch is committed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from streaming import tracecontext, tracing
+from streaming import metrics, tracecontext, tracing
 
 if TYPE_CHECKING:
     from realtime.ingest import BatchResult
@@ -29,6 +33,28 @@ RECORDS_LOGGER: Final = "realtime.ingest.records"
 log = structlog.get_logger("realtime.ingest")
 records_log = structlog.get_logger(RECORDS_LOGGER)
 _records_std = logging.getLogger(RECORDS_LOGGER)
+# The dead letters of the batch running in this context, by reason class.
+_dead: contextvars.ContextVar[Counter[str] | None] = contextvars.ContextVar("dead", default=None)
+
+# (how a reason starts, its class), first match wins; anything else the adapter refused
+# breaks the record contract (docs/events.md).
+REASON_CLASSES: Final = (
+    ("unknown user", "unknown-user"),
+    ("unknown task", "unknown-task"),
+    ("task belongs to another user", "wrong-owner"),
+    ("position used by another event", "position-reused"),
+    ("database refused it", "database-refused"),
+    ("adapter error", "adapter-error"),
+    ("record has no key", "key"),
+    ("key ", "key"),
+)
+
+
+def reason_class(reason: str) -> str:
+    """The bounded class of a dead-letter reason, for a metric label."""
+    if reason.endswith("-byte limit"):
+        return "too-large"
+    return next((c for start, c in REASON_CLASSES if reason.startswith(start)), "contract")
 
 
 def positions(records: Sequence[Any]) -> str:
@@ -49,6 +75,8 @@ def batch(records: Sequence[Any], result: BatchResult) -> Iterator[None]:
     outcome = "error"
     context = {"batch_size": len(records), "positions": positions(records)}
     traces = (tracecontext.from_headers(r.headers()) for r in records)  # read if tracing
+    dead: Counter[str] = Counter()
+    token = _dead.set(dead)
     with (
         structlog.contextvars.bound_contextvars(**context),
         tracing.span("consume_events batch", traces, records=len(records)),
@@ -56,7 +84,11 @@ def batch(records: Sequence[Any], result: BatchResult) -> Iterator[None]:
         try:
             yield
             outcome = "retried" if result.retried else "committed"
+            if outcome == "committed":  # a batch read again is counted once, when it is
+                for name, count in dead.items():
+                    metrics.CONSUMER_DEAD_LETTERS.labels(name).inc(count)
         finally:
+            _dead.reset(token)
             log.info(
                 "batch",
                 outcome=outcome,
@@ -91,7 +123,10 @@ def record_lines(applied: Sequence[Applied]) -> None:
 
 def dead_letters(dead: Sequence[tuple[Any, str]]) -> None:
     """A warning per record about to go to the dead-letter topic, with its reason."""
+    tally = _dead.get()
     for record, reason in dead:
+        if tally is not None:
+            tally[reason_class(reason)] += 1
         log.warning(
             "dead-lettering",
             topic=record.topic(),

@@ -3,7 +3,6 @@ request ids and access lines, and what consume_events writes per batch and per r
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -19,7 +18,9 @@ from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from config import logs
+from realtime import ingestlog
 from realtime.requestlog import REQUEST_ID_HEADER, RequestIdMiddleware, request_id
+from streaming import metrics
 from tasks.models import AsyncTask, TaskEventLog
 from tests.conftest import ROOT, api_client
 from tests.fakes import FakeConsumer, FakeProducer, event_value, record
@@ -207,4 +208,41 @@ async def test_per_record_lines_are_off_by_default(alice: User) -> None:
         await make_loop(consumer, FakeProducer()).run_once()
     assert captured.events("record") == []
     assert len(captured.events("batch")) == 1
-    await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("unknown user", "unknown-user"),
+        ("unknown task", "unknown-task"),
+        ("task belongs to another user", "wrong-owner"),
+        ("position used by another event", "position-reused"),
+        ("database refused it: DataError: value too long", "database-refused"),
+        ("adapter error: KeyError: 'x'", "adapter-error"),
+        ("record has no key (it must be the user id, 7)", "key"),
+        ("key '7' does not match user_id 8", "key"),
+        ("value is 300000 bytes, over the 262144-byte limit", "too-large"),
+        ("value is not a JSON object", "contract"),
+        ("event_type: unknown event type task.exploded", "contract"),
+        ("not valid JSON: unexpected character", "contract"),
+        ("data.message: a string contains a NUL character", "contract"),
+    ],
+)
+def test_dead_letter_reasons_fall_into_a_few_classes(reason: str, kind: str) -> None:
+    assert ingestlog.reason_class(reason) == kind
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_dead_letters_are_counted_by_class_once_their_batch_commits(alice: User) -> None:
+    metric = metrics.CONSUMER_DEAD_LETTERS
+    before = {k: metric.labels(k)._value.get() for k in ("contract", "unknown-user")}
+    ghost = event_value(user_id=987654, task_id=str(uuid.uuid4()))
+    batch = [record(b"{broken", offset=1, key=b"1"), record(ghost, offset=2)]
+    retried = make_loop(FakeConsumer(batches=[batch]), FakeProducer(unacked_on_flush=1))
+    assert (await retried.run_once()).retried
+    assert {k: metric.labels(k)._value.get() for k in before} == before  # not yet
+    await make_loop(FakeConsumer(batches=[batch]), FakeProducer()).run_once()
+    assert {k: metric.labels(k)._value.get() - v for k, v in before.items()} == {
+        "contract": 1,
+        "unknown-user": 1,
+    }

@@ -96,9 +96,9 @@ def test_one_traceparent_from_the_record_to_the_log_the_event_log_and_the_browse
 
     # Read back from Kafka (the path of a stream's Kafka replay, through the same
     # adapter): the same data again.
+    args = ["--user", str(alice.pk), "--from", earlier, "--dry-run", "--format", "jsonl"]
     dry = subprocess.run(
-        [sys.executable, "manage.py", "replay_events", "--user", str(alice.pk), "--from", earlier]
-        + ["--dry-run", "--format", "jsonl"],
+        [sys.executable, "manage.py", "replay_events", *args],
         cwd=ROOT,
         env=stack.env,
         capture_output=True,
