@@ -21,7 +21,7 @@ from django.contrib.auth.models import User
 from streaming import conf, tracecontext
 from streaming.publisher import Publisher
 from tasks.models import AsyncTask, TaskEventLog
-from tests.conftest import ROOT, Stack, open_stream
+from tests.conftest import ROOT, Proc, Stack, open_stream
 from tests.sse import SSEEvent, StreamReader, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -56,6 +56,7 @@ def test_one_traceparent_from_the_record_to_the_log_the_event_log_and_the_browse
     (untraced,) = events_of(before, first)
     assert "traceparent" not in json.loads(untraced.data)
     earlier = untraced.id
+    assert earlier is not None
     event_id = publisher.send(
         "task.progress",
         user_id=alice.pk,
@@ -68,7 +69,7 @@ def test_one_traceparent_from_the_record_to_the_log_the_event_log_and_the_browse
     # The browser: the event's data carries it.
     before.wait_for(lambda r: bool(events_of(r, event_id)), 30)
     (live,) = events_of(before, event_id)
-    assert json.loads(live.data)["traceparent"] == known
+    assert json.loads(live.data)["traceparent"] == known and live.id is not None
     offset = int(live.id.split("@")[0].rsplit(":", 1)[1])
 
     # The consumer's JSON log line about that record names it, at its position.
@@ -141,7 +142,7 @@ def _log_sizes(stack: Stack) -> dict[str, int]:
     return {proc.name: _size(proc.log_path) for proc in _procs(stack)}
 
 
-def _procs(stack: Stack) -> list[Any]:
+def _procs(stack: Stack) -> list[Proc]:
     return [stack.server, stack.consumer, stack.worker, stack.relay]
 
 
@@ -203,7 +204,7 @@ def test_a_whole_session_logs_no_token_cookie_or_password(
     for reader in (by_header, by_cookie):
         reader.close()
 
-    def new_lines(proc: Any) -> str:
+    def new_lines(proc: Proc) -> str:
         return proc.log_path.read_bytes()[sizes[proc.name] :].decode("utf-8", "replace")
 
     def both_closed() -> bool:
