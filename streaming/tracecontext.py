@@ -13,49 +13,62 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, Final
 
 HEADER: Final = "traceparent"
 
 # version "-" trace-id "-" parent-id "-" trace-flags, lower-case hex only
 # (https://www.w3.org/TR/trace-context/#traceparent-header-field-values). Version 00 is
-# exactly that; a later version keeps these four fields first and may append
-# "-"-separated ones, which a reader of version 00 ignores.
-_FIELDS: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
-_ZERO_TRACE: Final = "0" * 32
-_ZERO_SPAN: Final = "0" * 16
+# exactly that, with a trace id and a parent id that are not all zeros; a later version
+# keeps these four fields first and may append "-"-separated ones, which a reader of
+# version 00 ignores. Checked on bytes: Kafka header values are bytes.
+_VERSION_00: Final = re.compile(rb"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+_LATER: Final = re.compile(
+    rb"(?!00|ff)[0-9a-f]{2}-((?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2})(-.*)?",
+    re.DOTALL,
+)
 SAMPLED: Final = "01"
+_NONE: Final = object()
+_PARSED_MAX: Final = 4096
+_parsed: dict[bytes, str | None] = {}
 
 
 def parse(value: str | bytes | None) -> str | None:
     """``value`` as a version-00 ``traceparent``, or None if it is not a valid one."""
     if value is None:
         return None
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("ascii")
-        except UnicodeDecodeError:
-            return None
-    match = _FIELDS.fullmatch(value) if len(value) < 512 else None
-    if match is None:
-        return None
-    version, trace_id, span_id, flags, rest = match.groups()
-    if version == "ff" or (version == "00" and rest is not None):
-        return None  # ff is forbidden; version 00 has nothing after its flags
-    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
-        return None
-    return f"00-{trace_id}-{span_id}-{flags}"
+    raw = value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
+    # Every event of a task run carries the same value: a run's records after its first
+    # cost a dict lookup, not a regex (bounded: cleared when full).
+    known = _parsed.get(raw, _NONE)
+    if known is not _NONE:
+        return known  # type: ignore[return-value]
+    if len(raw) == 55 and _VERSION_00.fullmatch(raw):
+        result: str | None = raw.decode("ascii")
+    else:
+        later = _LATER.fullmatch(raw) if 55 <= len(raw) <= 512 else None
+        result = None if later is None else "00-" + later.group(1).decode("ascii")
+    if len(_parsed) >= _PARSED_MAX:
+        _parsed.clear()
+    _parsed[raw] = result
+    return result
 
 
-def from_headers(headers: Iterable[tuple[str, Any]] | Mapping[str, Any] | None) -> str | None:
+def from_headers(headers: Iterable[tuple[str, Any]] | dict[str, Any] | None) -> str | None:
     """The valid ``traceparent`` among Kafka record headers, or None. Several
     ``traceparent`` headers are ambiguous, so they count as none."""
     if not headers:
         return None
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
-    found = [value for name, value in pairs if name == HEADER]
-    return parse(found[0]) if len(found) == 1 else None
+    if isinstance(headers, dict):  # not the Mapping ABC: its check costs more than the rest
+        return parse(headers.get(HEADER))
+    found: Any = _NONE
+    for name, value in headers:
+        if name == HEADER:
+            if found is not _NONE:
+                return None
+            found = value
+    return None if found is _NONE else parse(found)
 
 
 def generate() -> str:
