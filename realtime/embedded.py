@@ -139,7 +139,10 @@ def run(host: str, port: int) -> None:
                 port=port,
                 lifespan="off",
                 log_level="info",
-                log_config=None,  # uvicorn's lines go through the project's renderer
+                # uvicorn's lines go through the project's renderer, and the access line
+                # is the project's own (realtime/requestlog.py), as under `serve`.
+                log_config=None,
+                access_log=False,
             )
         )
         try:
