@@ -3,6 +3,7 @@ it ended and what it sent, the user and stream ids on both, and refusals."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -44,47 +45,40 @@ async def test_open_and_close_lines_carry_the_user_the_stream_and_the_counts() -
     assert line["level"] == "info" and line["seconds"] >= 0
 
 
+async def close_reason(
+    headers: list[tuple[bytes, bytes]], meanwhile: Callable[[], None] = lambda: None
+) -> str:
+    """Open a stream, do ``meanwhile``, wait for its end: the close line's reason."""
+    with json_logs() as captured:
+        stream = Stream(headers)
+        await stream.open()
+        meanwhile()
+        await stream.until_end(within=5)
+        await stream.disconnect()
+    reason: str = closed(captured)["reason"]
+    return reason
+
+
 async def test_an_overflow_is_the_reason_the_close_line_gives(settings: Any) -> None:
     settings.TASKSTREAM = {**settings.TASKSTREAM, "STREAM_QUEUE_SIZE": 2}
-    with json_logs() as captured:
-        stream = Stream(bearer(ALICE))
-        await stream.open()
-        items = [bus.to_item(event(ALICE, n), n - 1, EPOCH) for n in range(5)]
-        get_hub().deliver({"type": bus.MESSAGE_TYPE, "events": [(ALICE, items)]})
-        await stream.until_end()
-        await stream.disconnect()
-    assert closed(captured)["reason"] == "overflow"
+    items = [bus.to_item(event(ALICE, n), n - 1, EPOCH) for n in range(5)]
+    message = {"type": bus.MESSAGE_TYPE, "events": [(ALICE, items)]}
+    assert await close_reason(bearer(ALICE), lambda: get_hub().deliver(message)) == "overflow"
 
 
 async def test_token_expiry_lifetime_and_drain_are_reasons_too(settings: Any) -> None:
-    with json_logs() as captured:
-        stream = Stream(bearer(ALICE, lifetime=timedelta(seconds=1)))
-        await stream.open()
-        await stream.until_end(within=5)
-        await stream.disconnect()
-    assert closed(captured)["reason"] == "token-expired"
+    expiring = bearer(ALICE, lifetime=timedelta(seconds=1))
+    assert await close_reason(expiring) == "token-expired"
 
     settings.TASKSTREAM = {**settings.TASKSTREAM, "STREAM_MAX_SECONDS": 1.0}
-    with json_logs() as captured:
-        stream = Stream(bearer(ALICE))
-        await stream.open()
-        await stream.until_end(within=5)
-        await stream.disconnect()
-    assert closed(captured)["reason"] == "lifetime"
+    assert await close_reason(bearer(ALICE)) == "lifetime"
 
     settings.TASKSTREAM = {**settings.TASKSTREAM, "STREAM_MAX_SECONDS": 1800.0}
-    with json_logs() as captured:
-        stream = Stream(bearer(ALICE))
-        await stream.open()
-        hub = get_hub()
-        try:
-            hub.drain(0.01)
-            await stream.until_end(within=5)
-        finally:
-            hub.draining = False
-            lifecycle.draining.clear()
-        await stream.disconnect()
-    assert closed(captured)["reason"] == "drain"
+    try:
+        assert await close_reason(bearer(ALICE), lambda: get_hub().drain(0.01)) == "drain"
+    finally:
+        get_hub().draining = False
+        lifecycle.draining.clear()
 
 
 async def test_a_refusal_is_one_line_without_the_credential() -> None:

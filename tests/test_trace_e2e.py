@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,9 @@ from django.contrib.auth.models import User
 from streaming import conf, tracecontext
 from streaming.publisher import Publisher
 from tasks.models import AsyncTask, TaskEventLog
-from tests.conftest import ROOT, Proc, Stack, open_stream
+from tests.conftest import Proc, Stack, open_stream, start_task
 from tests.sse import SSEEvent, StreamReader, wait_until
+from tests.test_replay_events import run_command
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -98,15 +97,7 @@ def test_one_traceparent_from_the_record_to_the_log_the_event_log_and_the_browse
     # Read back from Kafka (the path of a stream's Kafka replay, through the same
     # adapter): the same data again.
     args = ["--user", str(alice.pk), "--from", earlier, "--dry-run", "--format", "jsonl"]
-    dry = subprocess.run(
-        [sys.executable, "manage.py", "replay_events", *args],
-        cwd=ROOT,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert dry.returncode == 0, dry.stderr
+    dry = run_command(stack, *args)
     frames = [json.loads(x) for x in dry.stdout.splitlines()]
     assert [f["data"] for f in frames if json.loads(f["data"])["event_id"] == event_id] == [
         live.data
@@ -116,8 +107,6 @@ def test_one_traceparent_from_the_record_to_the_log_the_event_log_and_the_browse
 def test_a_demo_task_run_carries_one_trace_of_its_own(
     stack: Stack, alice: User, streams: list[StreamReader]
 ) -> None:
-    from tests.conftest import start_task
-
     stream = open_stream(stack, alice)
     streams.append(stream)
     task_id = start_task(stack, alice, "demo", {"steps": 2, "step_ms": 20})
