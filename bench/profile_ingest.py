@@ -34,7 +34,7 @@ def main(count: int) -> None:
         "TASKSTREAM_CONSUMER_GROUP": f"{prefix}.prof",
     }
     out = BUILD / "profile-consume_events.txt"
-    seconds = 30
+    seconds = int(os.environ.get("PROFILE_SECONDS", "30"))
     cmd = [str(ROOT / ".venv/bin/py-spy"), "record", "--format", "raw", "-o", str(out),
            "--duration", str(seconds), "--rate", "200", "--subprocesses", "--",
            "taskset", "-c", "1", PY, "manage.py", "consume_events"]  # fmt: skip

@@ -1,19 +1,19 @@
 """What ``consume_events`` logs, and how cheaply: per batch, not per event.
 
-Each batch binds its context (``batch_size``, its Kafka ``positions``) for every line
-logged while it runs, and ends with one ``batch`` line: the outcome (``committed`` or
-``retried``), counts per outcome and its duration. One line per record (position, task,
-user, event type, outcome, ``traceparent``) is written only when TASKSTREAM_LOG_RECORDS is
-on; the check is made once per batch. A dead-lettered record always gets its warning, with
-its position, reason and trace context (docs/operations.md, "Logs"), and is counted in
-``taskstream_consumer_dead_letters_total`` by the class of its reason (a bounded label: the
-reasons themselves quote the records) once its batch is committed.
+Each batch (``BatchLog``) binds its context (``batch_size``, its Kafka ``positions``) for
+every line logged while it runs, and ends with one ``batch`` line: the outcome
+(``committed`` or ``retried``), counts per outcome and its duration. One line per record
+(position, task, user, event type, outcome, ``traceparent``) is written only when
+TASKSTREAM_LOG_RECORDS is on; the check is made once per batch. A dead-lettered record
+always gets its warning, with its position, reason and trace context (docs/operations.md,
+"Logs"), and is counted in ``taskstream_consumer_dead_letters_total`` by the class of its
+reason (a bounded label: the reasons themselves quote the records) once its batch is
+committed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import logging
 import time
 from collections import Counter
@@ -33,8 +33,6 @@ RECORDS_LOGGER: Final = "realtime.ingest.records"
 log = structlog.get_logger("realtime.ingest")
 records_log = structlog.get_logger(RECORDS_LOGGER)
 _records_std = logging.getLogger(RECORDS_LOGGER)
-# The dead letters of the batch running in this context, by reason class.
-_dead: contextvars.ContextVar[Counter[str] | None] = contextvars.ContextVar("dead", default=None)
 
 # (how a reason starts, its class), first match wins; anything else the adapter refused
 # breaks the record contract (docs/events.md).
@@ -68,35 +66,64 @@ def positions(records: Sequence[Any]) -> str:
     return ",".join(f"{t}:{p}:{first}-{last}" for (t, p), (first, last) in spans.items())
 
 
-@contextlib.contextmanager
-def batch(records: Sequence[Any], result: BatchResult) -> Iterator[None]:
-    """The context, span and closing line of one batch of ``records``."""
-    started = time.monotonic()
-    outcome = "error"
-    context = {"batch_size": len(records), "positions": positions(records)}
-    traces = (tracecontext.from_headers(r.headers()) for r in records)  # read if tracing
-    dead: Counter[str] = Counter()
-    token = _dead.set(dead)
-    with (
-        structlog.contextvars.bound_contextvars(**context),
-        tracing.span("consume_events batch", traces, records=len(records)),
-    ):
-        try:
+class BatchLog:
+    """One batch's log context, dead-letter tally and spans, across its two stages (read
+    and applied; then stored, pushed and committed: ``realtime.ingest``)."""
+
+    __slots__ = ("context", "dead", "span", "started")
+
+    def __init__(self) -> None:
+        self.context: dict[str, Any] = {}
+        self.dead: Counter[str] = Counter()
+        self.span: Any = None
+        self.started = time.monotonic()
+
+    def begin(self, records: Sequence[Any]) -> None:
+        self.context = {"batch_size": len(records), "positions": positions(records)}
+        traces = (tracecontext.from_headers(r.headers()) for r in records)  # read if tracing
+        self.span = tracing.start("consume_events batch", traces, records=len(records))
+
+    @contextlib.contextmanager
+    def stage(self, name: str, **attributes: Any) -> Iterator[None]:
+        """Every line logged in the block carries the batch's context; a span ``name``."""
+        with (
+            structlog.contextvars.bound_contextvars(**self.context),
+            tracing.span(name, parent=self.span, **attributes),
+        ):
             yield
-            outcome = "retried" if result.retried else "committed"
-            if outcome == "committed":  # a batch read again is counted once, when it is
-                for name, count in dead.items():
-                    metrics.CONSUMER_DEAD_LETTERS.labels(name).inc(count)
-        finally:
-            _dead.reset(token)
+
+    def dead_letters(self, dead: Sequence[tuple[Any, str]]) -> None:
+        """A warning per record about to go to the dead-letter topic, with its reason."""
+        with structlog.contextvars.bound_contextvars(**self.context):
+            for record, reason in dead:
+                self.dead[reason_class(reason)] += 1
+                log.warning(
+                    "dead-lettering",
+                    topic=record.topic(),
+                    partition=record.partition(),
+                    offset=record.offset(),
+                    reason=reason,
+                    **trace_fields(tracecontext.from_headers(record.headers())),
+                )
+
+    def end(self, result: BatchResult) -> None:
+        """The batch's line, once it is committed or given up to be read again; its dead
+        letters are counted when it is committed (a batch read again is counted once)."""
+        outcome = "retried" if result.retried else "committed"
+        if outcome == "committed":
+            for name, count in self.dead.items():
+                metrics.CONSUMER_DEAD_LETTERS.labels(name).inc(count)
+        with structlog.contextvars.bound_contextvars(**self.context):
             log.info(
                 "batch",
                 outcome=outcome,
                 delivered=result.delivered,
                 dead_lettered=result.dead_lettered,
                 outcomes=result.outcomes,
-                ms=round((time.monotonic() - started) * 1000, 1),
+                ms=round((time.monotonic() - self.started) * 1000, 1),
             )
+        tracing.end(self.span)
+        self.span = None
 
 
 def record_lines(applied: Sequence[Applied]) -> None:
@@ -118,22 +145,6 @@ def record_lines(applied: Sequence[Applied]) -> None:
             outcome=item.outcome.value,
             delivered=item.deliver,
             **trace_fields(event.traceparent),
-        )
-
-
-def dead_letters(dead: Sequence[tuple[Any, str]]) -> None:
-    """A warning per record about to go to the dead-letter topic, with its reason."""
-    tally = _dead.get()
-    for record, reason in dead:
-        if tally is not None:
-            tally[reason_class(reason)] += 1
-        log.warning(
-            "dead-lettering",
-            topic=record.topic(),
-            partition=record.partition(),
-            offset=record.offset(),
-            reason=reason,
-            **trace_fields(tracecontext.from_headers(record.headers())),
         )
 
 

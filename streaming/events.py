@@ -89,9 +89,12 @@ class TaskEvent:
     def sse_body(self) -> str:
         """The SSE frame without its `id:` line: the stream prefixes the resume cursor,
         which depends on what that stream has delivered (``streaming.cursor``)."""
-        return encode_sse(
-            data=_dumps(self.envelope()), event=EVENT_TYPES[self.event_type].sse_event
-        )
+        data = _dumps(self.envelope())
+        if "\r" in data or "\n" in data:  # only json's output for what orjson refuses
+            return encode_sse(data=data, event=EVENT_TYPES[self.event_type].sse_event)
+        # JSON text escapes every CR and LF inside strings, so the envelope is one `data:`
+        # line and the frame is a concatenation (ingest encodes each event's frame here).
+        return f"event: {EVENT_TYPES[self.event_type].sse_event}\ndata: {data}\n\n"
 
 
 def _dumps(value: Any) -> str:

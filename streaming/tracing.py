@@ -63,41 +63,70 @@ def enabled() -> bool:
     return _tracer is not None
 
 
+def start(name: str, traceparents: Iterable[str | None] = (), **attributes: Any) -> Any:
+    """A span that starts now and ends at ``end`` (a batch's, across its two stages); None
+    when spans are off. ``traceparents``: the trace contexts it works for (a batch's
+    records), read only when spans are on."""
+    if _tracer is None:
+        return None
+    parent, links = _origin(traceparents)
+    return _tracer.start_span(name, context=parent, links=links, attributes=_attrs(attributes))
+
+
+def end(span: Any) -> None:
+    if span is not None:
+        span.end()
+
+
 def span(
-    name: str, traceparents: Iterable[str | None] = (), **attributes: Any
+    name: str, traceparents: Iterable[str | None] = (), *, parent: Any = None, **attributes: Any
 ) -> AbstractContextManager[Any]:
-    """A span around a block, the child of the current one. ``traceparents``: the trace
-    contexts the block works for (a batch's records); read only when spans are on."""
+    """A span around a block: the child of ``parent`` (a span from ``start``), else of the
+    current span, else of ``traceparents`` as in ``start``."""
     if _tracer is None:
         return _NOOP
-    return _span(name, traceparents, attributes)
+    return _span(name, traceparents, parent, attributes)
 
 
 @contextlib.contextmanager
 def _span(
-    name: str, traceparents: Iterable[str | None], attributes: dict[str, Any]
+    name: str, traceparents: Iterable[str | None], parent: Any, attributes: dict[str, Any]
 ) -> Iterator[Any]:
     from opentelemetry import trace
-    from opentelemetry.trace import Link, NonRecordingSpan
 
-    unique = list(dict.fromkeys(tp for tp in traceparents if tp))
-    parent = None
     links: list[Any] = []
-    if len(unique) == 1 and not trace.get_current_span().get_span_context().is_valid:
-        parent = trace.set_span_in_context(NonRecordingSpan(_span_context(unique[0])))
+    if parent is not None:
+        context = trace.set_span_in_context(parent)
     else:
-        links = [Link(_span_context(tp)) for tp in unique[:MAX_LINKS]]
+        context, links = _origin(traceparents)
     with _tracer.start_as_current_span(
         name,
-        context=parent,
+        context=context,
         links=links,
-        attributes={k: v for k, v in attributes.items() if v is not None},
+        attributes=_attrs(attributes),
         # A refused stream or a batch retried after an outage is not a tracing error; the
         # logs and metrics say what happened.
         record_exception=False,
         set_status_on_exception=False,
     ) as current:
         yield current
+
+
+def _origin(traceparents: Iterable[str | None]) -> tuple[Any, list[Any]]:
+    """(parent context, links) for a span working for these trace contexts: the child of
+    the one trace they share, or of the current span with a link to each (at most
+    ``MAX_LINKS``)."""
+    from opentelemetry import trace
+    from opentelemetry.trace import Link, NonRecordingSpan
+
+    unique = list(dict.fromkeys(tp for tp in traceparents if tp))
+    if len(unique) == 1 and not trace.get_current_span().get_span_context().is_valid:
+        return trace.set_span_in_context(NonRecordingSpan(_span_context(unique[0]))), []
+    return None, [Link(_span_context(tp)) for tp in unique[:MAX_LINKS]]
+
+
+def _attrs(attributes: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in attributes.items() if v is not None}
 
 
 def _span_context(traceparent: str) -> Any:

@@ -1,4 +1,5 @@
-"""The PostgreSQL statements of one ``tasks.apply`` batch: a fixed number, whatever its size.
+"""The PostgreSQL statements of one ``tasks.apply`` batch: a fixed number, whatever its size,
+sent in two round trips (``BatchTransaction``).
 
 Columns travel as arrays (``= ANY(%s)``, ``unnest(%s)``) on a cursor with server-side
 binding, so the SQL text is short and the same for every batch and psycopg adapts the
@@ -6,17 +7,24 @@ values in C. Django's default cursor binds client-side: it quotes every value in
 text in Python, and a 500-event batch spent most of its database time there (py-spy,
 docs/benchmarks.md). The statements run on Django's connection, inside its transaction.
 Other databases (the embedded SQLite) take the ORM path in ``tasks.apply``.
+
+Round trips, not statements, set a small batch's latency: BEGIN, two SELECTs, INSERT, UPDATE
+and COMMIT one after another were six, about half of a one-event batch's time at ingest
+(docs/benchmarks.md). In psycopg's pipeline mode the reads go with BEGIN in one round trip
+and the writes with COMMIT in a second.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import psycopg
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Field, Model
 
 from tasks.models import AsyncTask, TaskEventLog
@@ -26,9 +34,12 @@ if TYPE_CHECKING:
     from tasks.apply import TaskRow
 
 
-def locked_tasks(task_ids: list[str], fields: list[str]) -> list[tuple[Any, ...]]:
+Statement = tuple[str, list[Any]]
+
+
+def locked_tasks(task_ids: list[str], fields: list[str]) -> Statement:
     """The tasks' ``fields``, locked for this transaction in id order (one lock order
-    for every process)."""
+    for every process). Rows go through ``task_rows``."""
     columns = ", ".join(
         f"{_column(AsyncTask, n)}::text" if n == "result" else _column(AsyncTask, n) for n in fields
     )
@@ -37,7 +48,12 @@ def locked_tasks(task_ids: list[str], fields: list[str]) -> list[tuple[Any, ...]
         f"WHERE {_column(AsyncTask, 'id')} = ANY(%b::uuid[]) "
         f"ORDER BY {_column(AsyncTask, 'id')} FOR NO KEY UPDATE"
     )
-    rows = _fetch(sql, [task_ids])
+    return sql, [task_ids]
+
+
+def task_rows(rows: list[tuple[Any, ...]], fields: list[str]) -> list[tuple[Any, ...]]:
+    """``locked_tasks``' rows with the result parsed (read as text: orjson parses faster
+    than psycopg's jsonb loader)."""
     result = fields.index("result")
     return [
         (
@@ -49,9 +65,7 @@ def locked_tasks(task_ids: list[str], fields: list[str]) -> list[tuple[Any, ...]
     ]
 
 
-def log_entries(
-    event_ids: list[str], offsets: dict[tuple[str, int], list[int]]
-) -> list[tuple[Any, ...]]:
+def log_entries(event_ids: list[str], offsets: dict[tuple[str, int], list[int]]) -> Statement:
     """(event id, source, partition, offset) of the log rows holding any of ``event_ids``
     or any of the positions ``offsets`` names; each branch uses a unique index."""
     pick = ", ".join(
@@ -67,13 +81,11 @@ def log_entries(
         )
         params += [source, partition, values]
     sql = f"SELECT {pick} FROM {_table(TaskEventLog)} WHERE {' OR '.join(where)}"
-    return [(str(row[0]), *row[1:]) for row in _fetch(sql, params)]
+    return sql, params
 
 
-def insert_logs(rows: Sequence[tuple[TaskRow, TaskEvent, bool]], now: datetime) -> None:
-    """One INSERT for the batch's new log rows."""
-    if not rows:
-        return
+def insert_logs(rows: Sequence[tuple[TaskRow, TaskEvent, bool]], now: datetime) -> Statement:
+    """One INSERT for the batch's new log rows (there is at least one)."""
     kinds = {
         "task": "uuid",
         "event_id": "uuid",
@@ -110,13 +122,12 @@ def insert_logs(rows: Sequence[tuple[TaskRow, TaskEvent, bool]], now: datetime) 
         f"INSERT INTO {_table(TaskEventLog)} ({targets}) SELECT {aliases}, %s::timestamptz "
         f"FROM unnest({arrays}) AS u({aliases})"
     )
-    _execute(sql, [now, *columns])
+    return sql, [now, *columns]
 
 
-def update_tasks(rows: Sequence[TaskRow], fields: Sequence[str], now: datetime) -> None:
-    """One UPDATE for every changed task: each row carries the task's final state."""
-    if not rows:
-        return
+def update_tasks(rows: Sequence[TaskRow], fields: Sequence[str], now: datetime) -> Statement:
+    """One UPDATE for every changed task (there is at least one): each row carries the
+    task's final state."""
     kinds = {
         "progress": "smallint",
         "result": "jsonb",
@@ -144,7 +155,72 @@ def update_tasks(rows: Sequence[TaskRow], fields: Sequence[str], now: datetime) 
         f"FROM unnest({arrays}) AS v({aliases}) "
         f"WHERE t.{_column(AsyncTask, 'id')} = v.c0"
     )
-    _execute(sql, [now, *columns])
+    return sql, [now, *columns]
+
+
+class BatchTransaction:
+    """One batch's transaction: ``read`` sends BEGIN and the reads in one round trip,
+    ``write`` the writes and COMMIT in another (psycopg's pipeline mode); an exception in
+    between rolls back. Inside a caller's transaction (``atomic``; tests, the replay
+    command) it runs as a savepoint, one statement at a time: the same statements."""
+
+    def __init__(self) -> None:
+        connection.ensure_connection()
+        raw = connection.connection
+        assert isinstance(raw, psycopg.Connection)
+        self._raw: psycopg.Connection[Any] = raw
+        self._pipelined = not connection.in_atomic_block
+        self._atomic = None if self._pipelined else transaction.atomic()
+        self._open = False
+
+    def __enter__(self) -> BatchTransaction:
+        if self._atomic is not None:
+            self._atomic.__enter__()
+        return self
+
+    def read(self, *statements: Statement) -> list[list[tuple[Any, ...]]]:
+        """Each statement's rows, in the batch's transaction (begun here)."""
+        if not self._pipelined:
+            return [_fetch(sql, params) for sql, params in statements]
+        self._open = True
+        cursors = [psycopg.Cursor(self._raw) for _ in statements]
+        with connection.wrap_database_errors, self._raw.pipeline():
+            self._raw.execute("BEGIN")
+            for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                cursor.execute(sql, params)
+        with connection.wrap_database_errors:
+            return [cursor.fetchall() for cursor in cursors]
+
+    def write(self, *statements: Statement) -> None:
+        """Run the statements and commit."""
+        if not self._pipelined:
+            for sql, params in statements:
+                _execute(sql, params)
+            return
+        with connection.wrap_database_errors, self._raw.pipeline():
+            for sql, params in statements:
+                psycopg.Cursor(self._raw).execute(sql, params)
+            self._raw.execute("COMMIT")
+        self._open = False
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._atomic is not None:
+            self._atomic.__exit__(exc_type, exc, traceback)
+            return
+        if self._open:
+            # Begun and not committed: an error (the caller's exception propagates). On a
+            # broken connection the rollback fails too; Django then discards the connection.
+            self._open = False
+            try:
+                with connection.wrap_database_errors:
+                    self._raw.execute("ROLLBACK")
+            except Exception:
+                pass
 
 
 def _cursor() -> psycopg.Cursor[Any]:
@@ -168,10 +244,13 @@ def _execute(sql: str, params: list[Any]) -> None:
         cursor.execute(sql, params)
 
 
+# Statement texts are rebuilt per batch from these; cached, they cost nothing per call.
+@functools.cache
 def _table(model: type[Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
+@functools.cache
 def _column(model: type[Model], name: str) -> str:
     field = model._meta.get_field(name)
     assert isinstance(field, Field) and field.column
