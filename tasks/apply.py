@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
@@ -43,8 +43,9 @@ class Outcome(enum.Enum):
     REJECTED = "rejected"  # can never apply: unknown user or task, wrong owner
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
+class Applied(NamedTuple):
+    """One event's outcome (a named tuple: one is built per event, at ingest's rate)."""
+
     event: TaskEvent
     outcome: Outcome
     reason: str = ""

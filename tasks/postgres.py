@@ -17,10 +17,12 @@ and the writes with COMMIT in a second.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import orjson
 import psycopg
@@ -39,30 +41,30 @@ Statement = tuple[str, list[Any]]
 
 def locked_tasks(task_ids: list[str], fields: list[str]) -> Statement:
     """The tasks' ``fields``, locked for this transaction in id order (one lock order
-    for every process). Rows go through ``task_rows``."""
-    columns = ", ".join(
-        f"{_column(AsyncTask, n)}::text" if n == "result" else _column(AsyncTask, n) for n in fields
-    )
+    for every process), as one JSON array of rows: ``task_rows`` reads it."""
+    columns = ", ".join(_column(AsyncTask, n) for n in fields)
     sql = (
+        f"SELECT coalesce(json_agg(json_build_array({columns})), '[]')::text FROM ("
         f"SELECT {columns} FROM {_table(AsyncTask)} "
-        f"WHERE {_column(AsyncTask, 'id')} = ANY(%b::uuid[]) "
-        f"ORDER BY {_column(AsyncTask, 'id')} FOR NO KEY UPDATE"
+        f"WHERE {_column(AsyncTask, 'id')} = ANY(%s::uuid[]) "
+        f"ORDER BY {_column(AsyncTask, 'id')} FOR NO KEY UPDATE) AS locked"
     )
-    return sql, [task_ids]
+    return sql, [_array(task_ids)]
 
 
-def task_rows(rows: list[tuple[Any, ...]], fields: list[str]) -> list[tuple[Any, ...]]:
-    """``locked_tasks``' rows with the result parsed (read as text: orjson parses faster
-    than psycopg's jsonb loader)."""
-    result = fields.index("result")
-    return [
-        (
-            *row[:result],
-            None if row[result] is None else orjson.loads(row[result]),
-            *row[result + 1 :],
-        )
-        for row in rows
-    ]
+def task_rows(fetched: list[tuple[Any, ...]], fields: list[str]) -> list[tuple[Any, ...]]:
+    """``locked_tasks``' rows, timestamps parsed. One JSON text parsed by orjson costs a
+    fraction of psycopg loading each column of each row in Python (py-spy, docs/benchmarks.md)."""
+    times = [i for i, name in enumerate(fields) if name in _TIMESTAMPS]
+    rows: list[list[Any]] = orjson.loads(fetched[0][0])
+    for row in rows:
+        for i in times:
+            if row[i] is not None:
+                row[i] = datetime.fromisoformat(row[i])
+    return [tuple(row) for row in rows]
+
+
+_TIMESTAMPS = frozenset({"created_at", "started_at", "finished_at", "updated_at"})
 
 
 def log_entries(event_ids: list[str], offsets: dict[tuple[str, int], list[int]]) -> Statement:
@@ -71,21 +73,21 @@ def log_entries(event_ids: list[str], offsets: dict[tuple[str, int], list[int]])
     pick = ", ".join(
         _column(TaskEventLog, n) for n in ("event_id", "source", "partition", "offset")
     )
-    where = [f"{_column(TaskEventLog, 'event_id')} = ANY(%b::uuid[])"]
-    params: list[Any] = [event_ids]
+    where = [f"{_column(TaskEventLog, 'event_id')} = ANY(%s::uuid[])"]
+    params: list[Any] = [_array(event_ids)]
     for (source, partition), values in offsets.items():
         where.append(
             f"({_column(TaskEventLog, 'source')} = %s AND "
             f"{_column(TaskEventLog, 'partition')} = %s AND "
-            f"{_column(TaskEventLog, 'offset')} = ANY(%b::bigint[]))"
+            f"{_column(TaskEventLog, 'offset')} = ANY(%s::bigint[]))"
         )
-        params += [source, partition, values]
+        params += [source, partition, _array(values)]
     sql = f"SELECT {pick} FROM {_table(TaskEventLog)} WHERE {' OR '.join(where)}"
     return sql, params
 
 
 def insert_logs(rows: Sequence[tuple[TaskRow, TaskEvent, bool]], now: datetime) -> Statement:
-    """One INSERT for the batch's new log rows (there is at least one)."""
+    """One INSERT for the batch's new log rows (there is at least one), in order."""
     kinds = {
         "task": "uuid",
         "event_id": "uuid",
@@ -98,31 +100,28 @@ def insert_logs(rows: Sequence[tuple[TaskRow, TaskEvent, bool]], now: datetime) 
         "changed_task": "boolean",
         "traceparent": "text",
     }
-    columns: list[list[Any]] = [[] for _ in kinds]
-    for task, event, moved in rows:
-        pos = event.position
-        values = (
+    values = [
+        (
             task.id,
             event.event_id,
             event.event_type,
-            pos.source,
-            pos.partition,
-            pos.offset,
+            event.position.source,
+            event.position.partition,
+            event.position.offset,
             event.occurred_at,
-            _json(event.data),
+            event.data,
             moved,
             event.traceparent,
         )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
+        for task, event, moved in rows
+    ]
     targets = ", ".join(_column(TaskEventLog, n) for n in [*kinds, "applied_at"])
-    aliases = ", ".join(f"c{i}" for i in range(len(kinds)))
-    arrays = ", ".join(f"%b::{kind}[]" for kind in kinds.values())
     sql = (
-        f"INSERT INTO {_table(TaskEventLog)} ({targets}) SELECT {aliases}, %s::timestamptz "
-        f"FROM unnest({arrays}) AS u({aliases})"
+        f"INSERT INTO {_table(TaskEventLog)} ({targets}) "
+        f"SELECT {', '.join(_fields(kinds.values()))}, %s::timestamptz "
+        f"FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS v(r, n) ORDER BY n"
     )
-    return sql, [now, *columns]
+    return sql, [now, _rows_json(values)]
 
 
 def update_tasks(rows: Sequence[TaskRow], fields: Sequence[str], now: datetime) -> Statement:
@@ -137,25 +136,56 @@ def update_tasks(rows: Sequence[TaskRow], fields: Sequence[str], now: datetime) 
         "last_event_offset": "bigint",
     }
     names = ["id", *fields]
-    columns: list[list[Any]] = [[] for _ in names]
-    for row in rows:
-        for name, column in zip(names, columns, strict=True):
-            value = getattr(row, name)
-            if name == "result" and value is not None:
-                value = _json(value)
-            column.append(value)
-    assignments = ", ".join(f"{_column(AsyncTask, n)} = v.c{i}" for i, n in enumerate(names) if i)
-    aliases = ", ".join(f"c{i}" for i in range(len(names)))
-    arrays = ", ".join(
-        "%b::uuid[]" if n == "id" else f"%b::{kinds.get(n, 'text')}[]" for n in names
+    values = [tuple(getattr(row, name) for name in names) for row in rows]
+    picked = _fields(["uuid", *(kinds.get(n, "text") for n in fields)])
+    assignments = ", ".join(
+        f"{_column(AsyncTask, n)} = {value}" for n, value in zip(fields, picked[1:], strict=True)
     )
     sql = (
         f"UPDATE {_table(AsyncTask)} AS t "
         f"SET {assignments}, {_column(AsyncTask, 'updated_at')} = %s::timestamptz "
-        f"FROM unnest({arrays}) AS v({aliases}) "
-        f"WHERE t.{_column(AsyncTask, 'id')} = v.c0"
+        f"FROM jsonb_array_elements(%s::jsonb) AS v(r) "
+        f"WHERE t.{_column(AsyncTask, 'id')} = {picked[0]}"
     )
-    return sql, [now, *columns]
+    return sql, [now, _rows_json(values)]
+
+
+def _fields(kinds: Iterable[str]) -> list[str]:
+    """SQL reading each element of a JSON row ``v.r`` as its column's type. A JSON null is
+    SQL NULL, also for a jsonb column (where ``->`` would keep it as the JSON value)."""
+    picked = []
+    for i, kind in enumerate(kinds):
+        if kind == "jsonb":
+            picked.append(f"nullif(v.r->{i}, 'null'::jsonb)")
+        elif kind == "text":
+            picked.append(f"v.r->>{i}")
+        else:
+            picked.append(f"(v.r->>{i})::{kind}")
+    return picked
+
+
+def _array(values: Iterable[str | int]) -> str:
+    """A PostgreSQL array literal of UUIDs or integers (no character in them needs quoting),
+    joined in C: psycopg's array dumper handles each element in Python."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _rows_json(rows: list[tuple[Any, ...]]) -> str:
+    """The batch's rows as one JSON array of arrays: orjson writes it in C, where psycopg's
+    array dumpers walk every element in Python (the largest part of a batch's database
+    CPU, py-spy, docs/benchmarks.md). The server reads it once as jsonb."""
+    try:
+        return orjson.dumps(rows).decode()
+    except TypeError:  # an integer beyond 64 bits in some event's data: json writes it
+        return json.dumps(rows, default=_plain, separators=(",", ":"), ensure_ascii=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class BatchTransaction:
@@ -255,7 +285,3 @@ def _column(model: type[Model], name: str) -> str:
     field = model._meta.get_field(name)
     assert isinstance(field, Field) and field.column
     return connection.ops.quote_name(field.column)
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
