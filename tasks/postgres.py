@@ -1,23 +1,23 @@
 """The PostgreSQL statements of one ``tasks.apply`` batch: a fixed number, whatever its size,
-sent in two round trips (``BatchTransaction``).
+sent in two round trips (``BatchTransaction``). They run on Django's connection. Other
+databases (the embedded SQLite) take the ORM path in ``tasks.apply``.
 
-Columns travel as arrays (``= ANY(%s)``, ``unnest(%s)``) on a cursor with server-side
-binding, so the SQL text is short and the same for every batch and psycopg adapts the
-values in C. Django's default cursor binds client-side: it quotes every value into the
-text in Python, and a 500-event batch spent most of its database time there (py-spy,
-docs/benchmarks.md). The statements run on Django's connection, inside its transaction.
-Other databases (the embedded SQLite) take the ORM path in ``tasks.apply``.
-
-Round trips, not statements, set a small batch's latency: BEGIN, two SELECTs, INSERT, UPDATE
-and COMMIT one after another were six, about half of a one-event batch's time at ingest
-(docs/benchmarks.md). In psycopg's pipeline mode the reads go with BEGIN in one round trip
-and the writes with COMMIT in a second.
+What the profile asked for, in order (py-spy, docs/benchmarks.md):
+- one statement per kind of row, not one per row: the batch's rows travel as ONE parameter,
+  a JSON array of arrays written by orjson in C and read on the server with
+  ``jsonb_array_elements``; the locked tasks come back as one JSON text. Arrays per column
+  (``unnest``) spent half the batch's database CPU in psycopg's per-element dumpers and
+  per-column loaders, in Python; quoting values into the text in Python was worse still;
+- round trips, not statements, set a small batch's latency: BEGIN, two SELECTs, INSERT,
+  UPDATE and COMMIT one after another were six, about half of a one-event batch's time.
+  Now BEGIN and the reads go as one query text, the writes and COMMIT as another.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import operator
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -42,14 +42,20 @@ Statement = tuple[str, list[Any]]
 def locked_tasks(task_ids: list[str], fields: list[str]) -> Statement:
     """The tasks' ``fields``, locked for this transaction in id order (one lock order
     for every process), as one JSON array of rows: ``task_rows`` reads it."""
+    return _locked_sql(tuple(fields)), [_array(task_ids)]
+
+
+# The statement texts depend only on the columns (and the number of partitions a batch
+# spans), so each is built once per process.
+@functools.cache
+def _locked_sql(fields: tuple[str, ...]) -> str:
     columns = ", ".join(_column(AsyncTask, n) for n in fields)
-    sql = (
+    return (
         f"SELECT coalesce(json_agg(json_build_array({columns})), '[]')::text FROM ("
         f"SELECT {columns} FROM {_table(AsyncTask)} "
         f"WHERE {_column(AsyncTask, 'id')} = ANY(%s::uuid[]) "
         f"ORDER BY {_column(AsyncTask, 'id')} FOR NO KEY UPDATE) AS locked"
     )
-    return sql, [_array(task_ids)]
 
 
 def task_rows(fetched: list[tuple[Any, ...]], fields: list[str]) -> list[tuple[Any, ...]]:
@@ -70,36 +76,52 @@ _TIMESTAMPS = frozenset({"created_at", "started_at", "finished_at", "updated_at"
 def log_entries(event_ids: list[str], offsets: dict[tuple[str, int], list[int]]) -> Statement:
     """(event id, source, partition, offset) of the log rows holding any of ``event_ids``
     or any of the positions ``offsets`` names; each branch uses a unique index."""
+    params: list[Any] = [_array(event_ids)]
+    for (source, partition), values in offsets.items():
+        params += [source, partition, _array(values)]
+    return _log_sql(len(offsets)), params
+
+
+@functools.cache
+def _log_sql(partitions: int) -> str:
     pick = ", ".join(
         _column(TaskEventLog, n) for n in ("event_id", "source", "partition", "offset")
     )
     where = [f"{_column(TaskEventLog, 'event_id')} = ANY(%s::uuid[])"]
-    params: list[Any] = [_array(event_ids)]
-    for (source, partition), values in offsets.items():
-        where.append(
-            f"({_column(TaskEventLog, 'source')} = %s AND "
-            f"{_column(TaskEventLog, 'partition')} = %s AND "
-            f"{_column(TaskEventLog, 'offset')} = ANY(%s::bigint[]))"
-        )
-        params += [source, partition, _array(values)]
-    sql = f"SELECT {pick} FROM {_table(TaskEventLog)} WHERE {' OR '.join(where)}"
-    return sql, params
+    where += [
+        f"({_column(TaskEventLog, 'source')} = %s AND "
+        f"{_column(TaskEventLog, 'partition')} = %s AND "
+        f"{_column(TaskEventLog, 'offset')} = ANY(%s::bigint[]))"
+    ] * partitions
+    return f"SELECT {pick} FROM {_table(TaskEventLog)} WHERE {' OR '.join(where)}"
+
+
+_LOG_KINDS = {
+    "task": "uuid",
+    "event_id": "uuid",
+    "event_type": "text",
+    "source": "text",
+    "partition": "integer",
+    "offset": "bigint",
+    "occurred_at": "timestamptz",
+    "data": "jsonb",
+    "changed_task": "boolean",
+    "traceparent": "text",
+}
+# The task columns whose type is not text.
+_TASK_KINDS = {
+    "id": "uuid",
+    "progress": "smallint",
+    "result": "jsonb",
+    "started_at": "timestamptz",
+    "finished_at": "timestamptz",
+    "last_event_partition": "integer",
+    "last_event_offset": "bigint",
+}
 
 
 def insert_logs(rows: Sequence[tuple[TaskRow, TaskEvent, bool]], now: datetime) -> Statement:
     """One INSERT for the batch's new log rows (there is at least one), in order."""
-    kinds = {
-        "task": "uuid",
-        "event_id": "uuid",
-        "event_type": "text",
-        "source": "text",
-        "partition": "integer",
-        "offset": "bigint",
-        "occurred_at": "timestamptz",
-        "data": "jsonb",
-        "changed_task": "boolean",
-        "traceparent": "text",
-    }
     values = [
         (
             task.id,
@@ -115,39 +137,43 @@ def insert_logs(rows: Sequence[tuple[TaskRow, TaskEvent, bool]], now: datetime) 
         )
         for task, event, moved in rows
     ]
-    targets = ", ".join(_column(TaskEventLog, n) for n in [*kinds, "applied_at"])
-    sql = (
+    return _insert_sql(), [now, _rows_json(values)]
+
+
+@functools.cache
+def _insert_sql() -> str:
+    targets = ", ".join(_column(TaskEventLog, n) for n in [*_LOG_KINDS, "applied_at"])
+    return (
         f"INSERT INTO {_table(TaskEventLog)} ({targets}) "
-        f"SELECT {', '.join(_fields(kinds.values()))}, %s::timestamptz "
+        f"SELECT {', '.join(_fields(_LOG_KINDS.values()))}, %s::timestamptz "
         f"FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS v(r, n) ORDER BY n"
     )
-    return sql, [now, _rows_json(values)]
 
 
 def update_tasks(rows: Sequence[TaskRow], fields: Sequence[str], now: datetime) -> Statement:
     """One UPDATE for every changed task (there is at least one): each row carries the
     task's final state."""
-    kinds = {
-        "progress": "smallint",
-        "result": "jsonb",
-        "started_at": "timestamptz",
-        "finished_at": "timestamptz",
-        "last_event_partition": "integer",
-        "last_event_offset": "bigint",
-    }
-    names = ["id", *fields]
-    values = [tuple(getattr(row, name) for name in names) for row in rows]
-    picked = _fields(["uuid", *(kinds.get(n, "text") for n in fields)])
+    row_of = _attributes(("id", *fields))
+    return _update_sql(tuple(fields)), [now, _rows_json([row_of(row) for row in rows])]
+
+
+@functools.cache
+def _attributes(names: tuple[str, ...]) -> operator.attrgetter[Any]:
+    return operator.attrgetter(*names)
+
+
+@functools.cache
+def _update_sql(fields: tuple[str, ...]) -> str:
+    picked = _fields([_TASK_KINDS.get(n, "text") for n in ("id", *fields)])
     assignments = ", ".join(
         f"{_column(AsyncTask, n)} = {value}" for n, value in zip(fields, picked[1:], strict=True)
     )
-    sql = (
+    return (
         f"UPDATE {_table(AsyncTask)} AS t "
         f"SET {assignments}, {_column(AsyncTask, 'updated_at')} = %s::timestamptz "
         f"FROM jsonb_array_elements(%s::jsonb) AS v(r) "
         f"WHERE t.{_column(AsyncTask, 'id')} = {picked[0]}"
     )
-    return sql, [now, _rows_json(values)]
 
 
 def _fields(kinds: Iterable[str]) -> list[str]:
@@ -189,18 +215,23 @@ def _plain(value: Any) -> Any:
 
 
 class BatchTransaction:
-    """One batch's transaction: ``read`` sends BEGIN and the reads in one round trip,
-    ``write`` the writes and COMMIT in another (psycopg's pipeline mode); an exception in
-    between rolls back. Inside a caller's transaction (``atomic``; tests, the replay
-    command) it runs as a savepoint, one statement at a time: the same statements."""
+    """One batch's transaction in two round trips: ``read`` sends BEGIN and the reads as
+    one query text, ``write`` the writes and COMMIT as another; an exception in between
+    rolls back. Inside a caller's transaction (``atomic``: tests, the replay command) it
+    runs as a savepoint instead, with the same statements.
+
+    One text per round trip, in the simple query protocol: the parameters are a few array
+    literals and JSON texts (``_array``, ``_rows_json``) that libpq quotes in C, and one
+    ``execute`` per round trip costs a fraction of psycopg's pipeline mode, which runs its
+    machinery per statement in Python (a one-event batch's CPU halved)."""
 
     def __init__(self) -> None:
         connection.ensure_connection()
         raw = connection.connection
         assert isinstance(raw, psycopg.Connection)
         self._raw: psycopg.Connection[Any] = raw
-        self._pipelined = not connection.in_atomic_block
-        self._atomic = None if self._pipelined else transaction.atomic()
+        self._own = not connection.in_atomic_block
+        self._atomic = None if self._own else transaction.atomic()
         self._open = False
 
     def __enter__(self) -> BatchTransaction:
@@ -210,28 +241,34 @@ class BatchTransaction:
 
     def read(self, *statements: Statement) -> list[list[tuple[Any, ...]]]:
         """Each statement's rows, in the batch's transaction (begun here)."""
-        if not self._pipelined:
-            return [_fetch(sql, params) for sql, params in statements]
-        self._open = True
-        cursors = [psycopg.Cursor(self._raw) for _ in statements]
-        with connection.wrap_database_errors, self._raw.pipeline():
-            self._raw.execute("BEGIN")
-            for cursor, (sql, params) in zip(cursors, statements, strict=True):
-                cursor.execute(sql, params)
+        cursor = self._run(statements, before="BEGIN" if self._own else None)
         with connection.wrap_database_errors:
-            return [cursor.fetchall() for cursor in cursors]
+            if self._own:
+                cursor.nextset()  # past BEGIN's result
+            results = [cursor.fetchall()]
+            while cursor.nextset():
+                results.append(cursor.fetchall())
+        return results
 
     def write(self, *statements: Statement) -> None:
         """Run the statements and commit."""
-        if not self._pipelined:
-            for sql, params in statements:
-                _execute(sql, params)
-            return
-        with connection.wrap_database_errors, self._raw.pipeline():
-            for sql, params in statements:
-                psycopg.Cursor(self._raw).execute(sql, params)
-            self._raw.execute("COMMIT")
+        self._run(statements, after="COMMIT" if self._own else None)
         self._open = False
+
+    def _run(
+        self, statements: Sequence[Statement], before: str | None = None, after: str | None = None
+    ) -> psycopg.ClientCursor[Any]:
+        texts = [sql for sql, _ in statements]
+        params = [value for _, values in statements for value in values]
+        if before is not None:
+            texts.insert(0, before)
+            self._open = True
+        if after is not None:
+            texts.append(after)
+        cursor = psycopg.ClientCursor(self._raw)
+        with connection.wrap_database_errors:
+            cursor.execute(";".join(texts), params)
+        return cursor
 
     def __exit__(
         self,
@@ -251,27 +288,6 @@ class BatchTransaction:
                     self._raw.execute("ROLLBACK")
             except Exception:
                 pass
-
-
-def _cursor() -> psycopg.Cursor[Any]:
-    """A server-side-binding cursor on Django's own connection (and transaction)."""
-    connection.ensure_connection()
-    raw = connection.connection
-    assert isinstance(raw, psycopg.Connection)
-    return psycopg.Cursor(raw)
-
-
-def _fetch(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    # Django's wrapper turns psycopg's errors into django.db's (an OperationalError is an
-    # outage to the consumer, a DataError the batch's data) and marks a broken connection.
-    with connection.wrap_database_errors, _cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
-def _execute(sql: str, params: list[Any]) -> None:
-    with connection.wrap_database_errors, _cursor() as cursor:
-        cursor.execute(sql, params)
 
 
 # Statement texts are rebuilt per batch from these; cached, they cost nothing per call.
