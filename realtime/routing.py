@@ -12,6 +12,7 @@ from django.core.asgi import get_asgi_application
 from django.urls import path, re_path
 
 from realtime.cors import CorsMiddleware
+from realtime.requestlog import RequestIdMiddleware
 from realtime.stream import EventStreamConsumer
 
 STREAM_PATH = "api/v1/events/stream"
@@ -21,13 +22,16 @@ def build_application() -> ProtocolTypeRouter:
     django_application = get_asgi_application()
     return ProtocolTypeRouter(
         {
-            "http": CorsMiddleware(
-                URLRouter(
-                    [
-                        path(STREAM_PATH, EventStreamConsumer.as_asgi()),
-                        # django-stubs types re_path for views only; URLRouter takes ASGI apps.
-                        re_path(r"", django_application),  # type: ignore[arg-type]
-                    ]
+            "http": RequestIdMiddleware(
+                CorsMiddleware(
+                    URLRouter(
+                        [
+                            path(STREAM_PATH, EventStreamConsumer.as_asgi()),
+                            # django-stubs types re_path for views only; URLRouter takes
+                            # ASGI apps.
+                            re_path(r"", django_application),  # type: ignore[arg-type]
+                        ]
+                    )
                 )
             ),
         }

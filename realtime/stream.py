@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from typing import Any, NoReturn
 from urllib.parse import parse_qs
 
+import structlog
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -33,16 +34,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime.auth import AuthFailed, StreamUser, authenticate
 from realtime.bus import BusItem
-from realtime.frames import frames_after, next_frame
+from realtime.frames import frames_after, next_frame, replayed
 from realtime.hub import Hub, Subscriber, get_hub
 from realtime.replay.kafka import KafkaReplayer, Unfillable, get_kafka_replayer
 from realtime.replay.resume import ResumePlan, ResumeRefused, backfill, plan_resume
-from realtime.store import UNKNOWN_PREV, HotStore, StoredEvent, get_store
-from streaming import conf, metrics
+from realtime.store import UNKNOWN_PREV, HotStore, get_store
+from streaming import conf, metrics, tracing
 from streaming.cursor import UNKNOWN_EPOCH, Cursor, CursorError, PartitionKey, parse
 from streaming.events import encode_sse
 
 logger = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -62,6 +64,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
     lease: str
     writer: asyncio.Task[None] | None = None
     attached = False
+    sent = heartbeats = 0  # counted for the stream's close line
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Receive loop without a per-connection layer channel.
@@ -98,6 +101,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             await self._refuse(405, "method_not_allowed", "Use GET.")
         try:
             self.user = authenticate(self.scope)
+            structlog.contextvars.bind_contextvars(user_id=self.user.user_id)
         except AuthFailed as exc:
             auth = [(b"www-authenticate", exc.www_authenticate().encode())]
             await self._refuse(401, exc.code, exc.detail, auth)
@@ -109,7 +113,8 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             await self._refuse(400, "bad_cursor", f"Last-Event-ID is not a cursor: {exc}")
 
         try:
-            await self._open(requested)
+            with tracing.span("stream open", user_id=self.user.user_id):
+                await self._open(requested)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             # Redis is unreachable (restarting): the client retries in a moment, instead
             # of seeing a 500. _finish releases what was taken.
@@ -131,6 +136,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 [(b"retry-after", retry.encode())],
             )
         self.lease = uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(stream_id=self.lease)
         if not await self.store.acquire_lease(
             self.user.user_id, self.lease, settings.MAX_STREAMS_PER_USER, self._lease_ttl()
         ):
@@ -165,6 +171,8 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             opening += encode_sse(event="stream-reset", data=json.dumps(self.plan.reset))
         await self.send_body(opening.encode(), more_body=True)
         metrics.STREAMS_OPENED.inc()
+        reset = self.plan.reset["reason"] if self.plan.reset else None
+        log.info("stream opened", resumed_from=self.plan.resumed_from, reset=reset)
         self.writer = asyncio.create_task(self._write_loop(), name="sse-writer")
         self.subscriber.writer = self.writer
 
@@ -177,6 +185,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         if settings.DRAIN_REFUSAL_STATUS == 503:
             await self._refuse(503, code, detail)
         metrics.STREAMS_REJECTED.labels(code).inc()
+        log.info("stream refused", status=200, code=code)
         await self.send_headers(status=200, headers=STREAM_HEADERS)
         await self.send_body(encode_sse(retry_ms=settings.RETRY_MS).encode())
         raise StopConsumer
@@ -201,6 +210,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
     async def _write_loop(self) -> None:
         settings = conf.get()
         self.cursor = self.plan.cursor.copy()
+        opened = time.monotonic()
         lifetime = settings.STREAM_MAX_SECONDS * random.uniform(0.8, 1.0)
         deadline = min(self.user.expires_at, time.time() + lifetime)
         reason = "lifetime"
@@ -252,7 +262,13 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             await self._end_quietly()
         finally:
             metrics.STREAMS_CLOSED.labels(reason).inc()
-            logger.debug("stream of user %s ended: %s", self.user.user_id, reason)
+            log.info(
+                "stream closed",
+                reason=reason,
+                events=self.sent,
+                heartbeats=self.heartbeats,
+                seconds=round(time.monotonic() - opened, 1),
+            )
 
     async def _replay(self) -> None:
         keys = [*self.cursor.offsets, *self.plan.from_start]
@@ -269,7 +285,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 accept_incomplete=self.plan.from_earliest,
                 charge=False,  # plan_resume counted this open's Kafka replay
             )
-            await self._deliver(_replayed(events, self.cursor.epochs.get(key[0])))
+            await self._deliver(replayed(events, self.cursor.epochs.get(key[0])))
 
     async def _deliver(self, items: Iterable[BusItem]) -> None:
         """The one path by which event frames reach the client, live or replayed.
@@ -298,6 +314,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         if chunks:
             await self._send("".join(chunks))
             metrics.STREAM_FRAMES_SENT.inc(len(chunks))
+            self.sent += len(chunks)
 
     async def _heartbeat(self) -> None:
         """A named event page JavaScript can see, preceded, when the user's partitions
@@ -314,13 +331,14 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 missing = await backfill(
                     self.store, self.kafka, self.user.user_id, key, sent, head + 1
                 )
-                await self._deliver(_replayed(missing, epoch))
+                await self._deliver(replayed(missing, epoch))
                 self.cursor.advance(key[0], key[1], head, epoch)
                 advanced = True
         frame = f"id: {self.cursor}\n\n" if advanced else ""
         frame += encode_sse(event="heartbeat", data=json.dumps({"t": int(time.time())}))
         await self._send(frame)
         metrics.STREAM_HEARTBEATS.inc()
+        self.heartbeats += 1
 
     async def _send(self, text: str, *, final: bool = False) -> None:
         # Watched by the hub (one timer per process, not one per write): a write still
@@ -360,18 +378,11 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
     ) -> NoReturn:
         """Answer with a JSON error before any stream bytes, and stop."""
         metrics.STREAMS_REJECTED.labels(code).inc()
+        log.info("stream refused", status=status, code=code)
         body = json.dumps({"detail": detail, "code": code}).encode()
         headers = [(b"content-type", b"application/json"), *(extra_headers or [])]
         await self.send_response(status, body, headers=headers)
         raise StopConsumer
-
-
-def _replayed(events: Iterable[StoredEvent], epoch: str | None) -> list[BusItem]:
-    """Replayed events as items for ``_deliver``: in order and contiguous by construction,
-    so their ``prev`` is not checked (a replay from an incomplete store must not look for
-    holes it has already accepted)."""
-    epoch = epoch or UNKNOWN_EPOCH
-    return [BusItem(e.source, e.partition, e.offset, UNKNOWN_PREV, epoch, e.body) for e in events]
 
 
 def _announces_body(scope: dict[str, Any]) -> bool:
