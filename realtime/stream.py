@@ -8,9 +8,12 @@ cancels it. It never joins the channel layer itself; the process's hub does that
 user (``realtime.hub``). No ORM call happens here: authentication is a stateless JWT check.
 
 Delivery, in the writer: join the hub first (live events queue from then on), then plan
-the resume from the hot store, replay, and go live. Every write goes through ``_deliver``,
-which drops positions already sent and fills any hole first, so the replay/live seam has
-no gap and no duplicate, whatever order things arrive in.
+the resume from the hot store (or from a time, ``?since=``), replay, and go live. Every
+write goes through ``_deliver``, which drops positions already sent and fills any hole
+first, so the replay/live seam has no gap and no duplicate, whatever order things arrive in.
+
+The staff scope (``realtime.staff``) is a subclass: it overrides who may open it, what it
+subscribes to and how it writes, and keeps this request, admission and writing loop.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import time
 import uuid
 from collections.abc import Iterable
 from typing import Any, NoReturn
-from urllib.parse import parse_qs
 
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
@@ -33,13 +35,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime.auth import AuthFailed, StreamUser, authenticate
 from realtime.bus import BusItem
-from realtime.frames import frames_after, next_frame
+from realtime.frames import frames_after, next_frame, replayed_items
 from realtime.hub import Hub, Subscriber, get_hub
 from realtime.replay.kafka import KafkaReplayer, Unfillable, get_kafka_replayer
-from realtime.replay.resume import ResumePlan, ResumeRefused, backfill, plan_resume
-from realtime.store import UNKNOWN_PREV, HotStore, StoredEvent, get_store
+from realtime.replay.resume import ResumePlan, ResumeRefused, backfill, plan_resume, plan_since
+from realtime.request import USER_SCOPE, BadRequest, StreamRequest, announces_body, parse_request
+from realtime.store import UNKNOWN_PREV, HotStore, get_store
 from streaming import conf, metrics
-from streaming.cursor import UNKNOWN_EPOCH, Cursor, CursorError, PartitionKey, parse
+from streaming.cursor import UNKNOWN_EPOCH, PartitionKey
 from streaming.events import encode_sse
 
 logger = logging.getLogger(__name__)
@@ -53,12 +56,14 @@ RESUMED_FROM_HEADER = b"taskstream-resumed-from"
 
 
 class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels is untyped
+    scope_name = USER_SCOPE  # the ``scope`` parameter this consumer serves
     user: StreamUser
     subscriber: Subscriber
     hub: Hub
     store: HotStore
     kafka: KafkaReplayer
     plan: ResumePlan
+    request: StreamRequest
     lease: str
     writer: asyncio.Task[None] | None = None
     attached = False
@@ -78,7 +83,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         try:
             # Decided from the headers alone, before asking for the body: the server
             # would hold receive() until a body the client announced arrives.
-            await self.http_request({"type": "http.request", "more_body": _announces_body(scope)})
+            await self.http_request({"type": "http.request", "more_body": announces_body(scope)})
             assert self.writer is not None  # http_request either started it or raised
             disconnect = asyncio.ensure_future(_disconnected(receive))
             try:
@@ -97,27 +102,34 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         if self.scope.get("method") not in ("GET", "HEAD"):
             await self._refuse(405, "method_not_allowed", "Use GET.")
         try:
-            self.user = authenticate(self.scope)
+            self.user = await self._authenticate()
         except AuthFailed as exc:
             auth = [(b"www-authenticate", exc.www_authenticate().encode())]
             await self._refuse(401, exc.code, exc.detail, auth)
         if message.get("more_body"):
             await self._refuse(400, "body_not_allowed", "The stream takes no request body.")
         try:
-            requested = self._requested_cursor()
-        except CursorError as exc:
-            await self._refuse(400, "bad_cursor", f"Last-Event-ID is not a cursor: {exc}")
+            request = parse_request(self.scope)
+        except BadRequest as exc:
+            await self._refuse(400, exc.code, exc.detail)
+        if request.scope != self.scope_name:
+            await self._refuse(400, "bad_scope", f"this stream serves scope={self.scope_name}")
 
         try:
-            await self._open(requested)
+            await self._open(request)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             # Redis is unreachable (restarting): the client retries in a moment, instead
             # of seeing a 500. _finish releases what was taken.
             logger.warning("stream of user %s not opened: Redis: %s", self.user.user_id, exc)
             await self._retry_later("unavailable", "Redis is unavailable; retry shortly.")
 
-    async def _open(self, requested: Cursor | None) -> None:
+    async def _authenticate(self) -> StreamUser:
+        """Who opens the stream (``AuthFailed``: 401). A stateless JWT check here."""
+        return authenticate(self.scope)
+
+    async def _open(self, request: StreamRequest) -> None:
         settings = conf.get()
+        self.request = request
         self.store = get_store()
         self.kafka = get_kafka_replayer()
         self.hub = get_hub()
@@ -145,18 +157,21 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         # and one stored before it is in the read. Either way, none falls between.
         if self.hub.draining:
             await self._retry_later("draining", "This node is shutting down.")
-        self.subscriber = Subscriber(self.user.user_id, settings.STREAM_QUEUE_SIZE)
+        self.subscriber = self._subscriber(settings.STREAM_QUEUE_SIZE)
         await self.hub.attach(self.subscriber)
         self.attached = True
         try:
-            self.plan = await plan_resume(self.store, self.kafka, self.user.user_id, requested)
+            self.plan = await self._plan(request)
         except ResumeRefused as exc:
             await self._refuse(exc.status, exc.code, exc.detail)
+        except Unfillable as exc:
+            logger.warning("stream of user %s not opened: %s", self.user.user_id, exc.reason)
+            await self._retry_later("unavailable", "Kafka is unavailable; retry shortly.")
 
         headers = [*STREAM_HEADERS, (RESUMED_FROM_HEADER, self.plan.resumed_from.encode())]
         await self.send_headers(status=200, headers=headers)
         opening = encode_sse(retry_ms=settings.RETRY_MS, comment="taskstream") + encode_sse(
-            event="stream-open", data=json.dumps({"user_id": self.user.user_id})
+            event="stream-open", data=json.dumps(self._opening())
         )
         if self.plan.reset is not None:
             # The first event says the request could not be honoured, and from where the
@@ -181,16 +196,21 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         await self.send_body(encode_sse(retry_ms=settings.RETRY_MS).encode())
         raise StopConsumer
 
-    def _requested_cursor(self) -> Cursor | None:
-        # The header wins: EventSource re-sends the page's query string on every automatic
-        # reconnect, so the query value is stale after the first one.
-        for name, value in self.scope.get("headers", ()):
-            if name == b"last-event-id":
-                text = bytes(value).decode("latin-1").strip()
-                return parse(text) if text else None
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        values = query.get("last_event_id")
-        return parse(values[-1]) if values and values[-1] else None
+    def _subscriber(self, limit: int) -> Subscriber:
+        """What this stream takes from the hub: its user's items."""
+        return Subscriber(self.user.user_id, limit)
+
+    async def _plan(self, request: StreamRequest) -> ResumePlan:
+        """Where the stream starts: after the cursor (the header wins over the query),
+        else at a time, else from now on."""
+        user_id = self.user.user_id
+        if request.since is not None and request.cursor is None:
+            return await plan_since(self.store, self.kafka, user_id, request.since)
+        return await plan_resume(self.store, self.kafka, user_id, request.cursor)
+
+    def _opening(self) -> dict[str, Any]:
+        """The data of ``stream-open``."""
+        return {"user_id": self.user.user_id}
 
     def _lease_ttl(self) -> float:
         settings = conf.get()
@@ -269,7 +289,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 accept_incomplete=self.plan.from_earliest,
                 charge=False,  # plan_resume counted this open's Kafka replay
             )
-            await self._deliver(_replayed(events, self.cursor.epochs.get(key[0])))
+            await self._deliver(replayed_items(events, self.cursor.epochs.get(key[0])))
 
     async def _deliver(self, items: Iterable[BusItem]) -> None:
         """The one path by which event frames reach the client, live or replayed.
@@ -283,7 +303,10 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             if self.cursor.epochs.get(item.source) not in (None, item.epoch, UNKNOWN_EPOCH):
                 self.subscriber.close("epoch-changed")
                 break
-            sent = self.cursor.offsets.get(key, -1)
+            sent = self.cursor.offsets.get(key)
+            if sent is None:
+                # Never sent from here: a ``?since=`` stream still skips what is before it.
+                sent = self.plan.floor.get(key, -1)
             if item.offset <= sent:
                 metrics.STREAM_DUPLICATES_DROPPED.inc()
                 continue
@@ -314,7 +337,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 missing = await backfill(
                     self.store, self.kafka, self.user.user_id, key, sent, head + 1
                 )
-                await self._deliver(_replayed(missing, epoch))
+                await self._deliver(replayed_items(missing, epoch))
                 self.cursor.advance(key[0], key[1], head, epoch)
                 advanced = True
         frame = f"id: {self.cursor}\n\n" if advanced else ""
@@ -364,21 +387,6 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         headers = [(b"content-type", b"application/json"), *(extra_headers or [])]
         await self.send_response(status, body, headers=headers)
         raise StopConsumer
-
-
-def _replayed(events: Iterable[StoredEvent], epoch: str | None) -> list[BusItem]:
-    """Replayed events as items for ``_deliver``: in order and contiguous by construction,
-    so their ``prev`` is not checked (a replay from an incomplete store must not look for
-    holes it has already accepted)."""
-    epoch = epoch or UNKNOWN_EPOCH
-    return [BusItem(e.source, e.partition, e.offset, UNKNOWN_PREV, epoch, e.body) for e in events]
-
-
-def _announces_body(scope: dict[str, Any]) -> bool:
-    for name, value in scope.get("headers", ()):
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return True
-    return False
 
 
 async def _disconnected(receive: Any) -> None:
