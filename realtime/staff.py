@@ -43,7 +43,7 @@ from streaming.cursor import Cursor
 from streaming.events import encode_sse
 
 # The permission the admin's task list needs: this scope shows the same tasks, live.
-VIEW_PERMISSION = "tasks.view_task"
+VIEW_PERMISSION = "tasks.view_asynctask"
 
 
 class StaffStreamConsumer(EventStreamConsumer):
