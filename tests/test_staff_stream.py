@@ -62,12 +62,15 @@ def frames(stream: Stream) -> list[SSEEvent]:
     return [e for e in parse_stream(stream.buffer.split("\n")) if isinstance(e, SSEEvent)]
 
 
-@database_sync_to_async
-def session_cookie(user: User) -> list[tuple[bytes, bytes]]:
+async def session_cookie(user: User) -> list[tuple[bytes, bytes]]:
     """The cookie header of a browser logged in to the admin as ``user``."""
-    client = Client()
-    client.force_login(user)
-    key = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+
+    def login() -> str:
+        client = Client()
+        client.force_login(user)
+        return str(client.cookies[django_settings.SESSION_COOKIE_NAME].value)
+
+    key = await database_sync_to_async(login)()
     return [(b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={key}".encode())]
 
 
@@ -91,7 +94,7 @@ def viewer(django_user_model: type[User]) -> User:
 
 
 def layer_groups() -> dict[str, Any]:
-    groups: dict[str, Any] = get_channel_layer().groups  # type: ignore[union-attr]
+    groups: dict[str, Any] = get_channel_layer().groups
     return groups
 
 
