@@ -31,13 +31,14 @@ class AsyncTaskAdmin(admin.ModelAdmin[AsyncTask]):
         "owner_live",
         "live_status",
         "live_progress",
+        "live_message",
         *PUBLIC_FIELDS,
         *POSITION_FIELDS,
         "timeline",
     ]
     fieldsets = [
         (None, {"fields": ["id", "owner_live", "kind", "live_status", "live_progress"]}),
-        ("Details", {"fields": ["params", "message", "result", "error"]}),
+        ("Details", {"fields": ["params", "live_message", "result", "error"]}),
         ("Times", {"fields": [f for f in PUBLIC_FIELDS if f.endswith("_at")]}),
         ("Kafka position of the last event applied", {"fields": list(POSITION_FIELDS)}),
         ("Event timeline", {"fields": ["timeline"]}),
@@ -57,6 +58,10 @@ class AsyncTaskAdmin(admin.ModelAdmin[AsyncTask]):
     @admin.display(description="progress", ordering="progress")
     def live_progress(self, obj: AsyncTask) -> str:
         return admin_live.widget(obj, "progress")
+
+    @admin.display(description="message")
+    def live_message(self, obj: AsyncTask) -> str:
+        return admin_live.widget(obj, "message")
 
     @admin.display(description="events")
     def timeline(self, obj: AsyncTask) -> str:
@@ -98,6 +103,9 @@ class AsyncTaskAdmin(admin.ModelAdmin[AsyncTask]):
             )
             return None
         return HttpResponseRedirect(reverse("admin:tasks_asynctask_live", args=owners))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # tasks are created through the API (tasks.services), with their command
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, object] | None = None

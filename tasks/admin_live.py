@@ -34,14 +34,15 @@ def _trace_field() -> str | None:
 
 
 def widget(task: AsyncTask, field: str) -> SafeString:
-    """A live ``status`` or ``progress`` cell of ``task``."""
+    """A live ``status``, ``progress`` or ``message`` cell of ``task``."""
     attrs = format_html(
         'data-ts-task="{}" data-ts-field="{}" data-status="{}" data-progress="{}" '
-        'data-position="{}"',
+        'data-message="{}" data-position="{}"',
         task.id,
         field,
         task.status,
         task.progress,
+        task.message,
         task.last_event_id or "",
     )
     if field == "progress":
@@ -53,8 +54,9 @@ def widget(task: AsyncTask, field: str) -> SafeString:
             task.progress,
             task.progress,
         )
+    shown = task.message if field == "message" else task.status
     return format_html(
-        '<span class="ts-live" {}><span class="ts-text">{}</span></span>', attrs, task.status
+        '<span class="ts-live" {}><span class="ts-text">{}</span></span>', attrs, shown
     )
 
 
@@ -73,7 +75,7 @@ def timeline(task: AsyncTask) -> SafeString:
             position,
             event.occurred_at.isoformat(),
             "yes" if event.changed_task else "no",
-            json.dumps(event.data),
+            json.dumps(event.data, separators=(",", ":"), ensure_ascii=False),
         ]
         if trace is not None:
             cells.append(getattr(event, trace) or "")

@@ -41,6 +41,7 @@ def running_task(owner: User, progress: int = 40) -> AsyncTask:
         kind="demo",
         status="running",
         progress=progress,
+        message="step 2",
         last_event_source="task.events",
         last_event_partition=1,
         last_event_offset=17,
@@ -58,7 +59,7 @@ def test_the_task_list_has_live_widgets_and_subscribes_to_the_staff_stream(
     for field in ("status", "progress"):
         assert (
             f'data-ts-task="{task.id}" data-ts-field="{field}" data-status="running" '
-            f'data-progress="40" data-position="task.events:1:17@Epoch1"'
+            f'data-progress="40" data-message="step 2" data-position="task.events:1:17@Epoch1"'
         ) in text
     assert '<progress max="100" value="40">' in text
     assert f"/admin/tasks/asynctask/live/{alice.pk}/" in text

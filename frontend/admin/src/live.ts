@@ -13,8 +13,9 @@
  * Markup:
  * - `#ts-live[data-stream]`: the stream URL; the script sets `data-state` (connecting,
  *   open, reconnecting, closed) and a short text.
- * - `[data-ts-task][data-ts-field=status|progress]`: a task's widget, with `data-status`,
- *   `data-progress` and `data-position` (the cursor of the task's last applied event).
+ * - `[data-ts-task][data-ts-field=status|progress|message]`: a task's widget, with
+ *   `data-status`, `data-progress`, `data-message` and `data-position` (the cursor of the
+ *   task's last applied event).
  * - `[data-ts-timeline] tbody`: a task's events, a `tr[data-position]` each.
  * - `[data-ts-rows]`: a list whose new rows (`tr[data-ts-row]`) a snapshot adds.
  */
@@ -32,6 +33,7 @@ const TASK_TYPES = [
 interface Shown {
   status: string;
   progress: number;
+  message: string;
   position: string;
 }
 
@@ -39,24 +41,34 @@ function shown(widget: HTMLElement): Shown {
   return {
     status: widget.dataset["status"] ?? "pending",
     progress: Number(widget.dataset["progress"] ?? "0"),
+    message: widget.dataset["message"] ?? "",
     position: widget.dataset["position"] ?? "",
   };
+}
+
+function text(widget: HTMLElement, state: Shown): string {
+  switch (widget.dataset["tsField"]) {
+    case "progress":
+      return `${state.progress}%`;
+    case "message":
+      return state.message;
+    default:
+      return state.status;
+  }
 }
 
 function render(widget: HTMLElement, state: Shown): void {
   widget.dataset["status"] = state.status;
   widget.dataset["progress"] = String(state.progress);
+  widget.dataset["message"] = state.message;
   widget.dataset["position"] = state.position;
   const bar = widget.querySelector("progress");
   if (bar !== null) {
     bar.value = state.progress;
     bar.textContent = `${state.progress}%`;
   }
-  const text = widget.querySelector(".ts-text");
-  if (text !== null) {
-    text.textContent =
-      widget.dataset["tsField"] === "progress" ? `${state.progress}%` : state.status;
-  }
+  const label = widget.querySelector(".ts-text");
+  if (label !== null) label.textContent = text(widget, state);
 }
 
 function widgets(taskId: string): HTMLElement[] {
@@ -77,13 +89,13 @@ function fold(now: Shown, event: TaskEvent, position: string): Shown | null {
           taskId: event.task_id,
           status: now.status as TaskState["status"],
           progress: now.progress,
-          message: null,
+          message: now.message,
           result: undefined,
           error: null,
           lastEvent: event,
         };
   const next = applyTaskEvent(previous, event);
-  return { status: next.status, progress: next.progress, position };
+  return { status: next.status, progress: next.progress, message: next.message ?? "", position };
 }
 
 /** `source:partition:offset`: an event's position without its epoch, as the event log has it. */
