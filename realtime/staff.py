@@ -57,9 +57,11 @@ class StaffStreamConsumer(EventStreamConsumer):
             token, refused = None, exc
         bearer = header(self.scope, b"authorization") is not None
         session_key = None if bearer else cookie(self.scope, settings.SESSION_COOKIE_NAME)
-        found = await database_sync_to_async(_identify)(
-            session_key, token.user_id if token else None
-        )
+        found = None
+        if session_key is not None or token is not None:  # else no query at all
+            found = await database_sync_to_async(_identify)(
+                session_key, token.user_id if token else None
+            )
         if found is None:
             raise refused or AuthFailed(
                 "Authentication credentials were not provided.",
