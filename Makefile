@@ -18,7 +18,10 @@ DEMO_BUNDLE := realtime/static/taskstream/dist/demo.js
 # The admin's live views (frontend/admin), built by the same `npm run build`.
 ADMIN_BUNDLE := realtime/static/taskstream/dist/admin-live.js
 
-$(FRONTEND_STAMP): frontend/package-lock.json
+# The stamp's name carries the lock file's checksum, so it needs no mtime prerequisite: one
+# would re-run `npm ci` in a fresh checkout or worktree (whose lock file is newer than the
+# stamp) and, through a node_modules shared by a symlink, empty another checkout's.
+$(FRONTEND_STAMP):
 	cd frontend && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
 	@rm -f frontend/node_modules/.installed-*
 	@touch $(FRONTEND_STAMP)

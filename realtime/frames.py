@@ -38,9 +38,9 @@ def frames_after(cursor: Cursor, events: Iterable[StoredEvent], epoch: str | Non
     return frames
 
 
-def replayed_items(events: Iterable[StoredEvent], epoch: str | None) -> list[BusItem]:
-    """Replayed events as items for a stream's one writing path: in order and contiguous
-    by construction, so their ``prev`` is not checked (a replay from an incomplete store
-    must not look for holes it has already accepted)."""
+def replayed(events: Iterable[StoredEvent], epoch: str | None) -> list[BusItem]:
+    """Replayed events as items for the stream's ``_deliver``: in order and contiguous by
+    construction, so their ``prev`` is not checked (a replay from an incomplete store must
+    not look for holes it has already accepted)."""
     epoch = epoch or UNKNOWN_EPOCH
     return [BusItem(e.source, e.partition, e.offset, UNKNOWN_PREV, epoch, e.body) for e in events]

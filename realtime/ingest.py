@@ -40,7 +40,7 @@ from channels.layers import get_channel_layer
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from django.db import InterfaceError, OperationalError
 
-from realtime import bus
+from realtime import bus, ingestlog
 from realtime import ingest_kafka as kafka_side
 from realtime.ingest_kafka import DeadLetterError, Record
 from realtime.store import HotStore, get_store
@@ -97,6 +97,7 @@ class Batch:
     dead: list[tuple[Record, str]] = field(default_factory=list)
     # The outage that interrupted the batch (it is then rewound and read again).
     outage: BaseException | None = None
+    log: ingestlog.BatchLog = field(default_factory=ingestlog.BatchLog)
 
 
 class EventConsumer:
@@ -205,8 +206,10 @@ class EventConsumer:
         if not records:
             return None
         batch = Batch(records, BatchResult(records=len(records)))
+        batch.log.begin(records)
         try:
-            await self._adapt_and_apply(batch)
+            with batch.log.stage("apply"):
+                await self._adapt_and_apply(batch)
         except Exception as exc:
             self._note_outage(batch, exc)
         return batch
@@ -216,7 +219,8 @@ class EventConsumer:
         batch (nothing of it is committed); the caller rewinds."""
         loop = asyncio.get_running_loop()
         try:
-            await self._deliver(batch)
+            with batch.log.stage("push", events=len(batch.deliverable)):
+                await self._deliver(batch)
         except Exception as exc:
             self._note_outage(batch, exc)
             return
@@ -225,6 +229,7 @@ class EventConsumer:
             self._kafka_thread, kafka_side.commit, self.consumer, batch.records
         )
         metrics.CONSUMER_BATCHES.inc()
+        batch.log.end(batch.result)
 
     def _note_outage(self, batch: Batch, exc: Exception) -> None:
         # Whatever a record is to blame for was dead-lettered already; what escapes is the
@@ -233,6 +238,7 @@ class EventConsumer:
             logger.exception("unexpected error while processing a batch; retrying it")
         batch.outage = exc
         batch.result.retried = True
+        batch.log.end(batch.result)
 
     def _forget_revoked(self) -> None:
         if self.revoked:
@@ -264,10 +270,12 @@ class EventConsumer:
                 dead.append((by_position[item.event.position], item.reason))
             elif item.deliver:
                 batch.deliverable.append(item.event)
+        ingestlog.record_lines(applied)
 
     async def _deliver(self, batch: Batch) -> None:
         dead, deliverable, result = batch.dead, batch.deliverable, batch.result
         if dead:
+            batch.log.dead_letters(dead)
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(
                 self._kafka_thread, kafka_side.dead_letter, self.dlq_producer, self.dlq_topic, dead

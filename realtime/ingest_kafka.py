@@ -61,7 +61,6 @@ def rewind(consumer: ConsumerPort, records: Sequence[Record]) -> None:
 def dead_letter(producer: ProducerPort, topic: str, dead: Sequence[tuple[Record, str]]) -> None:
     """Produce each record with its reason and position as headers; wait for the acks."""
     for record, reason in dead:
-        logger.warning("dead-lettering %s: %s", where(record), reason)
         headers = [
             ("reason", reason.encode("utf-8", "replace")),
             ("source", str(record.topic()).encode()),

@@ -18,6 +18,7 @@ from django.urls import path, re_path
 
 from realtime.cors import CorsMiddleware
 from realtime.request import STAFF_SCOPE, requested_scope
+from realtime.requestlog import RequestIdMiddleware
 from realtime.staff import StaffStreamConsumer
 from realtime.stream import EventStreamConsumer
 
@@ -39,13 +40,16 @@ def build_application() -> ProtocolTypeRouter:
     django_application = get_asgi_application()
     return ProtocolTypeRouter(
         {
-            "http": CorsMiddleware(
-                URLRouter(
-                    [
-                        path(STREAM_PATH, stream_application()),
-                        # django-stubs types re_path for views only; URLRouter takes ASGI apps.
-                        re_path(r"", django_application),  # type: ignore[arg-type]
-                    ]
+            "http": RequestIdMiddleware(
+                CorsMiddleware(
+                    URLRouter(
+                        [
+                            path(STREAM_PATH, stream_application()),
+                            # django-stubs types re_path for views only; URLRouter takes
+                            # ASGI apps.
+                            re_path(r"", django_application),  # type: ignore[arg-type]
+                        ]
+                    )
                 )
             ),
         }

@@ -109,11 +109,13 @@ class StaffStreamConsumer(EventStreamConsumer):
         if frames:
             await self._send("".join(frames))
             metrics.STREAM_FRAMES_SENT.inc(len(frames))
+            self.sent += len(frames)
 
     async def _heartbeat(self) -> None:
         # No id-only frames: ids here are positions, not a cursor to advance.
         await self._send(encode_sse(event="heartbeat", data=json.dumps({"t": int(time.time())})))
         metrics.STREAM_HEARTBEATS.inc()
+        self.heartbeats += 1
 
 
 def _identify(

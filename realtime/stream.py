@@ -28,24 +28,27 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
+import structlog
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from realtime.admission import Refused, admit, renew
 from realtime.auth import AuthFailed, StreamUser, authenticate
 from realtime.bus import BusItem
-from realtime.frames import frames_after, next_frame, replayed_items
+from realtime.frames import frames_after, next_frame, replayed
 from realtime.hub import Hub, Subscriber, get_hub
 from realtime.replay.kafka import KafkaReplayer, Unfillable, get_kafka_replayer
 from realtime.replay.resume import ResumePlan, ResumeRefused, backfill, plan_resume, plan_since
 from realtime.request import USER_SCOPE, BadRequest, StreamRequest, announces_body, parse_request
 from realtime.store import UNKNOWN_PREV, HotStore, get_store
-from streaming import conf, metrics
+from streaming import conf, metrics, tracing
 from streaming.cursor import UNKNOWN_EPOCH, PartitionKey
 from streaming.events import encode_sse
 
 logger = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -67,6 +70,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
     lease: str
     writer: asyncio.Task[None] | None = None
     attached = False
+    sent = heartbeats = 0  # counted for the stream's close line
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Receive loop without a per-connection layer channel.
@@ -103,6 +107,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             await self._refuse(405, "method_not_allowed", "Use GET.")
         try:
             self.user = await self._authenticate()
+            structlog.contextvars.bind_contextvars(user_id=self.user.user_id)
         except AuthFailed as exc:
             auth = [(b"www-authenticate", exc.www_authenticate().encode())]
             await self._refuse(401, exc.code, exc.detail, auth)
@@ -116,7 +121,8 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             await self._refuse(400, "bad_scope", f"this stream serves scope={self.scope_name}")
 
         try:
-            await self._open(request)
+            with tracing.span("stream open", user_id=self.user.user_id):
+                await self._open(request)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             # Redis is unreachable (restarting): the client retries in a moment, instead
             # of seeing a 500. _finish releases what was taken.
@@ -133,24 +139,13 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         self.store = get_store()
         self.kafka = get_kafka_replayer()
         self.hub = get_hub()
-        opens = await self.store.count_hit(f"open:{self.user.user_id}", 60)
-        if opens > settings.STREAM_OPENS_PER_MINUTE:
-            retry = str(60 - int(time.time()) % 60)
-            await self._refuse(
-                429,
-                "throttled",
-                "Too many stream opens; retry later.",
-                [(b"retry-after", retry.encode())],
-            )
         self.lease = uuid.uuid4().hex
-        if not await self.store.acquire_lease(
-            self.user.user_id, self.lease, settings.MAX_STREAMS_PER_USER, self._lease_ttl()
-        ):
+        structlog.contextvars.bind_contextvars(stream_id=self.lease)
+        try:
+            await admit(self.store, self.user.user_id, self.lease)
+        except Refused as exc:
             await self._refuse(
-                429,
-                "too_many_streams",
-                f"At most {settings.MAX_STREAMS_PER_USER} concurrent streams per user.",
-                [(b"retry-after", b"5")],
+                429, exc.code, exc.detail, [(b"retry-after", exc.retry_after.encode())]
             )
 
         # Join before reading the store: an event stored after the read then arrives live,
@@ -180,6 +175,8 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             opening += encode_sse(event="stream-reset", data=json.dumps(self.plan.reset))
         await self.send_body(opening.encode(), more_body=True)
         metrics.STREAMS_OPENED.inc()
+        reset = self.plan.reset["reason"] if self.plan.reset else None
+        log.info("stream opened", resumed_from=self.plan.resumed_from, reset=reset)
         self.writer = asyncio.create_task(self._write_loop(), name="sse-writer")
         self.subscriber.writer = self.writer
 
@@ -192,6 +189,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         if settings.DRAIN_REFUSAL_STATUS == 503:
             await self._refuse(503, code, detail)
         metrics.STREAMS_REJECTED.labels(code).inc()
+        log.info("stream refused", status=200, code=code)
         await self.send_headers(status=200, headers=STREAM_HEADERS)
         await self.send_body(encode_sse(retry_ms=settings.RETRY_MS).encode())
         raise StopConsumer
@@ -212,15 +210,12 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         """The data of ``stream-open``."""
         return {"user_id": self.user.user_id}
 
-    def _lease_ttl(self) -> float:
-        settings = conf.get()
-        return 3 * settings.HEARTBEAT_SECONDS + settings.SEND_TIMEOUT_SECONDS
-
     # --- the writer -------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
         settings = conf.get()
         self.cursor = self.plan.cursor.copy()
+        opened = time.monotonic()
         lifetime = settings.STREAM_MAX_SECONDS * random.uniform(0.8, 1.0)
         deadline = min(self.user.expires_at, time.time() + lifetime)
         reason = "lifetime"
@@ -245,12 +240,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 if not items:
                     await self._heartbeat()
                 if time.monotonic() - renewed >= settings.HEARTBEAT_SECONDS:
-                    await self.store.acquire_lease(
-                        self.user.user_id,
-                        self.lease,
-                        settings.MAX_STREAMS_PER_USER,
-                        self._lease_ttl(),
-                    )
+                    await renew(self.store, self.user.user_id, self.lease)
                     renewed = time.monotonic()
             # A clean end of the 200 response makes EventSource reconnect with its
             # Last-Event-ID after the `retry:` delay.
@@ -272,7 +262,13 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             await self._end_quietly()
         finally:
             metrics.STREAMS_CLOSED.labels(reason).inc()
-            logger.debug("stream of user %s ended: %s", self.user.user_id, reason)
+            log.info(
+                "stream closed",
+                reason=reason,
+                events=self.sent,
+                heartbeats=self.heartbeats,
+                seconds=round(time.monotonic() - opened, 1),
+            )
 
     async def _replay(self) -> None:
         keys = [*self.cursor.offsets, *self.plan.from_start]
@@ -289,7 +285,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 accept_incomplete=self.plan.from_earliest,
                 charge=False,  # plan_resume counted this open's Kafka replay
             )
-            await self._deliver(replayed_items(events, self.cursor.epochs.get(key[0])))
+            await self._deliver(replayed(events, self.cursor.epochs.get(key[0])))
 
     async def _deliver(self, items: Iterable[BusItem]) -> None:
         """The one path by which event frames reach the client, live or replayed.
@@ -321,6 +317,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         if chunks:
             await self._send("".join(chunks))
             metrics.STREAM_FRAMES_SENT.inc(len(chunks))
+            self.sent += len(chunks)
 
     async def _heartbeat(self) -> None:
         """A named event page JavaScript can see, preceded, when the user's partitions
@@ -337,13 +334,14 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 missing = await backfill(
                     self.store, self.kafka, self.user.user_id, key, sent, head + 1
                 )
-                await self._deliver(replayed_items(missing, epoch))
+                await self._deliver(replayed(missing, epoch))
                 self.cursor.advance(key[0], key[1], head, epoch)
                 advanced = True
         frame = f"id: {self.cursor}\n\n" if advanced else ""
         frame += encode_sse(event="heartbeat", data=json.dumps({"t": int(time.time())}))
         await self._send(frame)
         metrics.STREAM_HEARTBEATS.inc()
+        self.heartbeats += 1
 
     async def _send(self, text: str, *, final: bool = False) -> None:
         # Watched by the hub (one timer per process, not one per write): a write still
@@ -383,6 +381,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
     ) -> NoReturn:
         """Answer with a JSON error before any stream bytes, and stop."""
         metrics.STREAMS_REJECTED.labels(code).inc()
+        log.info("stream refused", status=status, code=code)
         body = json.dumps({"detail": detail, "code": code}).encode()
         headers = [(b"content-type", b"application/json"), *(extra_headers or [])]
         await self.send_response(status, body, headers=headers)

@@ -8,12 +8,12 @@ consumer sends the record to the dead-letter topic and goes on.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from pydantic import ValidationError
 
-from streaming import conf, jsonsafe
+from streaming import conf, jsonsafe, tracecontext
 from streaming.events import SCHEMA_VERSION, SCOPE_USER, Position, TaskEvent
 from streaming.schema import RECORD
 
@@ -34,6 +34,7 @@ class Record(Protocol):
     def offset(self) -> int | None: ...
     def key(self) -> str | bytes | None: ...
     def value(self) -> str | bytes | None: ...
+    def headers(self) -> Any: ...  # a list of (name, value) pairs, or None
 
 
 def adapt(record: Record) -> TaskEvent:
@@ -53,6 +54,9 @@ def adapt(record: Record) -> TaskEvent:
         raise InvalidRecord(f"{exc.path}: {exc.problem}" if exc.path else exc.problem) from None
     if not isinstance(body, dict):
         raise InvalidRecord("value is not a JSON object")
+    # The trace context travels in the record's header; one in the value is not trusted
+    # (nor checked: a malformed one must never cost the event).
+    body.pop("traceparent", None)
     try:
         model = RECORD.validate_python(body)
     except ValidationError as exc:
@@ -69,6 +73,7 @@ def adapt(record: Record) -> TaskEvent:
         # The data as sent (extra fields included), already checked by jsonsafe.
         data=body["data"],
         position=Position(topic, partition, offset),
+        traceparent=tracecontext.from_headers(record.headers()),
     )
 
 

@@ -71,10 +71,12 @@ class TaskEvent:
     scope: str
     data: dict[str, Any]
     position: Position
+    # The record's W3C trace context (its `traceparent` header), when it had a valid one.
+    traceparent: str | None = None
 
     def envelope(self) -> dict[str, Any]:
         """The JSON object sent as the SSE `data:` (and written back to Kafka by workers)."""
-        return {
+        envelope = {
             "event_id": self.event_id,
             "event_type": self.event_type,
             "version": self.version,
@@ -84,6 +86,9 @@ class TaskEvent:
             "scope": self.scope,
             "data": self.data,
         }
+        if self.traceparent is not None:
+            envelope["traceparent"] = self.traceparent
+        return envelope
 
     def sse_body(self) -> str:
         """The SSE frame without its `id:` line: the stream prefixes the resume cursor,

@@ -196,6 +196,7 @@ class _OrmBatch:
                 occurred_at=event.occurred_at,
                 data=event.data,
                 changed_task=moved,
+                traceparent=event.traceparent,
             )
             for task, event, moved in new_logs
         )

@@ -106,6 +106,7 @@ _LOG_KINDS = {
     "occurred_at": "timestamptz",
     "data": "jsonb",
     "changed_task": "boolean",
+    "traceparent": "text",
 }
 # The task columns whose type is not text.
 _TASK_KINDS = {
@@ -132,6 +133,7 @@ def insert_logs(rows: Sequence[tuple[TaskRow, TaskEvent, bool]], now: datetime) 
             event.occurred_at,
             event.data,
             moved,
+            event.traceparent,
         )
         for task, event, moved in rows
     ]

@@ -69,8 +69,10 @@ def test_the_task_page_shows_a_timeline_with_positions_and_follows_the_owner(
     root: Client, alice: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     task = running_task(alice)
+    trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     for offset, kind in ((3, "task.started"), (17, "task.progress")):
         TaskEventLog.objects.create(
+            traceparent=trace if offset == 17 else None,
             task=task,
             event_id=f"7d0b9a52-1c1e-4a57-8a0e-3c6f1f3f8a{offset:02d}",
             event_type=kind,
@@ -86,10 +88,11 @@ def test_the_task_page_shows_a_timeline_with_positions_and_follows_the_owner(
     assert f'data-ts-timeline="{task.id}"' in text
     rows = re.findall(r'<tr data-position="([^"]+)"><td>([a-z.]+)</td>', text)
     assert rows == [("task.events:1:3", "task.started"), ("task.events:1:17", "task.progress")]
-    assert 'data-ts-col="trace"' not in text  # the event log has no trace id (yet)
-    # With one (the tracing work adds a nullable traceparent), the timeline shows it.
-    monkeypatch.setattr(admin_live, "_trace_field", lambda: "event_type")
-    assert 'data-ts-col="trace"' in root.get(url).content.decode()
+    assert f"<td>{trace}</td></tr>" in text
+    assert 'data-ts-col="trace"' in text  # the event log's traceparent, empty here
+    # The trace column is optional: without one in the model, the timeline has none.
+    monkeypatch.setattr(admin_live, "_trace_field", lambda: None)
+    assert 'data-ts-col="trace"' not in root.get(url).content.decode()
 
 
 def test_every_field_of_a_task_stays_read_only(root: Client, alice: User) -> None:

@@ -125,11 +125,10 @@ function timelineRow(
 ): HTMLTableRowElement {
   const row = document.createElement("tr");
   row.dataset["position"] = key;
-  const envelope: TaskEvent & { traceparent?: unknown } = event;
   const data = JSON.stringify(event.data);
   const cells = [event.event_type, key, event.occurred_at, changed ? "yes" : "no", data];
   if (table.querySelector("th[data-ts-col=trace]") !== null) {
-    cells.push(typeof envelope.traceparent === "string" ? envelope.traceparent : "");
+    cells.push(event.traceparent ?? "");
   }
   for (const value of cells) {
     row.insertCell().textContent = value;
