@@ -8,9 +8,12 @@ cancels it. It never joins the channel layer itself; the process's hub does that
 user (``realtime.hub``). No ORM call happens here: authentication is a stateless JWT check.
 
 Delivery, in the writer: join the hub first (live events queue from then on), then plan
-the resume from the hot store, replay, and go live. Every write goes through ``_deliver``,
-which drops positions already sent and fills any hole first, so the replay/live seam has
-no gap and no duplicate, whatever order things arrive in.
+the resume from the hot store (or from a time, ``?since=``), replay, and go live. Every
+write goes through ``_deliver``, which drops positions already sent and fills any hole
+first, so the replay/live seam has no gap and no duplicate, whatever order things arrive in.
+
+The staff scope (``realtime.staff``) is a subclass: it overrides who may open it, what it
+subscribes to and how it writes, and keeps this request, admission and writing loop.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import time
 import uuid
 from collections.abc import Iterable
 from typing import Any, NoReturn
-from urllib.parse import parse_qs
 
 import structlog
 from channels.exceptions import StopConsumer
@@ -32,15 +34,17 @@ from channels.generic.http import AsyncHttpConsumer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from realtime.admission import Refused, admit, renew
 from realtime.auth import AuthFailed, StreamUser, authenticate
 from realtime.bus import BusItem
 from realtime.frames import frames_after, next_frame, replayed
 from realtime.hub import Hub, Subscriber, get_hub
 from realtime.replay.kafka import KafkaReplayer, Unfillable, get_kafka_replayer
-from realtime.replay.resume import ResumePlan, ResumeRefused, backfill, plan_resume
+from realtime.replay.resume import ResumePlan, ResumeRefused, backfill, plan_resume, plan_since
+from realtime.request import USER_SCOPE, BadRequest, StreamRequest, announces_body, parse_request
 from realtime.store import UNKNOWN_PREV, HotStore, get_store
 from streaming import conf, metrics, tracing
-from streaming.cursor import UNKNOWN_EPOCH, Cursor, CursorError, PartitionKey, parse
+from streaming.cursor import UNKNOWN_EPOCH, PartitionKey
 from streaming.events import encode_sse
 
 logger = logging.getLogger(__name__)
@@ -55,12 +59,14 @@ RESUMED_FROM_HEADER = b"taskstream-resumed-from"
 
 
 class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels is untyped
+    scope_name = USER_SCOPE  # the ``scope`` parameter this consumer serves
     user: StreamUser
     subscriber: Subscriber
     hub: Hub
     store: HotStore
     kafka: KafkaReplayer
     plan: ResumePlan
+    request: StreamRequest
     lease: str
     writer: asyncio.Task[None] | None = None
     attached = False
@@ -81,7 +87,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         try:
             # Decided from the headers alone, before asking for the body: the server
             # would hold receive() until a body the client announced arrives.
-            await self.http_request({"type": "http.request", "more_body": _announces_body(scope)})
+            await self.http_request({"type": "http.request", "more_body": announces_body(scope)})
             assert self.writer is not None  # http_request either started it or raised
             disconnect = asyncio.ensure_future(_disconnected(receive))
             try:
@@ -100,7 +106,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         if self.scope.get("method") not in ("GET", "HEAD"):
             await self._refuse(405, "method_not_allowed", "Use GET.")
         try:
-            self.user = authenticate(self.scope)
+            self.user = await self._authenticate()
             structlog.contextvars.bind_contextvars(user_id=self.user.user_id)
         except AuthFailed as exc:
             auth = [(b"www-authenticate", exc.www_authenticate().encode())]
@@ -108,61 +114,59 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         if message.get("more_body"):
             await self._refuse(400, "body_not_allowed", "The stream takes no request body.")
         try:
-            requested = self._requested_cursor()
-        except CursorError as exc:
-            await self._refuse(400, "bad_cursor", f"Last-Event-ID is not a cursor: {exc}")
+            request = parse_request(self.scope)
+        except BadRequest as exc:
+            await self._refuse(400, exc.code, exc.detail)
+        if request.scope != self.scope_name:
+            await self._refuse(400, "bad_scope", f"this stream serves scope={self.scope_name}")
 
         try:
             with tracing.span("stream open", user_id=self.user.user_id):
-                await self._open(requested)
+                await self._open(request)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             # Redis is unreachable (restarting): the client retries in a moment, instead
             # of seeing a 500. _finish releases what was taken.
             logger.warning("stream of user %s not opened: Redis: %s", self.user.user_id, exc)
             await self._retry_later("unavailable", "Redis is unavailable; retry shortly.")
 
-    async def _open(self, requested: Cursor | None) -> None:
+    async def _authenticate(self) -> StreamUser:
+        """Who opens the stream (``AuthFailed``: 401). A stateless JWT check here."""
+        return authenticate(self.scope)
+
+    async def _open(self, request: StreamRequest) -> None:
         settings = conf.get()
+        self.request = request
         self.store = get_store()
         self.kafka = get_kafka_replayer()
         self.hub = get_hub()
-        opens = await self.store.count_hit(f"open:{self.user.user_id}", 60)
-        if opens > settings.STREAM_OPENS_PER_MINUTE:
-            retry = str(60 - int(time.time()) % 60)
-            await self._refuse(
-                429,
-                "throttled",
-                "Too many stream opens; retry later.",
-                [(b"retry-after", retry.encode())],
-            )
         self.lease = uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(stream_id=self.lease)
-        if not await self.store.acquire_lease(
-            self.user.user_id, self.lease, settings.MAX_STREAMS_PER_USER, self._lease_ttl()
-        ):
+        try:
+            await admit(self.store, self.user.user_id, self.lease)
+        except Refused as exc:
             await self._refuse(
-                429,
-                "too_many_streams",
-                f"At most {settings.MAX_STREAMS_PER_USER} concurrent streams per user.",
-                [(b"retry-after", b"5")],
+                429, exc.code, exc.detail, [(b"retry-after", exc.retry_after.encode())]
             )
 
         # Join before reading the store: an event stored after the read then arrives live,
         # and one stored before it is in the read. Either way, none falls between.
         if self.hub.draining:
             await self._retry_later("draining", "This node is shutting down.")
-        self.subscriber = Subscriber(self.user.user_id, settings.STREAM_QUEUE_SIZE)
+        self.subscriber = self._subscriber(settings.STREAM_QUEUE_SIZE)
         await self.hub.attach(self.subscriber)
         self.attached = True
         try:
-            self.plan = await plan_resume(self.store, self.kafka, self.user.user_id, requested)
+            self.plan = await self._plan(request)
         except ResumeRefused as exc:
             await self._refuse(exc.status, exc.code, exc.detail)
+        except Unfillable as exc:
+            logger.warning("stream of user %s not opened: %s", self.user.user_id, exc.reason)
+            await self._retry_later("unavailable", "Kafka is unavailable; retry shortly.")
 
         headers = [*STREAM_HEADERS, (RESUMED_FROM_HEADER, self.plan.resumed_from.encode())]
         await self.send_headers(status=200, headers=headers)
         opening = encode_sse(retry_ms=settings.RETRY_MS, comment="taskstream") + encode_sse(
-            event="stream-open", data=json.dumps({"user_id": self.user.user_id})
+            event="stream-open", data=json.dumps(self._opening())
         )
         if self.plan.reset is not None:
             # The first event says the request could not be honoured, and from where the
@@ -190,20 +194,21 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         await self.send_body(encode_sse(retry_ms=settings.RETRY_MS).encode())
         raise StopConsumer
 
-    def _requested_cursor(self) -> Cursor | None:
-        # The header wins: EventSource re-sends the page's query string on every automatic
-        # reconnect, so the query value is stale after the first one.
-        for name, value in self.scope.get("headers", ()):
-            if name == b"last-event-id":
-                text = bytes(value).decode("latin-1").strip()
-                return parse(text) if text else None
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        values = query.get("last_event_id")
-        return parse(values[-1]) if values and values[-1] else None
+    def _subscriber(self, limit: int) -> Subscriber:
+        """What this stream takes from the hub: its user's items."""
+        return Subscriber(self.user.user_id, limit)
 
-    def _lease_ttl(self) -> float:
-        settings = conf.get()
-        return 3 * settings.HEARTBEAT_SECONDS + settings.SEND_TIMEOUT_SECONDS
+    async def _plan(self, request: StreamRequest) -> ResumePlan:
+        """Where the stream starts: after the cursor (the header wins over the query),
+        else at a time, else from now on."""
+        user_id = self.user.user_id
+        if request.since is not None and request.cursor is None:
+            return await plan_since(self.store, self.kafka, user_id, request.since)
+        return await plan_resume(self.store, self.kafka, user_id, request.cursor)
+
+    def _opening(self) -> dict[str, Any]:
+        """The data of ``stream-open``."""
+        return {"user_id": self.user.user_id}
 
     # --- the writer -------------------------------------------------------------------
 
@@ -235,12 +240,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 if not items:
                     await self._heartbeat()
                 if time.monotonic() - renewed >= settings.HEARTBEAT_SECONDS:
-                    await self.store.acquire_lease(
-                        self.user.user_id,
-                        self.lease,
-                        settings.MAX_STREAMS_PER_USER,
-                        self._lease_ttl(),
-                    )
+                    await renew(self.store, self.user.user_id, self.lease)
                     renewed = time.monotonic()
             # A clean end of the 200 response makes EventSource reconnect with its
             # Last-Event-ID after the `retry:` delay.
@@ -299,7 +299,10 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             if self.cursor.epochs.get(item.source) not in (None, item.epoch, UNKNOWN_EPOCH):
                 self.subscriber.close("epoch-changed")
                 break
-            sent = self.cursor.offsets.get(key, -1)
+            sent = self.cursor.offsets.get(key)
+            if sent is None:
+                # Never sent from here: a ``?since=`` stream still skips what is before it.
+                sent = self.plan.floor.get(key, -1)
             if item.offset <= sent:
                 metrics.STREAM_DUPLICATES_DROPPED.inc()
                 continue
@@ -383,13 +386,6 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         headers = [(b"content-type", b"application/json"), *(extra_headers or [])]
         await self.send_response(status, body, headers=headers)
         raise StopConsumer
-
-
-def _announces_body(scope: dict[str, Any]) -> bool:
-    for name, value in scope.get("headers", ()):
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return True
-    return False
 
 
 async def _disconnected(receive: Any) -> None:

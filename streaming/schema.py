@@ -126,13 +126,16 @@ RECORD: Final = TypeAdapter(TaskEventRecord)
 class StreamOpen(BaseModel):
     """``stream-open``: the first event of every stream."""
 
-    user_id: int
+    user_id: int = Field(description="who opened the stream")
+    scope: Literal["user", "staff"] = Field(
+        "user", description="sent only by the staff scope (docs/events.md)"
+    )
 
 
 class StreamReset(BaseModel):
     """``stream-reset``: the requested cursor was not honoured (docs/events.md, "Resuming")."""
 
-    reason: Literal["epoch-changed", "cursor-expired", "replay-limit", "cursor-ahead"]
+    reason: Literal["epoch-changed", "cursor-expired", "replay-limit", "cursor-ahead", "live-only"]
     requested: str
     resumed_from: str
 

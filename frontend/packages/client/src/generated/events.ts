@@ -110,8 +110,16 @@ export type Traceparent4 = string;
  */
 export type UserId4 = number;
 export type Version4 = 1;
+/**
+ * sent only by the staff scope (docs/events.md)
+ */
+export type Scope5 = "user" | "staff";
+/**
+ * who opened the stream
+ */
 export type UserId5 = number;
-export type Reason1 = "epoch-changed" | "cursor-expired" | "replay-limit" | "cursor-ahead";
+export type Reason1 =
+  "epoch-changed" | "cursor-expired" | "replay-limit" | "cursor-ahead" | "live-only";
 export type Requested = string;
 export type ResumedFrom = string;
 export type T = number;
@@ -203,6 +211,7 @@ export interface TaskCancelledData {
  * ``stream-open``: the first event of every stream.
  */
 export interface StreamOpen {
+  scope?: Scope5;
   user_id: UserId5;
 }
 /**
