@@ -370,6 +370,9 @@ TASKSTREAM: dict[str, Any] = {
     # (systemd: %H-%i), so a restarted process takes its partitions back at once. Empty:
     # dynamic membership (a crashed process's partitions wait out the session timeout).
     "CONSUMER_INSTANCE_ID": env_instance_id("TASKSTREAM_CONSUMER_INSTANCE_ID"),
+    # The same for run_worker (its group is WORKER_GROUP): a restarted worker takes its
+    # request partitions back at once, and re-runs the task it was killed in.
+    "WORKER_INSTANCE_ID": env_instance_id("TASKSTREAM_WORKER_INSTANCE_ID"),
     "CONSUMER_BATCH": env_int("TASKSTREAM_CONSUMER_BATCH", 500, minimum=1),
     "HEARTBEAT_SECONDS": env_float("TASKSTREAM_HEARTBEAT_SECONDS", 15.0, minimum=0.05),
     "RETRY_MS": env_int("TASKSTREAM_RETRY_MS", 3000, minimum=0),

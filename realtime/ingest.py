@@ -51,6 +51,7 @@ from streaming.kafka import (
     consumer_config,
     next_batch,
     producer_config,
+    rewind,
     subscribe,
     topic_epoch,
 )
@@ -280,18 +281,7 @@ class EventConsumer:
         return next_batch(self.consumer, self.batch_size, self.poll_timeout)
 
     def _rewind(self, records: Sequence[Record]) -> None:
-        """Seek each partition back to the batch's first record, so the next read returns
-        the same records (and drops whatever librdkafka had fetched after them)."""
-        firsts: dict[tuple[str, int], int] = {}
-        for record in records:
-            key = (str(record.topic()), int(record.partition() or 0))
-            firsts[key] = min(firsts.get(key, int(record.offset() or 0)), int(record.offset() or 0))
-        for (topic, partition), offset in firsts.items():
-            try:
-                self.consumer.seek(TopicPartition(topic, partition, offset))
-            except KafkaException as exc:
-                # Not ours any more (a rebalance): its new owner reads it from the commit.
-                logger.info("not rewinding %s:%s: %s", topic, partition, exc)
+        rewind(self.consumer, list(records))
 
     def _dead_letter(self, dead: list[tuple[Record, str]]) -> None:
         for record, reason in dead:

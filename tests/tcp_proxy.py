@@ -14,8 +14,13 @@ import threading
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, *, upstream_rcvbuf: int | None = None
+    ) -> None:
         self.target = (target_host, target_port)
+        # A small receive buffer towards the server: once the proxy stops reading (``freeze``)
+        # the server's writes stall after a few KiB, as towards a client that vanished.
+        self.upstream_rcvbuf = upstream_rcvbuf
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._up = threading.Event()
@@ -71,7 +76,7 @@ class TcpProxy:
                 client.close()  # refused: what a client sees of a server that is down
                 continue
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = self._connect()
             except OSError:
                 client.close()
                 continue
@@ -79,6 +84,19 @@ class TcpProxy:
                 self._sockets |= {client, upstream}
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _connect(self) -> socket.socket:
+        upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if self.upstream_rcvbuf is not None:
+                upstream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.upstream_rcvbuf)
+            upstream.settimeout(5)  # connecting only: an idle connection stays open
+            upstream.connect(self.target)
+            upstream.settimeout(None)
+        except OSError:
+            upstream.close()
+            raise
+        return upstream
 
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
