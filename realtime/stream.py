@@ -50,6 +50,9 @@ STREAM_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 RESUMED_FROM_HEADER = b"taskstream-resumed-from"
+# A finished stream's Redis clean-up (leave the layer group, release the lease) gets this
+# long; the lease's TTL and channels-redis's group expiry cover what it could not do.
+CLEANUP_SECONDS = 1.0
 
 
 class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels is untyped
@@ -341,6 +344,13 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             # The writer logs its own failures; here it only has to be finished.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.writer
+        try:  # bounded: Redis retries would hold the connection (and a stopping node)
+            async with asyncio.timeout(CLEANUP_SECONDS):
+                await self._leave()
+        except TimeoutError:
+            logger.warning("a stream's Redis clean-up was abandoned; its lease will expire")
+
+    async def _leave(self) -> None:
         if self.attached:
             try:
                 await self.hub.detach(self.subscriber)

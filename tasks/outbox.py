@@ -87,12 +87,9 @@ TASK_ERROR_MAX = 500
 FAILURE_EVENT_NAMESPACE = uuid.UUID("6a0c4a6e-5a43-4b8e-9c61-3f0f8e5b7d21")
 
 REQUEST, REPORT = "request", "report"
-# How long a relay told to stop waits for Kafka's acks (its supervisor allows 15 s).
-STOP_FLUSH_SECONDS = 5.0
-# PostgreSQL unreachable: the relay waits and tries again (not a reason to exit).
-DB_OUTAGES = (OperationalError, InterfaceError)
-DB_RETRY_FIRST = 0.2
-DB_RETRY_MAX = 1.0
+STOP_FLUSH_SECONDS = 5.0  # a relay told to stop waits this long for acks (it has 15 s)
+DB_OUTAGES = (OperationalError, InterfaceError)  # PostgreSQL unreachable: wait, retry
+DB_RETRY_FIRST, DB_RETRY_MAX = 0.2, 1.0
 
 
 @dataclass(frozen=True)
@@ -204,7 +201,9 @@ class OutboxRelay:
 
     def _dispatch(self, row_id: int, route: str, value: Any) -> None:
         if self.dispatcher is None:
-            events = Publisher(producer=self.producer, topic=conf.get().TOPIC_EVENTS)
+            events = Publisher(
+                producer=self.producer, topic=conf.get().TOPIC_EVENTS, flush_at_exit=False
+            )
             self.dispatcher = dispatch.Dispatcher(events)
         system = route.partition(":")[0]
         if system in self.brokers_down:

@@ -88,7 +88,10 @@ class Worker:
     publisher: Publisher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.publisher = Publisher(producer=self.producer, topic=self.events_topic)
+        # ``close`` flushes, within the worker's stop deadline: no second flush at exit.
+        self.publisher = Publisher(
+            producer=self.producer, topic=self.events_topic, flush_at_exit=False
+        )
 
     def run_once(self, max_wait: float = 0.5) -> None:
         now = self.clock()
@@ -265,24 +268,27 @@ class Worker:
             self.committed[(tp.topic, tp.partition)] = tp.offset
 
     def close(self, timeout: float = STOP_FLUSH_SECONDS) -> None:
-        """Stop within about ``timeout`` + 10 s, whatever Kafka does."""
+        """Stop within about 1 s + ``timeout`` (Kafka up) or 1 s + the session timeout,
+        10 s (Kafka down), so within the supervisor's 15 s whatever Kafka does."""
         for run in list(self.running.values()):
             # Leave unfinished tasks uncommitted: the next worker re-runs them.
             logger.info("worker stopping with task %s at step %d", run.task_id, run.step)
-        if self.producer.flush(timeout):
+        if not self.kafka_reachable():
+            # Nothing would be acknowledged; a commit would hold close() for the session
+            # timeout. The requests are read again: finished ones skipped, others re-run.
+            logger.warning("worker stopping: Kafka unreachable; nothing flushed or committed")
+        elif self.producer.flush(timeout):
             logger.warning("worker stopping: events not acknowledged; their requests are re-run")
-        elif self.kafka_reachable():
+        else:
             self._commit_finished(flush_timeout=0)
-        # Waits for a commit in flight: at most about 10 s when Kafka went down meanwhile.
+        # Waits for a commit still in flight: up to session.timeout.ms if Kafka is down.
         self.consumer.close()
 
     def kafka_reachable(self) -> bool:
-        """Whether a broker answers within a second (a commit to an unreachable cluster
-        would hold ``close`` for about 10 s, and lose nothing that matters)."""
+        """Whether a broker answers within a second."""
         try:
             self.consumer.list_topics(timeout=1.0)
         except KafkaException:
-            logger.warning("worker stopping: Kafka unreachable; finished requests not committed")
             return False
         return True
 

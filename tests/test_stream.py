@@ -206,6 +206,24 @@ async def test_disconnect_leaves_the_group_and_the_hub() -> None:
     assert bus.user_group(ALICE) not in layer.groups
 
 
+async def test_a_stream_whose_redis_clean_up_hangs_still_ends_within_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis unreachable: the lease release would retry for seconds and hold the connection
+    (and a node told to stop); it is abandoned after CLEANUP_SECONDS, the TTL expires it."""
+    stream = Stream(bearer(ALICE))
+    await stream.open()
+
+    async def unreachable(*_args: Any) -> None:
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(type(get_store()), "release_lease", unreachable)
+    started = asyncio.get_running_loop().time()
+    await stream.disconnect()
+    assert asyncio.get_running_loop().time() - started < 2
+    assert ALICE not in get_hub().by_user
+
+
 async def test_an_idle_stream_sends_named_heartbeats(settings: Any) -> None:
     settings.TASKSTREAM = {**settings.TASKSTREAM, "HEARTBEAT_SECONDS": 0.05}
     stream = Stream(bearer(ALICE))
