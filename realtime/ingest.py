@@ -51,6 +51,7 @@ from streaming.kafka import (
     consumer_config,
     next_batch,
     producer_config,
+    raise_if_fatal,
     rewind,
     subscribe,
     topic_epoch,
@@ -156,9 +157,8 @@ class EventConsumer:
                 records.append(message)
             elif err.code() == KafkaError._PARTITION_EOF:
                 continue
-            elif err.fatal():
-                raise KafkaException(err)
             else:
+                raise_if_fatal(err)
                 logger.warning("kafka consumer error (retried by librdkafka): %s", err)
         result.records = len(records)
         if not records:

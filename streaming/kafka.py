@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
-from confluent_kafka import Consumer, KafkaException, TopicCollection, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -209,6 +209,15 @@ def next_batch(consumer: ConsumerPort, size: int, timeout: float) -> list[Any]:
     if not first:
         return []
     return first + consumer.consume(size - 1, 0) if size > 1 else first
+
+
+def raise_if_fatal(err: KafkaError) -> None:
+    """Raise a fatal error: the client is unusable (a static group member fenced after a
+    broker restart, an idempotent producer's lost state), so the process must exit and its
+    supervisor start a new one. An error a consumer returns as a message has the code
+    ``_FATAL`` and ``fatal()`` false: check both."""
+    if err.code() == KafkaError._FATAL or err.fatal():
+        raise KafkaException(err)
 
 
 def rewind(consumer: ConsumerPort, messages: list[Any]) -> None:

@@ -28,7 +28,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from django.db import InterfaceError, OperationalError
 
 from streaming import conf, metrics
-from streaming.kafka import consumer_config, next_batch, producer_config, rewind, subscribe
+from streaming.kafka import (
+    consumer_config,
+    next_batch,
+    producer_config,
+    raise_if_fatal,
+    rewind,
+    subscribe,
+)
 from streaming.loop import StopFlag, run_loop
 from streaming.publisher import Publisher
 from tasks.demo import BadParams, DemoParams
@@ -112,8 +119,7 @@ class Worker:
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     continue
-                if err.fatal():
-                    raise KafkaException(err)
+                raise_if_fatal(err)  # e.g. fenced after a broker restart: exit, be restarted
                 logger.warning("worker consumer error: %s", err)
                 continue
             try:

@@ -13,6 +13,7 @@ exits by itself is restarted, and counted.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,21 +62,29 @@ class FaultResult:
         )
 
 
-class Supervisor:
-    """Restarts a process that exited by itself, as systemd's Restart=always would."""
+class Supervisor(threading.Thread):
+    """Restarts a process that exited by itself, as systemd's Restart=always would: checks
+    twice a second, except while a fault holds ``lock`` (it stops and starts processes on
+    purpose)."""
 
     def __init__(self, procs: dict[str, Proc]) -> None:
+        super().__init__(daemon=True)
         self.procs = procs
-        self.restarts: list[str] = []
+        self.lock = threading.Lock()
+        self.restarts: list[tuple[float, str]] = []  # (when, "name (exit code)")
+        self.stopped = threading.Event()
 
-    def check(self) -> list[str]:
-        restarted = []
-        for name, proc in self.procs.items():
-            if proc.popen is not None and proc.popen.poll() is not None:
-                proc.start()
-                restarted.append(name)
-        self.restarts += restarted
-        return restarted
+    def run(self) -> None:
+        while not self.stopped.wait(0.5):
+            with self.lock:
+                for name, proc in self.procs.items():
+                    if proc.popen is not None and proc.popen.poll() is not None:
+                        code = proc.popen.returncode
+                        proc.start()
+                        self.restarts.append((time.monotonic(), f"{name} (exit {code})"))
+
+    def since(self, start: float) -> list[str]:
+        return [what for at, what in self.restarts if at >= start]
 
 
 def caught_up(tallies: list[Tally], target: int, tasks: list[str], timeout: float) -> float | None:

@@ -147,6 +147,9 @@ def deployment(
         tallies = [Tally(c, str(task.id)) for c in clients]
         wait_until(lambda: all(len(t.update().seqs) >= 10 for t in tallies), 30, "events")
         procs = {p.name: p for p in (consumer, relay, worker, *(n for n, _ in nodes))}
+        supervisor = Supervisor(procs)
+        supervisor.start()
+        cleanup.callback(supervisor.stopped.set)
         yield Deployment(
             nodes=nodes,
             consumer=consumer,
@@ -160,7 +163,7 @@ def deployment(
             tallies=tallies,
             publisher=publisher,
             load=load,
-            supervisor=Supervisor(procs),
+            supervisor=supervisor,
             broker=broker,
             leases=(redis_url, f"{stack_env['TASKSTREAM_REDIS_PREFIX']}:lease:{alice.pk}"),
             topics=topics,
@@ -172,20 +175,14 @@ def deployment(
 
 def fault(d: Deployment, name: str, inject: Callable[[FaultResult], None]) -> FaultResult:
     result = FaultResult(name, first_seq=d.seq() + 1, started=time.monotonic())
-    inject(result)  # returns when the faulty part is back
+    with d.supervisor.lock:  # the fault stops and starts processes itself
+        inject(result)  # returns when the faulty part is back
     back, result.back = d.seq(), time.monotonic()
-    result.restarted_by_supervisor += wait_for_processes(d)
+    wait_until(lambda: all(healthy(p) for _, p in d.nodes), 30, "both nodes healthy again")
     tasks = d.load.between(0, result.back)
     result.catch_up = caught_up(d.tallies, back, tasks, CATCH_UP_DEADLINE)
     result.last_seq = back
     return result
-
-
-def wait_for_processes(d: Deployment) -> list[str]:
-    """Every process up again (restarting any that exited by itself), nodes healthy."""
-    restarted = d.supervisor.check()
-    wait_until(lambda: all(healthy(p) for _, p in d.nodes), 30, "both nodes healthy again")
-    return restarted
 
 
 SUBSET = [
@@ -225,8 +222,11 @@ def selected(
 def run_faults(d: Deployment, faults_: list[tuple[str, Callable[..., None]]]) -> list[FaultResult]:
     results = []
     for name, inject in selected(faults_):
-        results.append(fault(d, name, functools.partial(inject, d)))
+        result = fault(d, name, functools.partial(inject, d))
         time.sleep(2)  # steady state between faults
+        # Processes that exited by themselves since the fault began (and were restarted).
+        result.restarted_by_supervisor += d.supervisor.since(result.started)
+        results.append(result)
     d.load.finish()
     last = d.publisher.finish()
     everything = d.load.between(0, time.monotonic())

@@ -6,6 +6,9 @@ import json
 import uuid
 from typing import Any
 
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
 from streaming.adapter import adapt
 from tasks.demo import DemoParams
 from tasks.worker import Running, Worker
@@ -257,3 +260,18 @@ def test_a_worker_stopped_while_kafka_is_unreachable_closes_without_committing()
     worker.close()
     assert consumer.commits == []
     assert consumer.closed
+
+
+def test_a_fatal_consumer_error_stops_the_worker_for_its_supervisor_to_restart() -> None:
+    """A static member fenced after a broker restart gets a consumer error with the code
+    _FATAL (and ``fatal()`` false): the consumer is unusable, so the worker must exit rather
+    than poll it forever."""
+
+    class Fenced(FakeMessage):
+        def error(self) -> KafkaError:  # type: ignore[override]
+            return KafkaError(KafkaError._FATAL, "Static consumer fenced by other consumer")
+
+    worker, consumer, _producer, _clock = make_worker()
+    consumer.batches.append([Fenced("task.requests", 0, 0, None)])
+    with pytest.raises(KafkaException, match="fenced"):
+        worker.run_once(max_wait=0)
