@@ -56,6 +56,7 @@ from streaming.kafka import (
     subscribe,
     topic_epoch,
 )
+from streaming.loop import exit_by_deadline
 from tasks.apply import Applied, Outcome, apply_events
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,10 @@ class EventConsumer:
         self.outages_in_a_row = 0
         # Partitions revoked by a rebalance (appended on the Kafka thread, read here).
         self.revoked: list[PartitionKey] = []
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop
 
     def request_stop(self) -> None:
         """Signal-handler safe: only sets a flag; the loop stops after the current batch."""
@@ -363,8 +368,16 @@ async def build_event_consumer(epoch: str | None = None) -> EventConsumer:
 async def run_consumer() -> None:
     event_consumer = await build_event_consumer()
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        if not event_consumer.stopping:
+            # Whatever Kafka does (a commit can block for its socket timeout), the
+            # process exits by the stop deadline.
+            exit_by_deadline("consume_events")
+        event_consumer.request_stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, event_consumer.request_stop)
+        loop.add_signal_handler(sig, stop)
     logger.info("consume_events started on %s", conf.get().TOPIC_EVENTS)
     await event_consumer.run()
     logger.info("consume_events stopped")

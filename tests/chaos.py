@@ -13,9 +13,12 @@ exits by itself is restarted, and counted.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tests.chaos_load import Tally
@@ -122,6 +125,17 @@ def account(result: FaultResult, tallies: list[Tally], tasks: list[str]) -> None
     result.tasks_once = sum(all(t.exactly_once(task) for t in tallies) for task in tasks)
 
 
+def stacks(proc: Proc) -> str:
+    """Where a process hangs: its threads' stacks, if py-spy is installed (bench/)."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if proc.popen is None or not spy.exists():
+        return "(no py-spy: pip install -r bench/requirements.txt to see where)"
+    dump = subprocess.run(
+        [str(spy), "dump", "--pid", str(proc.popen.pid)], capture_output=True, text=True
+    )
+    return dump.stdout + dump.stderr
+
+
 def stop_together(procs: list[tuple[Proc, float]]) -> list[str]:
     """SIGTERM every process at once and watch them all; a description of each exit with
     its code and time (a process still running after its deadline is killed)."""
@@ -140,6 +154,7 @@ def stop_together(procs: list[tuple[Proc, float]]) -> list[str]:
             if proc.popen.poll() is not None:
                 codes[proc.name], took[proc.name] = proc.popen.returncode, now - started
             elif now - started > deadline:
+                print(f"{proc.name} still running after {deadline:.0f} s:\n{stacks(proc)}")
                 proc.kill()
                 codes[proc.name], took[proc.name] = "killed", now - started
         time.sleep(0.05)  # polling exit codes, not waiting for a condition to settle
