@@ -248,6 +248,12 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
+            # The API's throttles read the cache: a frozen Redis fails a request after
+            # these timeouts instead of holding it (and a node told to stop) for ever.
+            "OPTIONS": {
+                "socket_timeout": SOCKET_TIMEOUT,
+                "socket_connect_timeout": CONNECT_TIMEOUT,
+            },
         }
     }
 else:

@@ -124,6 +124,8 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         self.store = get_store()
         self.kafka = get_kafka_replayer()
         self.hub = get_hub()
+        if self.hub.draining:  # at once: no Redis round trip (Redis may be why we stop)
+            await self._retry_later("draining", "This node is shutting down.")
         opens = await self.store.count_hit(f"open:{self.user.user_id}", 60)
         if opens > settings.STREAM_OPENS_PER_MINUTE:
             retry = str(60 - int(time.time()) % 60)

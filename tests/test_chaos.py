@@ -282,6 +282,7 @@ def test_chaos_subset(deployment: Deployment) -> None:
 
 
 @pytest.mark.skipif(not FULL, reason="make chaos (TASKSTREAM_CHAOS=full)")
+@pytest.mark.timeout(600)  # twelve faults and a Kafka broker of its own: about 5 minutes
 def test_chaos_full(deployment: Deployment) -> None:
     results = run_faults(deployment, ALL)
     if not ONLY:

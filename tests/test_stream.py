@@ -407,6 +407,26 @@ async def test_drain_ends_open_streams_and_new_ones_at_once() -> None:
     lifecycle.draining.clear()
 
 
+async def test_a_draining_node_refuses_a_new_stream_without_asking_redis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis may be down (the reason the node is being replaced): a stream opened during the
+    drain must not spend its retries on the open throttle before it is turned away."""
+
+    async def unreachable(*_args: Any) -> int:
+        raise AssertionError("asked Redis")
+
+    monkeypatch.setattr(type(get_store()), "count_hit", unreachable)
+    get_hub().drain(0.1)
+    late = Stream(bearer(BOB))
+    try:
+        assert (await late.open())["status"] == 200
+        assert (await late.until_end()) == "retry: 3000\n\n"
+    finally:
+        get_hub().draining = False
+        lifecycle.draining.clear()
+
+
 async def test_a_draining_node_behind_a_retrying_proxy_refuses_new_streams_with_503(
     settings: Any,
 ) -> None:
