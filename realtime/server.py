@@ -9,12 +9,15 @@ request's first byte), and its body within TASKSTREAM_BODY_TIMEOUT_SECONDS of it
 otherwise the connection is closed. Only reading the request is limited: a response being
 streamed (an event stream) is not.
 
-Writing is bounded too, by the kernel: every connection gets ``TCP_USER_TIMEOUT`` =
+Writing is bounded too, by the kernel: every connection gets ``TCP_USER_TIMEOUT`` of twice
 TASKSTREAM_SEND_TIMEOUT_SECONDS, so data its peer has not acknowledged for that long (a
 client that vanished without a FIN: its packets dropped, or its window shut) aborts the
 connection, and the stream ends as for a disconnect. The stream's own send timeout sees a
 dead peer only once the kernel's and uvicorn's buffers are full, which a quiet stream's
-heartbeats take minutes to fill; this sees it after the next heartbeat.
+heartbeats take minutes to fill; this sees it after the next heartbeat. Twice, so that a
+client that stops reading a busy stream is still cut by the stream's own timeout first
+(and counted as ``slow-client``): the kernel is the backstop for what the stream cannot
+see.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        _abort_unacknowledged_after(transport, conf.get().SEND_TIMEOUT_SECONDS)
+        _abort_unacknowledged_after(transport, 2 * conf.get().SEND_TIMEOUT_SECONDS)
         self._arm(self._header_seconds)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -107,9 +107,9 @@ def test_a_quiet_stream_whose_client_vanished_is_freed_within_the_send_timeout(
 ) -> None:
     """A client gone without a FIN (here: a proxy that stops forwarding, its window shut
     after 1 KiB) on a stream that carries only heartbeats. The heartbeats would take minutes
-    to fill the buffers that make a write block; the kernel's TCP_USER_TIMEOUT (the send
-    timeout, realtime/server.py) aborts the connection once a heartbeat goes unacknowledged,
-    and the node frees the stream."""
+    to fill the buffers that make a write block; the kernel's TCP_USER_TIMEOUT (twice the
+    send timeout, realtime/server.py) aborts the connection once a heartbeat goes
+    unacknowledged that long, and the node frees the stream."""
     token = AccessToken()
     token["user_id"] = 424242  # stream auth is stateless: no user row needed
     metrics = f"http://127.0.0.1:{server}/metrics"
@@ -126,7 +126,7 @@ def test_a_quiet_stream_whose_client_vanished_is_freed_within_the_send_timeout(
             wait_until(lambda: open_streams(metrics) == baseline + 1, 10, "the stream open")
             proxy.freeze()  # from now on nothing is forwarded, nothing is closed
             vanished = time.monotonic()
-            # Bound: a few heartbeats to fill 1 KiB, then the send timeout, then clean-up.
+            # Bound: a few heartbeats to fill 1 KiB, twice the send timeout, then clean-up.
             wait_until(lambda: open_streams(metrics) == baseline, 30, "the stream freed")
             freed_after = time.monotonic() - vanished
     finally:
