@@ -43,6 +43,9 @@ class ProducerPort(Protocol):
     def flush(self, timeout: float = -1) -> int: ...
 
 
+STATIC_SESSION_TIMEOUT_MS = 45_000
+
+
 def consumer_config(group_id: str, **overrides: Any) -> dict[str, Any]:
     """A consumer that commits by hand, only after its side effects are done."""
     config: dict[str, Any] = {
@@ -69,6 +72,12 @@ def consumer_config(group_id: str, **overrides: Any) -> dict[str, Any]:
         # id takes its partitions back at once, instead of waiting for the group to expire
         # the dead member (session.timeout.ms). Each process of a group needs its own id.
         config["group.instance.id"] = instance_id
+        # And a longer session: a restart no longer needs a short one, and with 10 s a
+        # broker that stays away longer (a restart) times the session out on the client,
+        # which rejoins under a new member id; a commit still in flight under the old one
+        # is then fenced, a fatal error that costs the process a restart. A static member
+        # that stops for good keeps its partitions this long.
+        config["session.timeout.ms"] = STATIC_SESSION_TIMEOUT_MS
     config.update(overrides)
     return config
 
