@@ -259,6 +259,12 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
+            # The API's throttles read the cache: a frozen Redis fails a request after
+            # these timeouts instead of holding it (and a node told to stop) for ever.
+            "OPTIONS": {
+                "socket_timeout": SOCKET_TIMEOUT,
+                "socket_connect_timeout": CONNECT_TIMEOUT,
+            },
         }
     }
 else:
@@ -381,6 +387,9 @@ TASKSTREAM: dict[str, Any] = {
     # (systemd: %H-%i), so a restarted process takes its partitions back at once. Empty:
     # dynamic membership (a crashed process's partitions wait out the session timeout).
     "CONSUMER_INSTANCE_ID": env_instance_id("TASKSTREAM_CONSUMER_INSTANCE_ID"),
+    # The same for run_worker (its group is WORKER_GROUP): a restarted worker takes its
+    # request partitions back at once, and re-runs the task it was killed in.
+    "WORKER_INSTANCE_ID": env_instance_id("TASKSTREAM_WORKER_INSTANCE_ID"),
     # Records per consume_events batch. At most STREAM_QUEUE_SIZE (checked below): one
     # user's events of one batch reach a stream at once and must fit its buffer.
     "CONSUMER_BATCH": env_int("TASKSTREAM_CONSUMER_BATCH", 1000, minimum=1),

@@ -118,7 +118,7 @@ def run(host: str, port: int) -> None:
         logger.info("embedded Kafka (librdkafka mock cluster) at %s", address)
     prepare_database()
 
-    flag = StopFlag().install()
+    flag = StopFlag("run_embedded").install()
     threads = [
         threading.Thread(target=run_worker, args=(flag,), name="worker", daemon=True),
         threading.Thread(target=run_relay, args=(flag,), name="outbox-relay", daemon=True),

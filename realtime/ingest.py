@@ -34,15 +34,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.exceptions
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from django.db import InterfaceError, OperationalError
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from realtime import bus, ingestlog
 from realtime import ingest_kafka as kafka_side
-from realtime.ingest_kafka import DeadLetterError, Record
+from realtime.ingest_kafka import Record
+from realtime.isolation import OUTAGES, apply_isolating
 from realtime.store import HotStore, get_store
 from streaming import conf, metrics
 from streaming.adapter import InvalidRecord, adapt
@@ -54,24 +53,16 @@ from streaming.kafka import (
     consumer_config,
     next_batch,
     producer_config,
+    raise_if_fatal,
     subscribe,
     topic_epoch,
 )
+from streaming.loop import exit_by_deadline
 from tasks.apply import Applied, Outcome, apply_events
 
 logger = logging.getLogger(__name__)
 
 
-# A dependency that is down, not a record that is bad: retry the batch, blame no record.
-OUTAGES: tuple[type[BaseException], ...] = (
-    OperationalError,
-    InterfaceError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    ConnectionError,
-    TimeoutError,
-    DeadLetterError,
-)
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 10.0
 
@@ -131,6 +122,10 @@ class EventConsumer:
         self.outages_in_a_row = 0
         # Partitions revoked by a rebalance (appended on the Kafka thread, read here).
         self.revoked: list[PartitionKey] = []
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop
 
     def request_stop(self) -> None:
         """Signal-handler safe: only sets a flag; the loop stops after the current batch."""
@@ -199,9 +194,8 @@ class EventConsumer:
                 records.append(message)
             elif err.code() == KafkaError._PARTITION_EOF:
                 continue
-            elif err.fatal():
-                raise KafkaException(err)
             else:
+                raise_if_fatal(err)
                 logger.warning("kafka consumer error (retried by librdkafka): %s", err)
         if not records:
             return None
@@ -260,7 +254,7 @@ class EventConsumer:
                 logger.exception("adapter failed on %s", kafka_side.where(record))
                 dead.append((record, f"adapter error: {type(exc).__name__}: {exc}"[:1000]))
 
-        applied, refused = await self._apply_isolating(events)
+        applied, refused = await apply_isolating(self._apply, events)
         for event, reason in refused:
             dead.append((by_position[event.position], reason))
         outcomes = batch.result.outcomes
@@ -295,38 +289,6 @@ class EventConsumer:
         metrics.LAYER_MESSAGES.inc(sent)
         result.dead_lettered = len(dead)
         result.delivered = len(deliverable)
-
-    async def _apply_isolating(
-        self, events: list[TaskEvent]
-    ) -> tuple[list[Applied], list[tuple[TaskEvent, str]]]:
-        """Apply ``events``; if the database refuses the batch's data, bisect it and
-        return the events it refuses (with its message) instead of failing the rest."""
-        if not events:
-            return [], []
-        try:
-            return await self._apply(events), []
-        except OUTAGES:
-            raise
-        except Exception as exc:
-            if len(events) > 1:
-                middle = len(events) // 2
-                left = await self._apply_isolating(events[:middle])
-                right = await self._apply_isolating(events[middle:])
-                return left[0] + right[0], left[1] + right[1]
-            refusal = exc
-        # One event left. A unique-key race with another consumer during a rebalance
-        # resolves on a second try (the event is then a redelivery); data does not.
-        try:
-            return await self._apply(events), []
-        except OUTAGES:
-            raise
-        except Exception:
-            event = events[0]
-            logger.warning(
-                "database refused event %s at %s: %s", event.event_id, event.position, refusal
-            )
-            metrics.CONSUMER_ISOLATED.inc()
-            return [], [(event, f"database refused it: {type(refusal).__name__}: {refusal}"[:1000])]
 
     async def _back_off(self, records: list[Record], exc: BaseException) -> None:
         """Read the batch again after a delay that doubles with each outage in a row."""
@@ -393,8 +355,16 @@ async def run_consumer() -> None:
     # batches allocate (CPython's advice for long-running servers, gc.freeze).
     gc.freeze()
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        if not event_consumer.stopping:
+            # Whatever Kafka does (a commit can block for its socket timeout), the
+            # process exits by the stop deadline.
+            exit_by_deadline("consume_events")
+        event_consumer.request_stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, event_consumer.request_stop)
+        loop.add_signal_handler(sig, stop)
     logger.info("consume_events started on %s", conf.get().TOPIC_EVENTS)
     await event_consumer.run()
     logger.info("consume_events stopped")

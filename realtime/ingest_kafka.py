@@ -1,6 +1,6 @@
 """The ingest loop's Kafka side: what ``consume_events`` does to the broker for a batch
-(rewind it, dead-letter its poison records, commit it). Each function blocks on
-librdkafka and runs on the loop's one Kafka thread."""
+(rewind it with ``streaming.kafka.rewind``, dead-letter its poison records, commit it).
+Each function blocks on librdkafka and runs on the loop's one Kafka thread."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, TypeAlias
 from confluent_kafka import KafkaException, Message, TopicPartition
 
 from streaming import metrics
-from streaming.kafka import ConsumerPort, ProducerPort
+from streaming.kafka import ConsumerPort, ProducerPort, rewind
+
+__all__ = ["DeadLetterError", "commit", "dead_letter", "heads", "rewind", "where"]
 
 logger = logging.getLogger("realtime.ingest")
 
@@ -40,22 +42,6 @@ def heads(records: Sequence[Record]) -> dict[tuple[str, int], int]:
         key = (str(record.topic()), int(record.partition() or 0))
         found[key] = max(found.get(key, -1), int(record.offset() or 0))
     return found
-
-
-def rewind(consumer: ConsumerPort, records: Sequence[Record]) -> None:
-    """Seek each partition back to the first of ``records`` it holds, so the next read
-    returns them again (and drops whatever librdkafka had fetched after them)."""
-    firsts: dict[tuple[str, int], int] = {}
-    for record in records:
-        key = (str(record.topic()), int(record.partition() or 0))
-        offset = int(record.offset() or 0)
-        firsts[key] = min(firsts.get(key, offset), offset)
-    for (topic, partition), offset in firsts.items():
-        try:
-            consumer.seek(TopicPartition(topic, partition, offset))
-        except KafkaException as exc:
-            # Not ours any more (a rebalance): its new owner reads it from the commit.
-            logger.info("not rewinding %s:%s: %s", topic, partition, exc)
 
 
 def dead_letter(producer: ProducerPort, topic: str, dead: Sequence[tuple[Record, str]]) -> None:

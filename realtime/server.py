@@ -8,12 +8,23 @@ TASKSTREAM_HEADER_TIMEOUT_SECONDS of the connection (or, on a kept-alive connect
 request's first byte), and its body within TASKSTREAM_BODY_TIMEOUT_SECONDS of its headers;
 otherwise the connection is closed. Only reading the request is limited: a response being
 streamed (an event stream) is not.
+
+Writing is bounded too, by the kernel: every connection gets ``TCP_USER_TIMEOUT`` of twice
+TASKSTREAM_SEND_TIMEOUT_SECONDS, so data its peer has not acknowledged for that long (a
+client that vanished without a FIN: its packets dropped, or its window shut) aborts the
+connection, and the stream ends as for a disconnect. The stream's own send timeout sees a
+dead peer only once the kernel's and uvicorn's buffers are full, which a quiet stream's
+heartbeats take minutes to fill; this sees it after the next heartbeat. Twice, so that a
+client that stops reading a busy stream is still cut by the stream's own timeout first
+(and counted as ``slow-client``): the kernel is the backstop for what the stream cannot
+see.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -33,6 +44,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        _abort_unacknowledged_after(transport, 2 * conf.get().SEND_TIMEOUT_SECONDS)
         self._arm(self._header_seconds)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -66,3 +78,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             logger.info("closed a connection from %s: request not received in time", self.client)
             self.transport.close()
+
+
+def _abort_unacknowledged_after(transport: asyncio.Transport, seconds: float) -> None:
+    sock = transport.get_extra_info("socket")
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux; elsewhere the send timeout
+    if sock is None or option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, max(1, int(seconds * 1000)))
+    except OSError as exc:  # a connection already reset: nothing to bound
+        logger.debug("TCP_USER_TIMEOUT not set: %s", exc)

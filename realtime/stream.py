@@ -7,13 +7,12 @@ task and returns to the receive loop: the disconnect arrives while the writer st
 cancels it. It never joins the channel layer itself; the process's hub does that once per
 user (``realtime.hub``). No ORM call happens here: authentication is a stateless JWT check.
 
-Delivery, in the writer: join the hub first (live events queue from then on), then plan
-the resume from the hot store (or from a time, ``?since=``), replay, and go live. Every
-write goes through ``_deliver``, which drops positions already sent and fills any hole
-first, so the replay/live seam has no gap and no duplicate, whatever order things arrive in.
-
-The staff scope (``realtime.staff``) is a subclass: it overrides who may open it, what it
-subscribes to and how it writes, and keeps this request, admission and writing loop.
+Delivery, in the writer: join the hub first (live events queue from then on), plan the
+resume from the hot store (or from a time, ``?since=``), replay, go live. Every write goes
+through ``_deliver``, which drops positions already sent and fills any hole first: the
+replay/live seam has no gap and no duplicate, whatever order things arrive in. The staff
+scope (``realtime.staff``) is a subclass that overrides who may open it, what it
+subscribes to and how it writes.
 """
 
 from __future__ import annotations
@@ -56,6 +55,9 @@ STREAM_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 RESUMED_FROM_HEADER = b"taskstream-resumed-from"
+# A finished stream's Redis clean-up (leave the layer group, release the lease) gets this
+# long; the lease's TTL and channels-redis's group expiry cover what it could not do.
+CLEANUP_SECONDS = 1.0
 
 
 class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels is untyped
@@ -139,6 +141,8 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         self.store = get_store()
         self.kafka = get_kafka_replayer()
         self.hub = get_hub()
+        if self.hub.draining:  # at once: no Redis round trip (Redis may be why we stop)
+            await self._retry_later("draining", "This node is shutting down.")
         self.lease = uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(stream_id=self.lease)
         try:
@@ -150,8 +154,6 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
 
         # Join before reading the store: an event stored after the read then arrives live,
         # and one stored before it is in the read. Either way, none falls between.
-        if self.hub.draining:
-            await self._retry_later("draining", "This node is shutting down.")
         self.subscriber = self._subscriber(settings.STREAM_QUEUE_SIZE)
         await self.hub.attach(self.subscriber)
         self.attached = True
@@ -353,7 +355,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             self.subscriber.sending_since = 0.0
 
     async def _end_quietly(self) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # the client may be gone already
             await self._send("", final=True)
 
     async def _finish(self) -> None:
@@ -362,6 +364,13 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             # The writer logs its own failures; here it only has to be finished.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.writer
+        try:  # bounded: Redis retries would hold the connection (and a stopping node)
+            async with asyncio.timeout(CLEANUP_SECONDS):
+                await self._leave()
+        except TimeoutError:
+            logger.warning("a stream's Redis clean-up was abandoned; its lease will expire")
+
+    async def _leave(self) -> None:
         if self.attached:
             try:
                 await self.hub.detach(self.subscriber)
@@ -373,17 +382,13 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 await self.store.release_lease(self.user.user_id, self.lease)
 
     async def _refuse(
-        self,
-        status: int,
-        code: str,
-        detail: str,
-        extra_headers: list[tuple[bytes, bytes]] | None = None,
+        self, status: int, code: str, detail: str, extra: list[tuple[bytes, bytes]] | None = None
     ) -> NoReturn:
         """Answer with a JSON error before any stream bytes, and stop."""
         metrics.STREAMS_REJECTED.labels(code).inc()
         log.info("stream refused", status=status, code=code)
         body = json.dumps({"detail": detail, "code": code}).encode()
-        headers = [(b"content-type", b"application/json"), *(extra_headers or [])]
+        headers = [(b"content-type", b"application/json"), *(extra or [])]
         await self.send_response(status, body, headers=headers)
         raise StopConsumer
 

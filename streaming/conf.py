@@ -25,6 +25,7 @@ class TaskstreamSettings:
     CONSUMER_GROUP: str
     WORKER_GROUP: str
     CONSUMER_INSTANCE_ID: str
+    WORKER_INSTANCE_ID: str
     CONSUMER_BATCH: int
     HEARTBEAT_SECONDS: float
     RETRY_MS: int

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
-from confluent_kafka import Consumer, TopicCollection, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -43,6 +43,9 @@ class ProducerPort(Protocol):
     def flush(self, timeout: float = -1) -> int: ...
 
 
+STATIC_SESSION_TIMEOUT_MS = 45_000
+
+
 def consumer_config(group_id: str, **overrides: Any) -> dict[str, Any]:
     """A consumer that commits by hand, only after its side effects are done."""
     config: dict[str, Any] = {
@@ -60,11 +63,21 @@ def consumer_config(group_id: str, **overrides: Any) -> dict[str, Any]:
         "logger": logging.getLogger("rdkafka.consumer"),
     }
     settings = conf.get()
-    if group_id == settings.CONSUMER_GROUP and settings.CONSUMER_INSTANCE_ID:
-        # Static membership for consume_events: a restarted process with the same id takes
-        # its partitions back at once, instead of waiting for the group to expire the dead
-        # member (session.timeout.ms). Each process of the group needs its own id.
-        config["group.instance.id"] = settings.CONSUMER_INSTANCE_ID
+    instance_id = {
+        settings.CONSUMER_GROUP: settings.CONSUMER_INSTANCE_ID,
+        settings.WORKER_GROUP: settings.WORKER_INSTANCE_ID,
+    }.get(group_id)
+    if instance_id:
+        # Static membership (consume_events, run_worker): a restarted process with the same
+        # id takes its partitions back at once, instead of waiting for the group to expire
+        # the dead member (session.timeout.ms). Each process of a group needs its own id.
+        config["group.instance.id"] = instance_id
+        # And a longer session: a restart no longer needs a short one, and with 10 s a
+        # broker that stays away longer (a restart) times the session out on the client,
+        # which rejoins under a new member id; a commit still in flight under the old one
+        # is then fenced, a fatal error that costs the process a restart. A static member
+        # that stops for good keeps its partitions this long.
+        config["session.timeout.ms"] = STATIC_SESSION_TIMEOUT_MS
     config.update(overrides)
     return config
 
@@ -214,6 +227,32 @@ def next_batch(consumer: ConsumerPort, size: int, timeout: float) -> list[Any]:
     if not first:
         return []
     return first + consumer.consume(size - 1, 0) if size > 1 else first
+
+
+def raise_if_fatal(err: KafkaError) -> None:
+    """Raise a fatal error: the client is unusable (a static group member fenced after a
+    broker restart, an idempotent producer's lost state), so the process must exit and its
+    supervisor start a new one. An error a consumer returns as a message has the code
+    ``_FATAL`` and ``fatal()`` false: check both."""
+    if err.code() == KafkaError._FATAL or err.fatal():
+        raise KafkaException(err)
+
+
+def rewind(consumer: ConsumerPort, messages: list[Any]) -> None:
+    """Seek each partition of ``messages`` back to its first one, so the next read returns
+    them again (and drops whatever librdkafka had fetched after them): a batch a dependency
+    outage kept from being handled is read again, in order, nothing skipped."""
+    firsts: dict[tuple[str, int], int] = {}
+    for message in messages:
+        key = (str(message.topic()), int(message.partition() or 0))
+        offset = int(message.offset() or 0)
+        firsts[key] = min(firsts.get(key, offset), offset)
+    for (topic, partition), offset in firsts.items():
+        try:
+            consumer.seek(TopicPartition(topic, partition, offset))
+        except KafkaException as exc:
+            # Not ours any more (a rebalance): its new owner reads it from the commit.
+            logger.info("not rewinding %s:%s: %s", topic, partition, exc)
 
 
 class RangeError(Exception):

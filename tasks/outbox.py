@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -87,6 +87,9 @@ TASK_ERROR_MAX = 500
 FAILURE_EVENT_NAMESPACE = uuid.UUID("6a0c4a6e-5a43-4b8e-9c61-3f0f8e5b7d21")
 
 REQUEST, REPORT = "request", "report"
+STOP_FLUSH_SECONDS = 5.0  # a relay told to stop waits this long for acks (it has 15 s)
+DB_OUTAGES = (OperationalError, InterfaceError)  # PostgreSQL unreachable: wait, retry
+DB_RETRY_FIRST, DB_RETRY_MAX = 0.2, 1.0
 
 
 @dataclass(frozen=True)
@@ -198,7 +201,9 @@ class OutboxRelay:
 
     def _dispatch(self, row_id: int, route: str, value: Any) -> None:
         if self.dispatcher is None:
-            events = Publisher(producer=self.producer, topic=conf.get().TOPIC_EVENTS)
+            events = Publisher(
+                producer=self.producer, topic=conf.get().TOPIC_EVENTS, flush_at_exit=False
+            )
             self.dispatcher = dispatch.Dispatcher(events)
         system = route.partition(":")[0]
         if system in self.brokers_down:
@@ -228,19 +233,30 @@ class OutboxRelay:
         failed, self.failed = self.failed, {}
         if not delivered and not failed:
             return 0
-        handed = {row_id: self.in_flight.pop(row_id) for row_id in [*delivered, *failed]}
+        handed = {row_id: self.in_flight[row_id] for row_id in [*delivered, *failed]}
         now = self.clock()
         sent = [i for i in delivered if handed[i].kind == REQUEST]
         reported = [i for i in delivered if handed[i].kind == REPORT]
-        with transaction.atomic():
-            if sent:
-                OutboxMessage.objects.filter(id__in=sent).update(sent_at=now, next_attempt_at=None)
-            if reported:
-                OutboxMessage.objects.filter(id__in=reported).update(
-                    failure_reported_at=now, next_attempt_at=None
-                )
-            for row_id, failure in failed.items():
-                self._record_failure(row_id, handed[row_id], failure, now)
+        try:
+            with transaction.atomic():
+                if sent:
+                    OutboxMessage.objects.filter(id__in=sent).update(
+                        sent_at=now, next_attempt_at=None
+                    )
+                if reported:
+                    OutboxMessage.objects.filter(id__in=reported).update(
+                        failure_reported_at=now, next_attempt_at=None
+                    )
+                for row_id, failure in failed.items():
+                    self._record_failure(row_id, handed[row_id], failure, now)
+        except DB_OUTAGES:
+            # Kept, to be recorded once the database is back: a row Kafka acknowledged is
+            # not sent again (it stays in flight, so it is not fetched again meanwhile).
+            self.delivered[:0] = delivered
+            self.failed = failed | self.failed
+            raise
+        for row_id in handed:
+            del self.in_flight[row_id]
         metrics.OUTBOX_SENT.inc(len(sent))
         metrics.OUTBOX_FAILURES_REPORTED.inc(len(reported))
         if not connection.in_atomic_block:
@@ -283,9 +299,22 @@ class OutboxRelay:
         rows.update(**update)
         metrics.OUTBOX_FAILED.inc()
 
-    def close(self, timeout: float = 10.0) -> None:
-        self.producer.flush(timeout)
-        self._record_results()
+    def close(self, timeout: float = STOP_FLUSH_SECONDS) -> None:
+        """Wait up to ``timeout`` for Kafka's acks and record what is known. Rows still
+        unacknowledged, or acknowledged while the database is unreachable, stay unsent:
+        the next relay sends them again (at least once; the worker runs a task once)."""
+        unacked = self.producer.flush(timeout)
+        try:
+            self._record_results()
+        except DB_OUTAGES as exc:
+            logger.warning(
+                "outbox relay stopping: %d rows acknowledged by Kafka but not marked sent "
+                "(database unreachable: %s); they will be sent again",
+                len(self.delivered),
+                str(exc).strip(),
+            )
+        if unacked:
+            logger.warning("outbox relay stopping: %d rows not acknowledged; sent again", unacked)
 
 
 def _command(value: Any) -> tuple[str, int] | None:
@@ -341,12 +370,29 @@ def _failure_event(row: OutboxMessage, task_id: str, user_id: int) -> dict[str, 
 
 
 def run_relay(flag: StopFlag) -> None:
-    """The relay process: ``run_once`` until ``flag`` is set (``manage.py relay_outbox``)."""
+    """The relay process: ``run_once`` until ``flag`` is set (``manage.py relay_outbox``).
+
+    While PostgreSQL is unreachable it waits (checking again every second at most, so
+    that SIGTERM is seen) instead of exiting."""
     relay = OutboxRelay(Producer(producer_config()))
     poll = conf.get().OUTBOX_POLL_SECONDS
+    retry = DB_RETRY_FIRST
 
     def step() -> None:
-        if relay.run_once(wait=poll) == 0 and not relay.in_flight:
+        nonlocal retry
+        try:
+            sent = relay.run_once(wait=poll)
+        except DB_OUTAGES as exc:
+            logger.warning(
+                "outbox relay: the database is unreachable (%s); retrying in %.1f s",
+                str(exc).strip(),
+                retry,
+            )
+            time.sleep(retry)
+            retry = min(DB_RETRY_MAX, retry * 2)
+            return
+        retry = DB_RETRY_FIRST
+        if sent == 0 and not relay.in_flight:
             time.sleep(poll)
 
     run_loop("outbox relay", flag, step, relay.close)

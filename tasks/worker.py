@@ -5,6 +5,13 @@ concurrently on one thread: each running task has a due time for its next step, 
 ``run_once`` waits for Kafka commands only until the earliest step is due. A request's
 offset is committed once its task has finished and its last event is acknowledged, so a
 crash re-runs unfinished tasks instead of losing them.
+
+A re-run, or a request the outbox relay sent twice (it delivers at least once), reports
+nothing twice: each event's id is derived from the task, the event type and the step
+(``event_id``), so the re-run's events carry the ids of the first run's, and
+``consume_events`` drops them as duplicates (tasks/apply.py). The client sees every step
+once, and the task's final state once. While PostgreSQL is unreachable the worker keeps
+running its tasks and reads no new request (the one it could not check is read again).
 """
 
 from __future__ import annotations
@@ -18,15 +25,43 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from django.db import InterfaceError, OperationalError
 
 from streaming import conf, metrics, tracecontext
-from streaming.kafka import consumer_config, next_batch, producer_config, subscribe
+from streaming.kafka import (
+    consumer_config,
+    next_batch,
+    producer_config,
+    raise_if_fatal,
+    rewind,
+    subscribe,
+)
 from streaming.loop import StopFlag, run_loop
 from streaming.publisher import Publisher
 from tasks.demo import BadParams, DemoParams
 from tasks.models import AsyncTask
 
 logger = logging.getLogger(__name__)
+
+# Namespace of the worker's event ids (uuid5 of task, type and step: ``event_id``).
+EVENT_ID_NAMESPACE = uuid.UUID("0b7e8c52-4f3d-4c1e-9d7a-58e2a6f4b913")
+# The database is unreachable: how long the worker waits before reading requests again.
+DB_RETRY_FIRST = 0.2
+DB_RETRY_MAX = 5.0
+# How long the loop waits for acks before committing finished requests (postponed if not
+# all acked), and how long a worker told to stop waits for them.
+COMMIT_FLUSH_SECONDS = 0.5
+STOP_FLUSH_SECONDS = 3.0
+
+
+def event_id(task_id: str, event_type: str, step: int = 0) -> str:
+    """The id of a task's event: the same in every run of the task, so a re-run's events
+    are duplicates of the first run's (``step`` tells progress events apart)."""
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{task_id}/{event_type}/{step}"))
+
+
+class DatabaseDown(Exception):
+    """The task's state could not be read: the request is read again later."""
 
 
 @dataclass
@@ -46,6 +81,7 @@ class Worker:
     producer: Producer
     events_topic: str
     clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
     # Tasks whose state says they must not run (finished, or cancel requested).
     task_state: Callable[[str], tuple[str, bool] | None] = field(default=lambda _id: None)
     running: dict[str, Running] = field(default_factory=dict)
@@ -53,56 +89,103 @@ class Worker:
     in_flight: dict[tuple[str, int], set[int]] = field(default_factory=dict)
     seen: dict[tuple[str, int], int] = field(default_factory=dict)
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    # While the database is down: no new request is read before this (``clock`` time).
+    paused_until: float = 0.0
+    db_retry: float = DB_RETRY_FIRST
     # The publisher SDK, on the worker's own producer (flushed before each commit).
     publisher: Publisher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.publisher = Publisher(producer=self.producer, topic=self.events_topic)
+        # ``close`` flushes, within the worker's stop deadline: no second flush at exit.
+        self.publisher = Publisher(
+            producer=self.producer, topic=self.events_topic, flush_at_exit=False
+        )
 
     def run_once(self, max_wait: float = 0.5) -> None:
         now = self.clock()
         next_due = min((r.due for r in self.running.values()), default=now + max_wait)
         timeout = max(0.0, min(max_wait, next_due - now))
-        for message in next_batch(self.consumer, 100, timeout):
-            err = message.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                if err.fatal():
-                    raise KafkaException(err)
-                logger.warning("worker consumer error: %s", err)
-                continue
-            self._handle(message)
+        if now < self.paused_until:
+            self.sleep(min(timeout, self.paused_until - now))
+        else:
+            self._read_requests(timeout)
         self._run_due_steps()
         self.producer.poll(0)
         self._commit_finished()
 
+    def _read_requests(self, timeout: float) -> None:
+        batch = next_batch(self.consumer, 100, timeout)
+        for index, message in enumerate(batch):
+            err = message.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise_if_fatal(err)  # e.g. fenced after a broker restart: exit, be restarted
+                logger.warning("worker consumer error: %s", err)
+                continue
+            try:
+                self._handle(message)
+            except DatabaseDown as exc:
+                # Read this request and the ones after it again once the database is back;
+                # running tasks go on meanwhile.
+                rewind(self.consumer, [m for m in batch[index:] if m.error() is None])
+                self.paused_until = self.clock() + self.db_retry
+                logger.warning(
+                    "worker: the database is unreachable (%s); reading requests again in %.1f s",
+                    exc,
+                    self.db_retry,
+                )
+                self.db_retry = min(DB_RETRY_MAX, self.db_retry * 2)
+                return
+        if batch:
+            self.db_retry = DB_RETRY_FIRST
+
     def _handle(self, message: Any) -> None:
         position = (message.topic(), message.partition(), message.offset())
-        key = (position[0], position[1])
-        self.seen[key] = max(self.seen.get(key, -1), position[2])
         try:
             command = json.loads(message.value())
             name = command["command"]
             task_id = str(uuid.UUID(command["task_id"]))
             user_id = int(command["user_id"])
         except (ValueError, KeyError, TypeError) as exc:
+            self._seen(position)
             logger.error("worker skipped a malformed command at %s: %s", position, exc)
             return
-        # A run is a span of the request's trace when the request carried one (any producer
-        # of task.requests may set the header), else the root of a new trace.
-        parent = tracecontext.from_headers(message.headers())
-        trace = tracecontext.child(parent) if parent else tracecontext.generate()
+        if name == "task.requested":
+            # A run is a span of the request's trace when the request carried one (any
+            # producer of task.requests may set the header), else the root of a new trace.
+            parent = tracecontext.from_headers(message.headers())
+            trace = tracecontext.child(parent) if parent else tracecontext.generate()
+            self._request(command, task_id, user_id, position, trace)
+            return
+        self._seen(position)
         if name == "task.cancel_requested":
             running = self.running.pop(task_id, None)
             if running is not None:
                 self._emit(running, "task.cancelled", {"reason": "cancelled"})
                 self._finish(running)
             return
-        if name != "task.requested":
-            logger.error("worker skipped unknown command %r at %s", name, position)
+        logger.error("worker skipped unknown command %r at %s", name, position)
+
+    def _request(
+        self,
+        command: dict[str, Any],
+        task_id: str,
+        user_id: int,
+        position: tuple[str, int, int],
+        trace: str,
+    ) -> None:
+        if task_id in self.running:
+            # The relay sent the request twice (a crash between Kafka's ack and marking the
+            # row): the task runs once. Its offset is committed with the running one's.
+            self._seen(position)
+            logger.info("worker: task %s is already running (request re-sent)", task_id)
             return
-        state = self.task_state(task_id)
+        try:
+            state = self.task_state(task_id)
+        except (OperationalError, InterfaceError) as exc:
+            raise DatabaseDown(str(exc).strip()) from exc
+        self._seen(position)
         if state is not None:
             status, cancel_requested = state
             if status in ("succeeded", "failed", "cancelled"):
@@ -124,7 +207,7 @@ class Worker:
         run = Running(task_id, user_id, params, position, trace, due=due)
         self._emit(run, "task.started", {})
         self.running[task_id] = run
-        self.in_flight.setdefault(key, set()).add(position[2])
+        self.in_flight.setdefault((position[0], position[1]), set()).add(position[2])
 
     def _run_due_steps(self) -> None:
         now = self.clock()
@@ -137,34 +220,50 @@ class Worker:
                 continue
             progress = run.step * 100 // p.steps
             message = f"step {run.step}/{p.steps}"
-            self._emit(run, "task.progress", {"progress": progress, "message": message})
+            self._emit(run, "task.progress", {"progress": progress, "message": message}, run.step)
             if run.step >= p.steps:
                 self._emit(run, "task.succeeded", {"result": {"steps": p.steps}})
                 self._finish(run)
             else:
                 run.due += p.step_ms / 1e3
 
+    def _seen(self, position: tuple[str, int, int]) -> None:
+        key = (position[0], position[1])
+        self.seen[key] = max(self.seen.get(key, -1), position[2])
+
     def _finish(self, run: Running) -> None:
         self.running.pop(run.task_id, None)
         topic, partition, offset = run.position
         self.in_flight.get((topic, partition), set()).discard(offset)
 
-    def _emit(self, run: Running, event_type: str, data: dict[str, Any]) -> None:
-        self._send(run.user_id, run.task_id, run.traceparent, event_type, data)
+    def _emit(self, run: Running, event_type: str, data: dict[str, Any], step: int = 0) -> None:
+        self._send(run.user_id, run.task_id, run.traceparent, event_type, data, step)
 
     def _send(
-        self, user_id: int, task_id: str, trace: str, event_type: str, data: dict[str, Any]
+        self,
+        user_id: int,
+        task_id: str,
+        trace: str,
+        event_type: str,
+        data: dict[str, Any],
+        step: int = 0,
     ) -> None:
-        # The SDK checks the record against the contract, keys it by user (all of a user's
-        # events share one partition, so one position per source is an exact resume point)
-        # and gives it a fresh event id. The demo's steps are at least 10 ms apart (the
-        # API's floor), so it reports every step: no TaskReporter rate limit here.
+        # The SDK checks the record against the contract and keys it by user (all of a
+        # user's events share one partition, so one position per source is an exact resume
+        # point). The id is the task's, type's and step's, the same in a re-run
+        # (``event_id``). The demo's steps are at least 10 ms apart (the API's floor), so
+        # it reports every step: no TaskReporter rate limit here.
         self.publisher.send(
-            event_type, user_id=user_id, task_id=task_id, data=data, traceparent=trace
+            event_type,
+            user_id=user_id,
+            task_id=task_id,
+            data=data,
+            traceparent=trace,
+            event_id=event_id(task_id, event_type, step),
         )
         metrics.WORKER_EVENTS.labels(event_type).inc()
 
-    def _commit_finished(self) -> None:
+    def _commit_finished(self, flush_timeout: float = COMMIT_FLUSH_SECONDS) -> None:
         offsets: list[TopicPartition] = []
         for key, highest in self.seen.items():
             pending = self.in_flight.get(key)
@@ -174,21 +273,42 @@ class Worker:
         if not offsets:
             return
         # Events go out before the request is marked done: a crash in between re-runs the
-        # task (duplicate progress is harmless), never skips it.
-        if self.producer.flush(10.0):
-            logger.warning("worker: events not yet acknowledged; commit postponed")
+        # task, whose events are then duplicates (``event_id``), never skips it. A short
+        # wait: while Kafka is down the loop goes on (and sees SIGTERM), commits postponed.
+        if self.producer.flush(flush_timeout):
+            logger.debug("worker: events not yet acknowledged; commit postponed")
             return
-        self.consumer.commit(offsets=offsets, asynchronous=False)
+        # Asynchronous: a commit never blocks the loop (a synchronous one waits about 10 s
+        # for a coordinator that is down, then fails). One that is lost only makes the next
+        # worker read finished requests again, which it skips or re-runs as duplicates.
+        self.consumer.commit(offsets=offsets, asynchronous=True)
         for tp in offsets:
             self.committed[(tp.topic, tp.partition)] = tp.offset
 
-    def close(self) -> None:
+    def close(self, timeout: float = STOP_FLUSH_SECONDS) -> None:
+        """Stop within about 1 s + ``timeout`` (Kafka up) or 1 s + the session timeout,
+        10 s (Kafka down), so within the supervisor's 15 s whatever Kafka does."""
         for run in list(self.running.values()):
             # Leave unfinished tasks uncommitted: the next worker re-runs them.
             logger.info("worker stopping with task %s at step %d", run.task_id, run.step)
-        self.producer.flush(10.0)
-        self._commit_finished()
+        if not self.kafka_reachable():
+            # Nothing would be acknowledged; a commit would hold close() for the session
+            # timeout. The requests are read again: finished ones skipped, others re-run.
+            logger.warning("worker stopping: Kafka unreachable; nothing flushed or committed")
+        elif self.producer.flush(timeout):
+            logger.warning("worker stopping: events not acknowledged; their requests are re-run")
+        else:
+            self._commit_finished(flush_timeout=0)
+        # Waits for a commit still in flight: up to session.timeout.ms if Kafka is down.
         self.consumer.close()
+
+    def kafka_reachable(self) -> bool:
+        """Whether a broker answers within a second."""
+        try:
+            self.consumer.list_topics(timeout=1.0)
+        except KafkaException:
+            return False
+        return True
 
 
 def task_state_from_db(task_id: str) -> tuple[str, bool] | None:

@@ -13,13 +13,16 @@ exits by itself is restarted, and counted.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.chaos_load import Tally
 from tests.conftest import Proc
-from tests.eventsource import EventSourceClient
 from tests.sse import wait_until
 from tests.tcp_proxy import TcpProxy
 
@@ -39,92 +42,127 @@ class FaultProxy(TcpProxy):
 class FaultResult:
     fault: str
     first_seq: int  # the publisher's sequence numbers produced during the fault window
-    last_seq: int
+    started: float  # time.monotonic() when the fault began
+    last_seq: int = -1
+    back: float = 0.0  # time.monotonic() when the faulty part was back
     catch_up: float | None = None  # seconds from "the faulty part is back" to all clients
     exits: list[str] = field(default_factory=list)  # "process: code after s (deadline s)"
     restarted_by_supervisor: list[str] = field(default_factory=list)
     lost: int = 0
     duplicates: int = 0
+    tasks: int = 0  # API tasks created (201) during the fault window
+    tasks_once: int = 0  # ... of which every client saw every event exactly once
+    notes: list[str] = field(default_factory=list)
 
     def row(self) -> str:
         catch = "not caught up" if self.catch_up is None else f"{self.catch_up:.1f} s"
         exits = "; ".join(self.exits) or "n/a"
         restarted = ", ".join(self.restarted_by_supervisor) or "none"
+        notes = "; ".join(self.notes) or ""
         return (
-            f"| {self.fault} | {self.lost} | {self.duplicates} | {catch} | {exits} | "
-            f"{restarted} | none |"
+            f"| {self.fault} | {self.lost} | {self.duplicates} | {self.tasks_once}/{self.tasks} "
+            f"| {catch} | {exits} | {restarted} | none | {notes} |"
         )
 
 
-class Supervisor:
-    """Restarts a process that exited by itself, as systemd's Restart=always would."""
+class Supervisor(threading.Thread):
+    """Restarts a process that exited by itself, as systemd's Restart=always would: checks
+    twice a second, except while a fault holds ``lock`` (it stops and starts processes on
+    purpose)."""
 
     def __init__(self, procs: dict[str, Proc]) -> None:
+        super().__init__(daemon=True)
         self.procs = procs
-        self.restarts: list[str] = []
+        self.lock = threading.Lock()
+        self.restarts: list[tuple[float, str]] = []  # (when, "name (exit code)")
+        self.stopped = threading.Event()
 
-    def check(self) -> list[str]:
-        restarted = []
-        for name, proc in self.procs.items():
-            if proc.popen is not None and proc.popen.poll() is not None:
-                proc.start()
-                restarted.append(name)
-        self.restarts += restarted
-        return restarted
+    def run(self) -> None:
+        while not self.stopped.wait(0.5):
+            with self.lock:
+                for name, proc in self.procs.items():
+                    if proc.popen is not None and proc.popen.poll() is not None:
+                        code = proc.popen.returncode
+                        proc.start()
+                        self.restarts.append((time.monotonic(), f"{name} (exit {code})"))
 
-
-def seqs(client: EventSourceClient) -> list[int]:
-    import json
-
-    return [
-        int(json.loads(e.data)["data"]["message"])
-        for e in client.snapshot()
-        if e.event.startswith("task.")
-    ]
+    def since(self, start: float) -> list[str]:
+        return [what for at, what in self.restarts if at >= start]
 
 
-def caught_up(clients: list[EventSourceClient], target: int, timeout: float) -> float | None:
-    """Seconds until every client received sequence ``target`` (None: not within timeout)."""
+def caught_up(tallies: list[Tally], target: int, tasks: list[str], timeout: float) -> float | None:
+    """Seconds until every client received sequence ``target`` and the final event of every
+    task in ``tasks`` (None: not within timeout)."""
     started = time.monotonic()
+
+    def behind() -> list[Tally]:
+        return [t for t in tallies if t.update().last_seq() < target or not t.finished(tasks)]
+
     try:
-        wait_until(lambda: all(max(seqs(c), default=-1) >= target for c in clients), timeout)
+        wait_until(lambda: not behind(), timeout)
     except AssertionError:
-        for i, c in enumerate(clients):
-            if max(seqs(c), default=-1) < target:
+        for i, tally in enumerate(tallies):
+            if tally in behind():
+                unfinished = [t for t in tasks if not tally.finished([t])]
                 print(
-                    f"behind: client {i} at {max(seqs(c), default=-1)} < {target}, "
-                    f"connections {c.connections[-3:]}"
+                    f"behind: client {i} at {tally.last_seq()} < {target}, tasks not finished "
+                    f"{unfinished[:3]}, connections {tally.client.connections[-3:]}"
                 )
         return None
     return time.monotonic() - started
 
 
-def account(result: FaultResult, clients: list[EventSourceClient]) -> None:
+def account(result: FaultResult, tallies: list[Tally], tasks: list[str]) -> None:
     """Lost: sequences of the window some client never received; duplicates: sequences a
-    client received more than once (after its own Last-Event-ID resumes)."""
+    client received more than once (after its own Last-Event-ID resumes). Tasks: those
+    created in the window that every client saw exactly once."""
     window = range(result.first_seq, result.last_seq + 1)
-    for client in clients:
-        got = [s for s in seqs(client) if s in window]
+    for tally in tallies:
+        got = [s for s in tally.update().seqs if s in window]
         result.duplicates += len(got) - len(set(got))
         result.lost += len(set(window) - set(got))
+    result.tasks = len(tasks)
+    result.tasks_once = sum(all(t.exactly_once(task) for t in tallies) for task in tasks)
 
 
-def stop_within(proc: Proc, deadline: float) -> str:
-    """SIGTERM, wait up to ``deadline``; a description with the exit code and time."""
-    assert proc.popen is not None
+def stacks(proc: Proc) -> str:
+    """Where a process hangs: its threads' stacks, if py-spy is installed (bench/)."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if proc.popen is None or not spy.exists():
+        return "(no py-spy: pip install -r bench/requirements.txt to see where)"
+    dump = subprocess.run(
+        [str(spy), "dump", "--pid", str(proc.popen.pid)], capture_output=True, text=True
+    )
+    return dump.stdout + dump.stderr
+
+
+def stop_together(procs: list[tuple[Proc, float]]) -> list[str]:
+    """SIGTERM every process at once and watch them all; a description of each exit with
+    its code and time (a process still running after its deadline is killed)."""
     started = time.monotonic()
-    proc.popen.send_signal(signal.SIGTERM)
-    try:
-        code: Any = proc.popen.wait(deadline)
-    except Exception:
-        proc.popen.kill()
-        proc.popen.wait()
-        code = "killed"
-    took = time.monotonic() - started
-    within = "within" if code != "killed" and took <= deadline else "NOT within"
-    return f"{proc.name}: exit {code} after {took:.1f} s, {within} its {deadline:.0f} s"
-
-
-def log_dir(tmp: Path) -> Path:
-    tmp.mkdir(parents=True, exist_ok=True)
-    return tmp
+    for proc, _ in procs:
+        assert proc.popen is not None
+        proc.popen.send_signal(signal.SIGTERM)
+    took: dict[str, float] = {}
+    codes: dict[str, Any] = {}
+    while len(codes) < len(procs):
+        now = time.monotonic()
+        for proc, deadline in procs:
+            assert proc.popen is not None
+            if proc.name in codes:
+                continue
+            if proc.popen.poll() is not None:
+                codes[proc.name], took[proc.name] = proc.popen.returncode, now - started
+            elif now - started > deadline:
+                print(f"{proc.name} still running after {deadline:.0f} s:\n{stacks(proc)}")
+                proc.kill()
+                codes[proc.name], took[proc.name] = "killed", now - started
+        time.sleep(0.05)  # polling exit codes, not waiting for a condition to settle
+    exits = []
+    for proc, deadline in procs:
+        within = "within" if codes[proc.name] != "killed" else "NOT within"
+        exits.append(
+            f"{proc.name}: exit {codes[proc.name]} after {took[proc.name]:.1f} s, "
+            f"{within} its {deadline:.0f} s"
+        )
+    return exits

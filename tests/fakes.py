@@ -10,9 +10,9 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streaming.events import Position, TaskEvent
 
@@ -55,13 +55,12 @@ class FakeConsumer:
     seeks: list[tuple[str, int, int]] = field(default_factory=list)
     closed: bool = False
     log: list[str] = field(default_factory=list)
+    reachable: bool = True  # whether list_topics (a broker) answers
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
         return self.batches.pop(0) if self.batches else []
 
-    def commit(
-        self, *, offsets: list[TopicPartition], asynchronous: Literal[False]
-    ) -> list[TopicPartition]:
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> list[TopicPartition]:
         self.log.append("commit")
         self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
         return offsets
@@ -69,6 +68,10 @@ class FakeConsumer:
     def seek(self, partition: TopicPartition) -> None:
         self.log.append("seek")
         self.seeks.append((partition.topic, partition.partition, partition.offset))
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> None:
+        if not self.reachable:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
 
     def close(self) -> None:
         self.closed = True

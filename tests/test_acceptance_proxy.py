@@ -352,6 +352,7 @@ class Publisher(threading.Thread):
         self.acked: set[int] = set()
         self.failed: list[str] = []
         self.produced = 0
+        self.sent_at: list[float] = []  # time.monotonic() each sequence number was produced
         self.lock = threading.Lock()
 
     def run(self) -> None:
@@ -372,6 +373,7 @@ class Publisher(threading.Thread):
                 task_id=self.task_id,
                 data={"progress": seq % 101, "message": str(seq)},
             )
+            self.sent_at.append(time.monotonic())
             producer.produce(self.topic, key=self.key, value=json.dumps(value), on_delivery=acked)
             producer.poll(0)
             self.produced += 1

@@ -1,6 +1,7 @@
 """Hostile connections (#10): half-sent requests are cut by deadline, the stream answers an
-unauthenticated request from its headers without waiting for a body, and /metrics is not
-for everyone. Against a real `manage.py serve` (uvicorn), with raw sockets."""
+unauthenticated request from its headers without waiting for a body, a client that
+vanishes without a FIN is cut by the send timeout, and /metrics is not for everyone.
+Against a real `manage.py serve` (uvicorn), with raw sockets."""
 
 from __future__ import annotations
 
@@ -10,14 +11,20 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from django.conf import settings
 from django.test import Client, override_settings
+from rest_framework_simplejwt.tokens import AccessToken
 
 from tests.nodes import start_node
+from tests.sse import wait_until
+from tests.tcp_proxy import TcpProxy
 
 HEADER_SECONDS = 1.0
 BODY_SECONDS = 4.0
+SEND_TIMEOUT = 2.0
+HEARTBEAT = 0.2
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +32,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     tmp: Path = tmp_path_factory.mktemp("hostile")
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL"}}
     env.update(
-        DJANGO_SECRET_KEY="test-only-secret-key-not-for-production-0123456789",
+        DJANGO_SECRET_KEY=settings.SECRET_KEY,  # the tests sign stream tokens with it
         DJANGO_DEBUG="false",
         TASKSTREAM_SQLITE_PATH=str(tmp / "db.sqlite3"),
         TASKSTREAM_HEADER_TIMEOUT_SECONDS=str(HEADER_SECONDS),
         TASKSTREAM_BODY_TIMEOUT_SECONDS=str(BODY_SECONDS),
+        TASKSTREAM_SEND_TIMEOUT_SECONDS=str(SEND_TIMEOUT),
+        TASKSTREAM_HEARTBEAT_SECONDS=str(HEARTBEAT),
         PYTHONUNBUFFERED="1",
     )
     proc, base = start_node(env, tmp)
@@ -91,6 +100,45 @@ def test_a_body_that_never_comes_is_cut_at_the_body_deadline(server: int) -> Non
         )
         received, after = closed_within(sock, BODY_SECONDS + 5)
     assert after < BODY_SECONDS + 2, (after, received[:200])
+
+
+def test_a_quiet_stream_whose_client_vanished_is_freed_within_the_send_timeout(
+    server: int,
+) -> None:
+    """A client gone without a FIN (here: a proxy that stops forwarding, its window shut
+    after 1 KiB) on a stream that carries only heartbeats. The heartbeats would take minutes
+    to fill the buffers that make a write block; the kernel's TCP_USER_TIMEOUT (twice the
+    send timeout, realtime/server.py) aborts the connection once a heartbeat goes
+    unacknowledged that long, and the node frees the stream."""
+    token = AccessToken()
+    token["user_id"] = 424242  # stream auth is stateless: no user row needed
+    metrics = f"http://127.0.0.1:{server}/metrics"
+    baseline = open_streams(metrics)
+    proxy = TcpProxy("127.0.0.1", server, upstream_rcvbuf=1024)
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            sock.sendall(
+                f"GET /api/v1/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {token}\r\n\r\n".encode()
+            )
+            head = sock.recv(4096)
+            assert head.startswith(b"HTTP/1.1 200"), head[:200]
+            wait_until(lambda: open_streams(metrics) == baseline + 1, 10, "the stream open")
+            proxy.freeze()  # from now on nothing is forwarded, nothing is closed
+            vanished = time.monotonic()
+            # Bound: a few heartbeats to fill 1 KiB, twice the send timeout, then clean-up.
+            wait_until(lambda: open_streams(metrics) == baseline, 30, "the stream freed")
+            freed_after = time.monotonic() - vanished
+    finally:
+        proxy.close()
+    assert freed_after < 20, freed_after
+
+
+def open_streams(metrics_url: str) -> float:
+    for line in httpx.get(metrics_url, timeout=5).text.splitlines():
+        if line.startswith("taskstream_streams_open "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def test_metrics_answer_loopback_only_by_default() -> None:

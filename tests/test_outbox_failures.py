@@ -264,3 +264,34 @@ def test_errors_are_classified_by_code(code: int) -> None:
 def test_a_fatal_producer_error_is_raised_not_blamed_on_the_row() -> None:
     with pytest.raises(KafkaException):
         Failure.of(KafkaError(KafkaError._FATAL))
+
+
+class DatabaseDown:
+    """Stands in for ``django.db.transaction`` in tasks.outbox: PostgreSQL unreachable."""
+
+    @staticmethod
+    def atomic() -> Any:
+        from django.db import OperationalError
+
+        raise OperationalError("connection refused")
+
+
+def test_acks_the_database_could_not_record_are_recorded_later_not_sent_again(
+    alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.outbox
+
+    tasks_ = three_tasks(alice)
+    producer = RefusingProducer()
+    relay = relay_with(producer)
+    monkeypatch.setattr(tasks.outbox, "transaction", DatabaseDown)
+    with pytest.raises(Exception, match="connection refused"):
+        relay.run_once(wait=0)
+    # Stopped now, the relay would log and exit cleanly; its rows would be sent again.
+    relay.close(timeout=0)
+    assert len(relay.in_flight) == 3
+    monkeypatch.undo()
+    relay.run_once(wait=0)
+    assert all(row_of(t).sent_at is not None for t in tasks_)
+    assert sorted(requested(producer)) == sorted(str(t.id) for t in tasks_)  # once each
+    assert relay.in_flight == {}

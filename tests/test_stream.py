@@ -206,6 +206,24 @@ async def test_disconnect_leaves_the_group_and_the_hub() -> None:
     assert bus.user_group(ALICE) not in layer.groups
 
 
+async def test_a_stream_whose_redis_clean_up_hangs_still_ends_within_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis unreachable: the lease release would retry for seconds and hold the connection
+    (and a node told to stop); it is abandoned after CLEANUP_SECONDS, the TTL expires it."""
+    stream = Stream(bearer(ALICE))
+    await stream.open()
+
+    async def unreachable(*_args: Any) -> None:
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(type(get_store()), "release_lease", unreachable)
+    started = asyncio.get_running_loop().time()
+    await stream.disconnect()
+    assert asyncio.get_running_loop().time() - started < 2
+    assert ALICE not in get_hub().by_user
+
+
 async def test_an_idle_stream_sends_named_heartbeats(settings: Any) -> None:
     settings.TASKSTREAM = {**settings.TASKSTREAM, "HEARTBEAT_SECONDS": 0.05}
     stream = Stream(bearer(ALICE))
@@ -387,6 +405,26 @@ async def test_drain_ends_open_streams_and_new_ones_at_once() -> None:
     assert (await late.until_end()) == "retry: 3000\n\n"
     get_hub().draining = False
     lifecycle.draining.clear()
+
+
+async def test_a_draining_node_refuses_a_new_stream_without_asking_redis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis may be down (the reason the node is being replaced): a stream opened during the
+    drain must not spend its retries on the open throttle before it is turned away."""
+
+    async def unreachable(*_args: Any) -> int:
+        raise AssertionError("asked Redis")
+
+    monkeypatch.setattr(type(get_store()), "count_hit", unreachable)
+    get_hub().drain(0.1)
+    late = Stream(bearer(BOB))
+    try:
+        assert (await late.open())["status"] == 200
+        assert (await late.until_end()) == "retry: 3000\n\n"
+    finally:
+        get_hub().draining = False
+        lifecycle.draining.clear()
 
 
 async def test_a_draining_node_behind_a_retrying_proxy_refuses_new_streams_with_503(

@@ -97,8 +97,8 @@ def render_site(place: Placement, source: str | None = None) -> str:
     for pattern, replacement, what in (
         (r"^(\s*)listen 80;", rf"\1listen {host}:{place.http_port};", "http"),
         (
-            r"^(\s*)listen 443 ssl http2;",
-            rf"\1listen {host}:{place.https_port} ssl http2;",
+            r"^(\s*)listen 443 ssl http2( [^;]*)?;",
+            rf"\1listen {host}:{place.https_port} ssl http2\2;",
             "https",
         ),
         (r"^(\s*)ssl_certificate \S+;", rf"\1ssl_certificate {place.certificate};", "certificate"),

@@ -124,6 +124,9 @@ class Publisher:
     Taskstream reads (``KAFKA_BOOTSTRAP_SERVERS``, ``TASKSTREAM_TOPIC_EVENTS``). Delivery
     errors are counted (``failed``), passed to ``on_error`` (default: logged), and raised
     as ``DeliveryError`` by the next ``flush()``. Thread-safe.
+
+    At exit it flushes what is left (up to 10 s), unless ``flush_at_exit`` is off: a
+    process that flushes on its own way out, within its own stop deadline, turns it off.
     """
 
     def __init__(
@@ -135,6 +138,7 @@ class Publisher:
         on_error: Callable[[DeliveryFailure], None] | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         config: dict[str, Any] | None = None,
+        flush_at_exit: bool = True,
     ) -> None:
         self.topic = topic or os.environ.get("TASKSTREAM_TOPIC_EVENTS") or DEFAULT_TOPIC
         self.max_event_bytes = max_event_bytes
@@ -162,8 +166,9 @@ class Publisher:
         self._failures: list[DeliveryFailure] = []
         self._lock = threading.Lock()
         self._ticker: Ticker | None = None
-        # Weakly: a publisher that is gone has nothing to flush.
-        atexit.register(_flush_at_exit, weakref.ref(self))
+        if flush_at_exit:
+            # Weakly: a publisher that is gone has nothing to flush.
+            atexit.register(_flush_at_exit, weakref.ref(self))
 
     def send(
         self,

@@ -81,3 +81,4 @@ class Command(BaseCommand):
             timeout_graceful_shutdown=2,
         )
         DrainingServer(config).run()
+        logger.info("serve stopped")

@@ -15,4 +15,4 @@ class Command(BaseCommand):
     help = "Deliver pending outbox rows (task commands) to Kafka."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        run_relay(StopFlag().install())
+        run_relay(StopFlag("relay_outbox").install())

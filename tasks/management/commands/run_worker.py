@@ -16,4 +16,4 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         ensure_project_topics()
-        run_worker(StopFlag().install())
+        run_worker(StopFlag("run_worker").install())
