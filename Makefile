@@ -10,21 +10,27 @@ PORT ?= 8000
 
 ## The browser side (frontend/, Node 20 + npm): `npm ci` once per lock file (stamped, like the
 ## venv), then the client and React packages and the demo bundle Django serves at `/`
-## (realtime/static/taskstream/dist/, gitignored), rebuilt when a source changes.
+## and the admin's live script (realtime/static/taskstream/dist/, gitignored), rebuilt when a
+## source changes.
 FRONTEND_STAMP := frontend/node_modules/.installed-$(shell cksum < frontend/package-lock.json | cut -d' ' -f1)
-FRONTEND_SRC := $(shell find frontend/packages/*/src frontend/demo/src frontend/demo/build.mjs frontend/tsconfig.base.json frontend/packages/*/tsconfig.json -type f 2>/dev/null)
+FRONTEND_SRC := $(shell find frontend/packages/*/src frontend/demo/src frontend/demo/build.mjs frontend/admin/src frontend/admin/build.mjs frontend/tsconfig.base.json frontend/packages/*/tsconfig.json -type f 2>/dev/null)
 DEMO_BUNDLE := realtime/static/taskstream/dist/demo.js
+# The admin's live views (frontend/admin), built by the same `npm run build`.
+ADMIN_BUNDLE := realtime/static/taskstream/dist/admin-live.js
 
-$(FRONTEND_STAMP): frontend/package-lock.json
+# The stamp's name carries the lock file's checksum, so it needs no mtime prerequisite: one
+# would re-run `npm ci` in a fresh checkout or worktree (whose lock file is newer than the
+# stamp) and, through a node_modules shared by a symlink, empty another checkout's.
+$(FRONTEND_STAMP):
 	cd frontend && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
 	@rm -f frontend/node_modules/.installed-*
 	@touch $(FRONTEND_STAMP)
 
-$(DEMO_BUNDLE): $(FRONTEND_STAMP) $(FRONTEND_SRC)
+$(DEMO_BUNDLE) $(ADMIN_BUNDLE) &: $(FRONTEND_STAMP) $(FRONTEND_SRC)
 	cd frontend && npm run build
-	@touch $(DEMO_BUNDLE)
+	@touch $(DEMO_BUNDLE) $(ADMIN_BUNDLE)
 
-frontend: $(DEMO_BUNDLE)
+frontend: $(DEMO_BUNDLE) $(ADMIN_BUNDLE)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

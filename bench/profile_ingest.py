@@ -34,9 +34,11 @@ def main(count: int) -> None:
         "TASKSTREAM_CONSUMER_GROUP": f"{prefix}.prof",
     }
     out = BUILD / "profile-consume_events.txt"
-    seconds = 30
+    seconds = int(os.environ.get("PROFILE_SECONDS", "30"))
     cmd = [str(ROOT / ".venv/bin/py-spy"), "record", "--format", "raw", "-o", str(out),
-           "--duration", str(seconds), "--rate", "200", "--subprocesses", "--",
+           "--duration", str(seconds), "--rate", "200", "--subprocesses",
+           # PROFILE_IDLE=1: waiting threads too (where the wall time goes, not the CPU).
+           *(["--idle"] if os.environ.get("PROFILE_IDLE") else []), "--",
            "taskset", "-c", "1", PY, "manage.py", "consume_events"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     try:

@@ -21,6 +21,7 @@ import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
+from config import logs
 from realtime.redis_retry import CONNECT_TIMEOUT, SOCKET_TIMEOUT, redis_retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -81,6 +82,14 @@ def env_rate(name: str, default: str) -> str:
     return raw
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env_str(name, default).strip()
+    value = raw.upper() if choices[0].isupper() else raw.lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not one of {', '.join(choices)}")
+    return value
+
+
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
@@ -138,6 +147,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: its line times the whole request and sees the status every other one set.
+    "realtime.requestlog.AccessLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -275,7 +286,7 @@ STATIC_ROOT = BASE_DIR / ".data" / "static"
 # --- API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "tasks.authentication.LoggedJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": [
         "rest_framework.permissions.IsAuthenticated",
@@ -379,7 +390,9 @@ TASKSTREAM: dict[str, Any] = {
     # The same for run_worker (its group is WORKER_GROUP): a restarted worker takes its
     # request partitions back at once, and re-runs the task it was killed in.
     "WORKER_INSTANCE_ID": env_instance_id("TASKSTREAM_WORKER_INSTANCE_ID"),
-    "CONSUMER_BATCH": env_int("TASKSTREAM_CONSUMER_BATCH", 500, minimum=1),
+    # Records per consume_events batch. At most STREAM_QUEUE_SIZE (checked below): one
+    # user's events of one batch reach a stream at once and must fit its buffer.
+    "CONSUMER_BATCH": env_int("TASKSTREAM_CONSUMER_BATCH", 1000, minimum=1),
     "HEARTBEAT_SECONDS": env_float("TASKSTREAM_HEARTBEAT_SECONDS", 15.0, minimum=0.05),
     "RETRY_MS": env_int("TASKSTREAM_RETRY_MS", 3000, minimum=0),
     "STREAM_QUEUE_SIZE": env_int("TASKSTREAM_STREAM_QUEUE_SIZE", 1000, minimum=1),
@@ -413,12 +426,23 @@ TASKSTREAM: dict[str, Any] = {
     # <TASKSTREAM_METRICS_TOKEN>` (when set).
     "METRICS_ALLOW": env_networks("TASKSTREAM_METRICS_ALLOW", "127.0.0.0/8,::1/128"),
     "METRICS_TOKEN": env_str("TASKSTREAM_METRICS_TOKEN"),
+    # OpenTelemetry spans (streaming/tracing.py) when set and the optional packages are
+    # installed (requirements-otel.txt); the exporter reads the rest of OTEL_* itself.
+    "OTEL_ENDPOINT": env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    or env_str("OTEL_EXPORTER_OTLP_ENDPOINT"),
 }
+if TASKSTREAM["CONSUMER_BATCH"] > TASKSTREAM["STREAM_QUEUE_SIZE"]:
+    raise ImproperlyConfigured(
+        f"TASKSTREAM_CONSUMER_BATCH={TASKSTREAM['CONSUMER_BATCH']} is over "
+        f"TASKSTREAM_STREAM_QUEUE_SIZE={TASKSTREAM['STREAM_QUEUE_SIZE']}: one user's events of "
+        "one batch reach a stream at once, and a stream whose buffer they overflow is closed"
+    )
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
-}
+# --- Logs: structlog renders every line (config/logs.py, docs/operations.md) -------------
+LOG_FORMAT = env_choice("TASKSTREAM_LOG_FORMAT", "console" if DEBUG else "json", logs.FORMATS)
+LOGGING = logs.logging_config(
+    LOG_FORMAT,
+    env_choice("LOG_LEVEL", "INFO", logs.LEVELS),
+    records=env_bool("TASKSTREAM_LOG_RECORDS", False),
+)
+logs.configure_structlog()

@@ -38,15 +38,28 @@ class AuthFailed(Exception):
         return 'Bearer realm="taskstream"'
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
+def header(scope: dict[str, Any], name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
             return bytes(value).decode("latin-1")
     return None
 
 
+def cookie(scope: dict[str, Any], name: str) -> str | None:
+    """The value of the request's cookie ``name`` (None when absent, empty or unreadable)."""
+    cookie_header = header(scope, b"cookie")
+    if not cookie_header:
+        return None
+    try:
+        cookies = SimpleCookie(cookie_header)
+    except CookieError:
+        return None
+    morsel = cookies.get(name)
+    return morsel.value if morsel is not None and morsel.value else None
+
+
 def raw_token(scope: dict[str, Any]) -> str | None:
-    authorization = _header(scope, b"authorization")
+    authorization = header(scope, b"authorization")
     if authorization is not None:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -54,16 +67,7 @@ def raw_token(scope: dict[str, Any]) -> str | None:
                 "Authorization header must be 'Bearer <token>'", "bad_header", invalid_token=True
             )
         return token.strip()
-    cookie_header = _header(scope, b"cookie")
-    if cookie_header:
-        try:
-            cookies = SimpleCookie(cookie_header)
-        except CookieError:
-            return None
-        morsel = cookies.get(conf.get().AUTH_COOKIE)
-        if morsel is not None and morsel.value:
-            return morsel.value
-    return None
+    return cookie(scope, conf.get().AUTH_COOKIE)
 
 
 def authenticate(scope: dict[str, Any]) -> StreamUser:

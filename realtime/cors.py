@@ -12,9 +12,9 @@ from typing import Any
 
 from streaming import conf
 
-ALLOW_HEADERS = b"authorization, content-type, last-event-id"
+ALLOW_HEADERS = b"authorization, content-type, last-event-id, x-request-id"
 ALLOW_METHODS = b"GET, POST, DELETE, OPTIONS"
-EXPOSE_HEADERS = b"taskstream-resumed-from, retry-after"
+EXPOSE_HEADERS = b"taskstream-resumed-from, retry-after, x-request-id"
 
 
 class CorsMiddleware:

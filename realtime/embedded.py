@@ -134,7 +134,15 @@ def run(host: str, port: int) -> None:
         consuming = asyncio.create_task(event_consumer.run(), name="consume-events")
         server = _AnnouncingServer(
             uvicorn.Config(
-                build_application(), host=host, port=port, lifespan="off", log_level="info"
+                build_application(),
+                host=host,
+                port=port,
+                lifespan="off",
+                log_level="info",
+                # uvicorn's lines go through the project's renderer, and the access line
+                # is the project's own (realtime/requestlog.py), as under `serve`.
+                log_config=None,
+                access_log=False,
             )
         )
         try:

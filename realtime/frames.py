@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from realtime.bus import BusItem
-from realtime.store import StoredEvent
+from realtime.store import UNKNOWN_PREV, StoredEvent
 from streaming.cursor import UNKNOWN_EPOCH, Cursor
 
 
@@ -36,3 +36,11 @@ def frames_after(cursor: Cursor, events: Iterable[StoredEvent], epoch: str | Non
             next_frame(cursor, BusItem(e.source, e.partition, e.offset, e.prev, epoch, e.body))
         )
     return frames
+
+
+def replayed(events: Iterable[StoredEvent], epoch: str | None) -> list[BusItem]:
+    """Replayed events as items for the stream's ``_deliver``: in order and contiguous by
+    construction, so their ``prev`` is not checked (a replay from an incomplete store must
+    not look for holes it has already accepted)."""
+    epoch = epoch or UNKNOWN_EPOCH
+    return [BusItem(e.source, e.partition, e.offset, UNKNOWN_PREV, epoch, e.body) for e in events]

@@ -5,6 +5,11 @@ channel is over capacity (docs/architecture.md). So each process receives on one
 joins a user's group while it has at least one stream for that user, and hands frames to
 each stream's bounded buffer. A stream whose buffer overflows is closed, never thinned: the
 client reconnects with its last id instead of silently missing events.
+
+A staff stream (``Subscriber`` with no user, docs/events.md "The staff scope") is a
+*watcher*: it takes every user's items, so while one is open the process is in every
+shard's group. Which groups the process is in follows one rule, ``Hub.wants``; a process
+that serves no watcher pays nothing for them but one truthiness test per layer message.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ class Subscriber:
 
     __slots__ = ("closed_reason", "items", "limit", "sending_since", "user_id", "wake", "writer")
 
-    def __init__(self, user_id: int, limit: int) -> None:
+    def __init__(self, user_id: int | None, limit: int) -> None:
+        # None: a watcher (staff stream), offered every user's items.
         self.user_id = user_id
         self.limit = limit
         self.items: deque[BusItem] = deque()
@@ -86,8 +92,11 @@ class Hub:
         self.layer = layer
         self.channel: str | None = None
         self.by_user: dict[int, set[Subscriber]] = {}
-        # Local users per bus shard; the hub is in a shard's group while it has one.
+        # Local users per bus shard, and the staff streams that take every user's items.
         self.shard_users: dict[int, set[int]] = {}
+        self.watchers: set[Subscriber] = set()
+        # The shards whose group this process's channel is in (see ``wants``).
+        self.joined: set[int] = set()
         self._membership_locks = [asyncio.Lock() for _ in range(SHARDS)]
         self._receiver: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -104,22 +113,31 @@ class Hub:
                 self._watchdog = asyncio.create_task(self._watchdog_loop(), name="hub-watchdog")
             return self.channel
 
+    def wants(self, shard: int) -> bool:
+        """The membership rule: the process is in a shard's group while it serves a user
+        of that shard, or any watcher (which needs every shard)."""
+        return bool(self.watchers) or shard in self.shard_users
+
     async def attach(self, subscriber: Subscriber) -> None:
         channel = await self._ensure_started()
         uid = subscriber.user_id
+        if uid is None:
+            await self._attach_watcher(subscriber, channel)
+            metrics.STREAMS_OPEN.inc()
+            return
         shard = shard_of(uid)
         async with self._membership_locks[shard]:
-            users = self.shard_users.get(shard)
-            if users is None:
-                # Join before registering: from here on every event for uid reaches us.
-                await self.layer.group_add(shard_group(shard), channel)
-                users = self.shard_users[shard] = set()
-            users.add(uid)
+            # Join before registering: from here on every event for uid reaches us.
+            await self._join(shard, channel)
+            self.shard_users.setdefault(shard, set()).add(uid)
             self.by_user.setdefault(uid, set()).add(subscriber)
         metrics.STREAMS_OPEN.inc()
 
     async def detach(self, subscriber: Subscriber) -> None:
         uid = subscriber.user_id
+        if uid is None:
+            await self._detach_watcher(subscriber)
+            return
         shard = shard_of(uid)
         async with self._membership_locks[shard]:
             members = self.by_user.get(uid)
@@ -134,12 +152,52 @@ class Hub:
             users.discard(uid)
             if not users:
                 del self.shard_users[shard]
-                if self.channel is not None:
-                    await self.layer.group_discard(shard_group(shard), self.channel)
+            await self._leave_unless_wanted(shard)
+
+    async def _attach_watcher(self, subscriber: Subscriber, channel: str) -> None:
+        # Registered first, so that no user's detach leaves a shard meanwhile (``wants`` is
+        # now true for all); then every shard is joined.
+        self.watchers.add(subscriber)
+        try:
+            for shard in range(SHARDS):
+                async with self._membership_locks[shard]:
+                    await self._join(shard, channel)
+        except BaseException:
+            await self._detach_watcher(subscriber, counted=False)
+            raise
+
+    async def _detach_watcher(self, subscriber: Subscriber, *, counted: bool = True) -> None:
+        if subscriber not in self.watchers:
+            return
+        self.watchers.discard(subscriber)
+        if counted:
+            metrics.STREAMS_OPEN.dec()
+        if self.watchers:
+            return
+        for shard in range(SHARDS):
+            async with self._membership_locks[shard]:
+                await self._leave_unless_wanted(shard)
+
+    async def _join(self, shard: int, channel: str) -> None:
+        """Join ``shard``'s group unless already in it (the caller holds its lock)."""
+        if shard not in self.joined:
+            await self.layer.group_add(shard_group(shard), channel)
+            self.joined.add(shard)
+
+    async def _leave_unless_wanted(self, shard: int) -> None:
+        """Leave ``shard``'s group if ``wants`` no longer holds (the caller holds its lock).
+        Forgotten locally first: if the layer call fails, the membership lapses."""
+        if shard in self.joined and not self.wants(shard):
+            self.joined.discard(shard)
+            if self.channel is not None:
+                await self.layer.group_discard(shard_group(shard), self.channel)
 
     def deliver(self, message: dict[str, Any]) -> None:
         if message.get("type") != MESSAGE_TYPE:
             logger.warning("hub ignored a layer message of type %r", message.get("type"))
+            return
+        if self.watchers:
+            self._deliver_watched(message["events"])
             return
         for uid, raw_items in message["events"]:
             subscribers = self.by_user.get(uid)
@@ -148,6 +206,18 @@ class Hub:
             items = [BusItem.from_wire(raw) for raw in raw_items]
             for subscriber in tuple(subscribers):
                 subscriber.offer(items)
+
+    def _deliver_watched(self, events: list[tuple[int, list[Any]]]) -> None:
+        """``deliver`` while a watcher is open: every user's items also go, in message
+        order, to each watcher (one offer per message)."""
+        everything: list[BusItem] = []
+        for uid, raw_items in events:
+            items = [BusItem.from_wire(raw) for raw in raw_items]
+            everything.extend(items)
+            for subscriber in tuple(self.by_user.get(uid, ())):
+                subscriber.offer(items)
+        for watcher in tuple(self.watchers):
+            watcher.offer(everything)
 
     async def _receive_loop(self) -> None:
         assert self.channel is not None
@@ -168,7 +238,7 @@ class Hub:
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(GROUP_REFRESH_SECONDS)
-            for shard in tuple(self.shard_users):
+            for shard in tuple(self.joined):
                 try:
                     await self.layer.group_add(shard_group(shard), self.channel)
                 except Exception:
@@ -190,9 +260,8 @@ class Hub:
                     subscriber.writer.cancel()
 
     def close_all(self, reason: str) -> None:
-        for members in self.by_user.values():
-            for subscriber in members:
-                subscriber.close(reason)
+        for subscriber in self.subscribers():
+            subscriber.close(reason)
 
     def drain(self, window: float) -> None:
         """Refuse new streams and end every open one at a random moment within ``window``
@@ -205,7 +274,7 @@ class Hub:
             loop.call_later(random.uniform(0, window), subscriber.close, "drain")
 
     def subscribers(self) -> list[Subscriber]:
-        return [s for members in self.by_user.values() for s in members]
+        return [*(s for members in self.by_user.values() for s in members), *self.watchers]
 
     async def stop(self) -> None:
         for task in (self._receiver, self._refresher, self._watchdog):

@@ -25,21 +25,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import random
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import redis.exceptions
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from django.db import InterfaceError, OperationalError
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from realtime import bus
+from realtime import bus, ingestlog
+from realtime import ingest_kafka as kafka_side
+from realtime.ingest_kafka import Record
+from realtime.isolation import OUTAGES, apply_isolating
 from realtime.store import HotStore, get_store
 from streaming import conf, metrics
 from streaming.adapter import InvalidRecord, adapt
@@ -52,7 +54,6 @@ from streaming.kafka import (
     next_batch,
     producer_config,
     raise_if_fatal,
-    rewind,
     subscribe,
     topic_epoch,
 )
@@ -62,25 +63,6 @@ from tasks.apply import Applied, Outcome, apply_events
 logger = logging.getLogger(__name__)
 
 
-if TYPE_CHECKING:
-    # confluent-kafka's own type; test fakes implement the methods used here.
-    Record = Message[bytes, bytes]
-
-
-class DeadLetterError(Exception):
-    """The dead-letter topic did not acknowledge; nothing in the batch is committed."""
-
-
-# A dependency that is down, not a record that is bad: retry the batch, blame no record.
-OUTAGES: tuple[type[BaseException], ...] = (
-    OperationalError,
-    InterfaceError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    ConnectionError,
-    TimeoutError,
-    DeadLetterError,
-)
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 10.0
 
@@ -93,6 +75,20 @@ class BatchResult:
     outcomes: dict[str, int] = field(default_factory=dict)
     # The batch met an outage and will be read again (nothing of it was committed).
     retried: bool = False
+
+
+@dataclass
+class Batch:
+    """One batch between its two stages: read and applied, not yet stored, pushed or
+    committed."""
+
+    records: list[Record]
+    result: BatchResult
+    deliverable: list[TaskEvent] = field(default_factory=list)
+    dead: list[tuple[Record, str]] = field(default_factory=list)
+    # The outage that interrupted the batch (it is then rewound and read again).
+    outage: BaseException | None = None
+    log: ingestlog.BatchLog = field(default_factory=ingestlog.BatchLog)
 
 
 class EventConsumer:
@@ -138,23 +134,59 @@ class EventConsumer:
             self._stopping.set()
 
     async def run(self) -> None:
+        """Batches in a two-stage pipeline: while one batch is stored, pushed and committed
+        (``_finish``, on the event loop and the Kafka thread), the next is read, adapted and
+        applied (``_start``, mostly waiting on PostgreSQL in the database thread). The
+        stages overlap, the order of effects does not change: batch N+1 is applied before
+        batch N is committed, which is what a crash between the two leaves too (the state
+        is idempotent), and N+1 is stored, pushed and committed only after N."""
         self._stopping = asyncio.Event()
+        behind: tuple[Batch, asyncio.Task[None]] | None = None
         try:
             while not self._stop:
-                await self.run_once()
+                batch = await self._start(forget_revoked=behind is None)
+                if behind is not None:
+                    previous, finishing = behind
+                    behind = None
+                    await finishing
+                    if previous.outage is not None:
+                        # Both batches are read again: rewind each partition to the first
+                        # record either holds (this one may hold partitions the other
+                        # does not), and drop this one.
+                        records = previous.records + (batch.records if batch else [])
+                        await self._back_off(records, previous.outage)
+                        continue
+                    self._forget_revoked()
+                if batch is None:
+                    continue
+                if batch.outage is not None:
+                    await self._back_off(batch.records, batch.outage)
+                    continue
+                behind = (batch, asyncio.create_task(self._finish(batch)))
         finally:
+            if behind is not None:
+                # Its effects complete (or its outage leaves it uncommitted, to be re-read).
+                await behind[1]
             await self.close()
 
     async def run_once(self) -> BatchResult:
+        """One batch from read to commit (or to its rewind): the loop one step at a time."""
+        batch = await self._start(forget_revoked=True)
+        if batch is None:
+            return BatchResult()
+        if batch.outage is None:
+            await self._finish(batch)
+        if batch.outage is not None:
+            await self._back_off(batch.records, batch.outage)
+        return batch.result
+
+    async def _start(self, *, forget_revoked: bool) -> Batch | None:
+        """Read the next batch, adapt it and apply it to task state. None when there is
+        nothing to do; an outage is recorded on the batch, not raised."""
         loop = asyncio.get_running_loop()
         messages = await loop.run_in_executor(self._kafka_thread, self._next_batch)
-        if self.revoked:
-            gone, self.revoked = self.revoked, []
-            self.store.forget(gone)
-        result = BatchResult()
-        if not messages:
-            return result
-
+        if forget_revoked:
+            self._forget_revoked()
         records: list[Record] = []
         for message in messages:
             err = message.error()
@@ -165,29 +197,53 @@ class EventConsumer:
             else:
                 raise_if_fatal(err)
                 logger.warning("kafka consumer error (retried by librdkafka): %s", err)
-        result.records = len(records)
         if not records:
-            return result
+            return None
+        batch = Batch(records, BatchResult(records=len(records)))
+        batch.log.begin(records)
         try:
-            await self._process(records, result)
+            with batch.log.stage("apply"):
+                await self._adapt_and_apply(batch)
         except Exception as exc:
-            # Whatever a record is to blame for was dead-lettered inside _process; what
-            # escapes it is the stores' or the layer's: read the batch again later.
-            if not isinstance(exc, OUTAGES):
-                logger.exception("unexpected error after the batch was applied; retrying it")
-            await self._back_off(records, exc)
-            result.retried = True
-            return result
-        self.outages_in_a_row = 0
-        await loop.run_in_executor(self._kafka_thread, self._commit, records)
-        metrics.CONSUMER_BATCHES.inc()
-        return result
+            self._note_outage(batch, exc)
+        return batch
 
-    async def _process(self, records: list[Record], result: BatchResult) -> None:
+    async def _finish(self, batch: Batch) -> None:
+        """Dead-letter, store, push, record the heads, commit. An outage is recorded on the
+        batch (nothing of it is committed); the caller rewinds."""
+        loop = asyncio.get_running_loop()
+        try:
+            with batch.log.stage("push", events=len(batch.deliverable)):
+                await self._deliver(batch)
+        except Exception as exc:
+            self._note_outage(batch, exc)
+            return
+        self.outages_in_a_row = 0
+        await loop.run_in_executor(
+            self._kafka_thread, kafka_side.commit, self.consumer, batch.records
+        )
+        metrics.CONSUMER_BATCHES.inc()
+        batch.log.end(batch.result)
+
+    def _note_outage(self, batch: Batch, exc: Exception) -> None:
+        # Whatever a record is to blame for was dead-lettered already; what escapes is the
+        # stores', the layer's or the database's being down: read the batch again later.
+        if not isinstance(exc, OUTAGES):
+            logger.exception("unexpected error while processing a batch; retrying it")
+        batch.outage = exc
+        batch.result.retried = True
+        batch.log.end(batch.result)
+
+    def _forget_revoked(self) -> None:
+        if self.revoked:
+            gone, self.revoked = self.revoked, []
+            self.store.forget(gone)
+
+    async def _adapt_and_apply(self, batch: Batch) -> None:
         events: list[TaskEvent] = []
         by_position: dict[Position, Record] = {}
-        dead: list[tuple[Record, str]] = []
-        for record in records:
+        dead = batch.dead
+        for record in batch.records:
             try:
                 event = adapt(record)
                 events.append(event)
@@ -195,72 +251,44 @@ class EventConsumer:
             except InvalidRecord as exc:
                 dead.append((record, exc.reason))
             except Exception as exc:  # the adapter's bug is still this record's problem
-                logger.exception("adapter failed on %s", _where(record))
+                logger.exception("adapter failed on %s", kafka_side.where(record))
                 dead.append((record, f"adapter error: {type(exc).__name__}: {exc}"[:1000]))
 
-        applied, refused = await self._apply_isolating(events)
+        applied, refused = await apply_isolating(self._apply, events)
         for event, reason in refused:
             dead.append((by_position[event.position], reason))
-        deliverable: list[TaskEvent] = []
-        outcomes: dict[str, int] = {}
+        outcomes = batch.result.outcomes
         for item in applied:
             outcomes[item.outcome.value] = outcomes.get(item.outcome.value, 0) + 1
             if item.outcome is Outcome.REJECTED:
                 dead.append((by_position[item.event.position], item.reason))
             elif item.deliver:
-                deliverable.append(item.event)
+                batch.deliverable.append(item.event)
+        ingestlog.record_lines(applied)
 
+    async def _deliver(self, batch: Batch) -> None:
+        dead, deliverable, result = batch.dead, batch.deliverable, batch.result
         if dead:
+            batch.log.dead_letters(dead)
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._kafka_thread, self._dead_letter, dead)
+            await loop.run_in_executor(
+                self._kafka_thread, kafka_side.dead_letter, self.dlq_producer, self.dlq_topic, dead
+            )
 
         # Encoded once here; the hot store and every server process reuse the text.
         bodies = [event.sse_body() for event in deliverable]
         prevs = await self.store.append(deliverable, bodies)
         sent = await bus.publish(self.layer, deliverable, prevs, self.epoch, bodies)
-        await self.store.set_heads(_heads(records))
+        await self.store.set_heads(kafka_side.heads(batch.records))
 
         # Counted once the batch's effects are done (a retried batch is not counted twice).
-        for outcome, count in outcomes.items():
+        for outcome, count in result.outcomes.items():
             metrics.CONSUMER_RECORDS.labels(outcome).inc(count)
         if dead:
             metrics.CONSUMER_RECORDS.labels("dead_lettered").inc(len(dead))
         metrics.LAYER_MESSAGES.inc(sent)
-        result.outcomes = outcomes
         result.dead_lettered = len(dead)
         result.delivered = len(deliverable)
-
-    async def _apply_isolating(
-        self, events: list[TaskEvent]
-    ) -> tuple[list[Applied], list[tuple[TaskEvent, str]]]:
-        """Apply ``events``; if the database refuses the batch's data, bisect it and
-        return the events it refuses (with its message) instead of failing the rest."""
-        if not events:
-            return [], []
-        try:
-            return await self._apply(events), []
-        except OUTAGES:
-            raise
-        except Exception as exc:
-            if len(events) > 1:
-                middle = len(events) // 2
-                left = await self._apply_isolating(events[:middle])
-                right = await self._apply_isolating(events[middle:])
-                return left[0] + right[0], left[1] + right[1]
-            refusal = exc
-        # One event left. A unique-key race with another consumer during a rebalance
-        # resolves on a second try (the event is then a redelivery); data does not.
-        try:
-            return await self._apply(events), []
-        except OUTAGES:
-            raise
-        except Exception:
-            event = events[0]
-            logger.warning(
-                "database refused event %s at %s: %s", event.event_id, event.position, refusal
-            )
-            metrics.CONSUMER_ISOLATED.inc()
-            return [], [(event, f"database refused it: {type(refusal).__name__}: {refusal}"[:1000])]
 
     async def _back_off(self, records: list[Record], exc: BaseException) -> None:
         """Read the batch again after a delay that doubles with each outage in a row."""
@@ -277,45 +305,13 @@ class EventConsumer:
             delay,
         )
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._kafka_thread, self._rewind, records)
+        await loop.run_in_executor(self._kafka_thread, kafka_side.rewind, self.consumer, records)
         stopping = self._stopping or asyncio.Event()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), delay)
 
     def _next_batch(self) -> list[Any]:
         return next_batch(self.consumer, self.batch_size, self.poll_timeout)
-
-    def _rewind(self, records: Sequence[Record]) -> None:
-        rewind(self.consumer, list(records))
-
-    def _dead_letter(self, dead: list[tuple[Record, str]]) -> None:
-        for record, reason in dead:
-            logger.warning("dead-lettering %s: %s", _where(record), reason)
-            headers = [
-                ("reason", reason.encode("utf-8", "replace")),
-                ("source", str(record.topic()).encode()),
-                ("partition", str(record.partition()).encode()),
-                ("offset", str(record.offset()).encode()),
-                *(record.headers() or []),
-            ]
-            self.dlq_producer.produce(
-                self.dlq_topic, value=record.value(), key=record.key(), headers=headers
-            )
-        remaining = self.dlq_producer.flush(30.0)
-        if remaining:
-            raise DeadLetterError(f"{remaining} dead-letter record(s) not acknowledged")
-
-    def _commit(self, records: Sequence[Record]) -> None:
-        try:
-            self.consumer.commit(
-                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in _heads(records).items()],
-                asynchronous=False,
-            )
-        except KafkaException as exc:
-            # Everything the batch does is done; a partition that moved away meanwhile is
-            # re-read by its new owner, idempotently. Nothing to undo, nothing lost.
-            metrics.CONSUMER_COMMIT_FAILURES.inc()
-            logger.warning("commit failed (the batch's effects stand): %s", exc)
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
         self.revoked.extend((p.topic, p.partition) for p in partitions)
@@ -327,19 +323,6 @@ class EventConsumer:
         await loop.run_in_executor(self._kafka_thread, self.consumer.close)
         await loop.run_in_executor(self._kafka_thread, self.dlq_producer.flush, 10.0)
         self._kafka_thread.shutdown(wait=True)
-
-
-def _where(record: Record) -> str:
-    return f"{record.topic()}:{record.partition()}:{record.offset()}"
-
-
-def _heads(records: Sequence[Record]) -> dict[tuple[str, int], int]:
-    """The highest offset per partition in ``records``."""
-    heads: dict[tuple[str, int], int] = {}
-    for record in records:
-        key = (str(record.topic()), int(record.partition() or 0))
-        heads[key] = max(heads.get(key, -1), int(record.offset() or 0))
-    return heads
 
 
 async def build_event_consumer(epoch: str | None = None) -> EventConsumer:
@@ -367,6 +350,10 @@ async def build_event_consumer(epoch: str | None = None) -> EventConsumer:
 
 async def run_consumer() -> None:
     event_consumer = await build_event_consumer()
+    # Everything alive now (Django, the libraries, the clients) lives as long as the
+    # process: out of the collector's sight, a full collection no longer walks it while
+    # batches allocate (CPython's advice for long-running servers, gc.freeze).
+    gc.freeze()
     loop = asyncio.get_running_loop()
 
     def stop() -> None:

@@ -7,10 +7,12 @@ task and returns to the receive loop: the disconnect arrives while the writer st
 cancels it. It never joins the channel layer itself; the process's hub does that once per
 user (``realtime.hub``). No ORM call happens here: authentication is a stateless JWT check.
 
-Delivery, in the writer: join the hub first (live events queue from then on), then plan
-the resume from the hot store, replay, and go live. Every write goes through ``_deliver``,
-which drops positions already sent and fills any hole first, so the replay/live seam has
-no gap and no duplicate, whatever order things arrive in.
+Delivery, in the writer: join the hub first (live events queue from then on), plan the
+resume from the hot store (or from a time, ``?since=``), replay, go live. Every write goes
+through ``_deliver``, which drops positions already sent and fills any hole first: the
+replay/live seam has no gap and no duplicate, whatever order things arrive in. The staff
+scope (``realtime.staff``) is a subclass that overrides who may open it, what it
+subscribes to and how it writes.
 """
 
 from __future__ import annotations
@@ -24,25 +26,28 @@ import time
 import uuid
 from collections.abc import Iterable
 from typing import Any, NoReturn
-from urllib.parse import parse_qs
 
+import structlog
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from realtime.admission import Refused, admit, renew
 from realtime.auth import AuthFailed, StreamUser, authenticate
 from realtime.bus import BusItem
-from realtime.frames import frames_after, next_frame
+from realtime.frames import frames_after, next_frame, replayed
 from realtime.hub import Hub, Subscriber, get_hub
 from realtime.replay.kafka import KafkaReplayer, Unfillable, get_kafka_replayer
-from realtime.replay.resume import ResumePlan, ResumeRefused, backfill, plan_resume
-from realtime.store import UNKNOWN_PREV, HotStore, StoredEvent, get_store
-from streaming import conf, metrics
-from streaming.cursor import UNKNOWN_EPOCH, Cursor, CursorError, PartitionKey, parse
+from realtime.replay.resume import ResumePlan, ResumeRefused, backfill, plan_resume, plan_since
+from realtime.request import USER_SCOPE, BadRequest, StreamRequest, announces_body, parse_request
+from realtime.store import UNKNOWN_PREV, HotStore, get_store
+from streaming import conf, metrics, tracing
+from streaming.cursor import UNKNOWN_EPOCH, PartitionKey
 from streaming.events import encode_sse
 
 logger = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -56,15 +61,18 @@ CLEANUP_SECONDS = 1.0
 
 
 class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels is untyped
+    scope_name = USER_SCOPE  # the ``scope`` parameter this consumer serves
     user: StreamUser
     subscriber: Subscriber
     hub: Hub
     store: HotStore
     kafka: KafkaReplayer
     plan: ResumePlan
+    request: StreamRequest
     lease: str
     writer: asyncio.Task[None] | None = None
     attached = False
+    sent = heartbeats = 0  # counted for the stream's close line
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Receive loop without a per-connection layer channel.
@@ -81,7 +89,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         try:
             # Decided from the headers alone, before asking for the body: the server
             # would hold receive() until a body the client announced arrives.
-            await self.http_request({"type": "http.request", "more_body": _announces_body(scope)})
+            await self.http_request({"type": "http.request", "more_body": announces_body(scope)})
             assert self.writer is not None  # http_request either started it or raised
             disconnect = asyncio.ensure_future(_disconnected(receive))
             try:
@@ -100,68 +108,67 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         if self.scope.get("method") not in ("GET", "HEAD"):
             await self._refuse(405, "method_not_allowed", "Use GET.")
         try:
-            self.user = authenticate(self.scope)
+            self.user = await self._authenticate()
+            structlog.contextvars.bind_contextvars(user_id=self.user.user_id)
         except AuthFailed as exc:
             auth = [(b"www-authenticate", exc.www_authenticate().encode())]
             await self._refuse(401, exc.code, exc.detail, auth)
         if message.get("more_body"):
             await self._refuse(400, "body_not_allowed", "The stream takes no request body.")
         try:
-            requested = self._requested_cursor()
-        except CursorError as exc:
-            await self._refuse(400, "bad_cursor", f"Last-Event-ID is not a cursor: {exc}")
+            request = parse_request(self.scope)
+        except BadRequest as exc:
+            await self._refuse(400, exc.code, exc.detail)
+        if request.scope != self.scope_name:
+            await self._refuse(400, "bad_scope", f"this stream serves scope={self.scope_name}")
 
         try:
-            await self._open(requested)
+            with tracing.span("stream open", user_id=self.user.user_id):
+                await self._open(request)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             # Redis is unreachable (restarting): the client retries in a moment, instead
             # of seeing a 500. _finish releases what was taken.
             logger.warning("stream of user %s not opened: Redis: %s", self.user.user_id, exc)
             await self._retry_later("unavailable", "Redis is unavailable; retry shortly.")
 
-    async def _open(self, requested: Cursor | None) -> None:
+    async def _authenticate(self) -> StreamUser:
+        """Who opens the stream (``AuthFailed``: 401). A stateless JWT check here."""
+        return authenticate(self.scope)
+
+    async def _open(self, request: StreamRequest) -> None:
         settings = conf.get()
+        self.request = request
         self.store = get_store()
         self.kafka = get_kafka_replayer()
         self.hub = get_hub()
         if self.hub.draining:  # at once: no Redis round trip (Redis may be why we stop)
             await self._retry_later("draining", "This node is shutting down.")
-        opens = await self.store.count_hit(f"open:{self.user.user_id}", 60)
-        if opens > settings.STREAM_OPENS_PER_MINUTE:
-            retry = str(60 - int(time.time()) % 60)
-            await self._refuse(
-                429,
-                "throttled",
-                "Too many stream opens; retry later.",
-                [(b"retry-after", retry.encode())],
-            )
         self.lease = uuid.uuid4().hex
-        if not await self.store.acquire_lease(
-            self.user.user_id, self.lease, settings.MAX_STREAMS_PER_USER, self._lease_ttl()
-        ):
+        structlog.contextvars.bind_contextvars(stream_id=self.lease)
+        try:
+            await admit(self.store, self.user.user_id, self.lease)
+        except Refused as exc:
             await self._refuse(
-                429,
-                "too_many_streams",
-                f"At most {settings.MAX_STREAMS_PER_USER} concurrent streams per user.",
-                [(b"retry-after", b"5")],
+                429, exc.code, exc.detail, [(b"retry-after", exc.retry_after.encode())]
             )
 
         # Join before reading the store: an event stored after the read then arrives live,
         # and one stored before it is in the read. Either way, none falls between.
-        if self.hub.draining:
-            await self._retry_later("draining", "This node is shutting down.")
-        self.subscriber = Subscriber(self.user.user_id, settings.STREAM_QUEUE_SIZE)
+        self.subscriber = self._subscriber(settings.STREAM_QUEUE_SIZE)
         await self.hub.attach(self.subscriber)
         self.attached = True
         try:
-            self.plan = await plan_resume(self.store, self.kafka, self.user.user_id, requested)
+            self.plan = await self._plan(request)
         except ResumeRefused as exc:
             await self._refuse(exc.status, exc.code, exc.detail)
+        except Unfillable as exc:
+            logger.warning("stream of user %s not opened: %s", self.user.user_id, exc.reason)
+            await self._retry_later("unavailable", "Kafka is unavailable; retry shortly.")
 
         headers = [*STREAM_HEADERS, (RESUMED_FROM_HEADER, self.plan.resumed_from.encode())]
         await self.send_headers(status=200, headers=headers)
         opening = encode_sse(retry_ms=settings.RETRY_MS, comment="taskstream") + encode_sse(
-            event="stream-open", data=json.dumps({"user_id": self.user.user_id})
+            event="stream-open", data=json.dumps(self._opening())
         )
         if self.plan.reset is not None:
             # The first event says the request could not be honoured, and from where the
@@ -170,6 +177,8 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             opening += encode_sse(event="stream-reset", data=json.dumps(self.plan.reset))
         await self.send_body(opening.encode(), more_body=True)
         metrics.STREAMS_OPENED.inc()
+        reset = self.plan.reset["reason"] if self.plan.reset else None
+        log.info("stream opened", resumed_from=self.plan.resumed_from, reset=reset)
         self.writer = asyncio.create_task(self._write_loop(), name="sse-writer")
         self.subscriber.writer = self.writer
 
@@ -182,30 +191,33 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         if settings.DRAIN_REFUSAL_STATUS == 503:
             await self._refuse(503, code, detail)
         metrics.STREAMS_REJECTED.labels(code).inc()
+        log.info("stream refused", status=200, code=code)
         await self.send_headers(status=200, headers=STREAM_HEADERS)
         await self.send_body(encode_sse(retry_ms=settings.RETRY_MS).encode())
         raise StopConsumer
 
-    def _requested_cursor(self) -> Cursor | None:
-        # The header wins: EventSource re-sends the page's query string on every automatic
-        # reconnect, so the query value is stale after the first one.
-        for name, value in self.scope.get("headers", ()):
-            if name == b"last-event-id":
-                text = bytes(value).decode("latin-1").strip()
-                return parse(text) if text else None
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        values = query.get("last_event_id")
-        return parse(values[-1]) if values and values[-1] else None
+    def _subscriber(self, limit: int) -> Subscriber:
+        """What this stream takes from the hub: its user's items."""
+        return Subscriber(self.user.user_id, limit)
 
-    def _lease_ttl(self) -> float:
-        settings = conf.get()
-        return 3 * settings.HEARTBEAT_SECONDS + settings.SEND_TIMEOUT_SECONDS
+    async def _plan(self, request: StreamRequest) -> ResumePlan:
+        """Where the stream starts: after the cursor (the header wins over the query),
+        else at a time, else from now on."""
+        user_id = self.user.user_id
+        if request.since is not None and request.cursor is None:
+            return await plan_since(self.store, self.kafka, user_id, request.since)
+        return await plan_resume(self.store, self.kafka, user_id, request.cursor)
+
+    def _opening(self) -> dict[str, Any]:
+        """The data of ``stream-open``."""
+        return {"user_id": self.user.user_id}
 
     # --- the writer -------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
         settings = conf.get()
         self.cursor = self.plan.cursor.copy()
+        opened = time.monotonic()
         lifetime = settings.STREAM_MAX_SECONDS * random.uniform(0.8, 1.0)
         deadline = min(self.user.expires_at, time.time() + lifetime)
         reason = "lifetime"
@@ -230,12 +242,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 if not items:
                     await self._heartbeat()
                 if time.monotonic() - renewed >= settings.HEARTBEAT_SECONDS:
-                    await self.store.acquire_lease(
-                        self.user.user_id,
-                        self.lease,
-                        settings.MAX_STREAMS_PER_USER,
-                        self._lease_ttl(),
-                    )
+                    await renew(self.store, self.user.user_id, self.lease)
                     renewed = time.monotonic()
             # A clean end of the 200 response makes EventSource reconnect with its
             # Last-Event-ID after the `retry:` delay.
@@ -257,7 +264,13 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             await self._end_quietly()
         finally:
             metrics.STREAMS_CLOSED.labels(reason).inc()
-            logger.debug("stream of user %s ended: %s", self.user.user_id, reason)
+            log.info(
+                "stream closed",
+                reason=reason,
+                events=self.sent,
+                heartbeats=self.heartbeats,
+                seconds=round(time.monotonic() - opened, 1),
+            )
 
     async def _replay(self) -> None:
         keys = [*self.cursor.offsets, *self.plan.from_start]
@@ -274,7 +287,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 accept_incomplete=self.plan.from_earliest,
                 charge=False,  # plan_resume counted this open's Kafka replay
             )
-            await self._deliver(_replayed(events, self.cursor.epochs.get(key[0])))
+            await self._deliver(replayed(events, self.cursor.epochs.get(key[0])))
 
     async def _deliver(self, items: Iterable[BusItem]) -> None:
         """The one path by which event frames reach the client, live or replayed.
@@ -288,7 +301,10 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             if self.cursor.epochs.get(item.source) not in (None, item.epoch, UNKNOWN_EPOCH):
                 self.subscriber.close("epoch-changed")
                 break
-            sent = self.cursor.offsets.get(key, -1)
+            sent = self.cursor.offsets.get(key)
+            if sent is None:
+                # Never sent from here: a ``?since=`` stream still skips what is before it.
+                sent = self.plan.floor.get(key, -1)
             if item.offset <= sent:
                 metrics.STREAM_DUPLICATES_DROPPED.inc()
                 continue
@@ -303,6 +319,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         if chunks:
             await self._send("".join(chunks))
             metrics.STREAM_FRAMES_SENT.inc(len(chunks))
+            self.sent += len(chunks)
 
     async def _heartbeat(self) -> None:
         """A named event page JavaScript can see, preceded, when the user's partitions
@@ -319,13 +336,14 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 missing = await backfill(
                     self.store, self.kafka, self.user.user_id, key, sent, head + 1
                 )
-                await self._deliver(_replayed(missing, epoch))
+                await self._deliver(replayed(missing, epoch))
                 self.cursor.advance(key[0], key[1], head, epoch)
                 advanced = True
         frame = f"id: {self.cursor}\n\n" if advanced else ""
         frame += encode_sse(event="heartbeat", data=json.dumps({"t": int(time.time())}))
         await self._send(frame)
         metrics.STREAM_HEARTBEATS.inc()
+        self.heartbeats += 1
 
     async def _send(self, text: str, *, final: bool = False) -> None:
         # Watched by the hub (one timer per process, not one per write): a write still
@@ -337,7 +355,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             self.subscriber.sending_since = 0.0
 
     async def _end_quietly(self) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # the client may be gone already
             await self._send("", final=True)
 
     async def _finish(self) -> None:
@@ -364,33 +382,15 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 await self.store.release_lease(self.user.user_id, self.lease)
 
     async def _refuse(
-        self,
-        status: int,
-        code: str,
-        detail: str,
-        extra_headers: list[tuple[bytes, bytes]] | None = None,
+        self, status: int, code: str, detail: str, extra: list[tuple[bytes, bytes]] | None = None
     ) -> NoReturn:
         """Answer with a JSON error before any stream bytes, and stop."""
         metrics.STREAMS_REJECTED.labels(code).inc()
+        log.info("stream refused", status=status, code=code)
         body = json.dumps({"detail": detail, "code": code}).encode()
-        headers = [(b"content-type", b"application/json"), *(extra_headers or [])]
+        headers = [(b"content-type", b"application/json"), *(extra or [])]
         await self.send_response(status, body, headers=headers)
         raise StopConsumer
-
-
-def _replayed(events: Iterable[StoredEvent], epoch: str | None) -> list[BusItem]:
-    """Replayed events as items for ``_deliver``: in order and contiguous by construction,
-    so their ``prev`` is not checked (a replay from an incomplete store must not look for
-    holes it has already accepted)."""
-    epoch = epoch or UNKNOWN_EPOCH
-    return [BusItem(e.source, e.partition, e.offset, UNKNOWN_PREV, epoch, e.body) for e in events]
-
-
-def _announces_body(scope: dict[str, Any]) -> bool:
-    for name, value in scope.get("headers", ()):
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return True
-    return False
 
 
 async def _disconnected(receive: Any) -> None:

@@ -14,12 +14,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
-from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.tokens import AccessToken
 from rest_framework_simplejwt.views import TokenObtainPairView
 
 from realtime import lifecycle
 from streaming import conf
+from tasks.authentication import LoggedJWTAuthentication
 
 STREAM_PATH = "/api/v1/events/"
 
@@ -57,7 +57,7 @@ class StreamCookieView(APIView):
     its automatic reconnects. The cookie lives no longer than the token inside it.
     """
 
-    authentication_classes = [JWTAuthentication]
+    authentication_classes = [LoggedJWTAuthentication]
 
     def post(self, request: Request) -> Response:
         token = request.auth

@@ -52,6 +52,7 @@ class TaskstreamSettings:
     BODY_TIMEOUT_SECONDS: float
     METRICS_ALLOW: tuple[str, ...]
     METRICS_TOKEN: str
+    OTEL_ENDPOINT: str
 
     def require_kafka(self) -> str:
         """Return the bootstrap servers, or fail loudly when none are configured."""

@@ -42,9 +42,17 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     # only hold a NUL as the escape \u0000: without one, only the depth is left to check
     # (the common case, at ingest's rate). Otherwise the full walk finds the path.
     text = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
-    if b"\\u0000" in text or _depth_exceeds(value, max_depth):
+    deep = _may_nest_deeper(text, max_depth) and _depth_exceeds(value, max_depth)
+    if deep or b"\\u0000" in text:
         check(value, max_depth=max_depth)
     return value
+
+
+def _may_nest_deeper(text: bytes, max_depth: int) -> bool:
+    """Whether ``text`` holds more than ``max_depth`` opening brackets: fewer cannot nest
+    deeper (brackets inside strings only raise the count). Counting bytes runs in C; the walk
+    of ``_depth_exceeds`` is left for the rare value with many containers."""
+    return text.count(b"{") + text.count(b"[") > max_depth
 
 
 def _depth_exceeds(value: Any, max_depth: int) -> bool:

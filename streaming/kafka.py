@@ -108,6 +108,15 @@ def producer_config(**overrides: Any) -> dict[str, Any]:
     return config
 
 
+def admin_config() -> dict[str, Any]:
+    # With a Python logger, librdkafka's lines go through the project's log renderer
+    # (JSON in production) instead of straight to stderr as plain text.
+    return {
+        "bootstrap.servers": conf.get().require_kafka(),
+        "logger": logging.getLogger("rdkafka.admin"),
+    }
+
+
 class EpochUnavailable(Exception):
     """The topic's id could not be read before the deadline."""
 
@@ -121,7 +130,7 @@ def topic_epoch(topic: str, timeout: float = 30.0, *, admin: Any | None = None) 
     epoch would reset every client's cursor. Only librdkafka's mock cluster (the embedded
     mode) cannot describe topics; its caller asks for ``cluster_epoch`` explicitly.
     """
-    admin = admin or AdminClient({"bootstrap.servers": conf.get().require_kafka()})
+    admin = admin or AdminClient(admin_config())
     deadline = time.monotonic() + timeout
     delay = 0.1
     while True:
@@ -144,7 +153,7 @@ def topic_epoch(topic: str, timeout: float = 30.0, *, admin: Any | None = None) 
 def cluster_epoch(timeout: float = 30.0) -> str:
     """The cluster id as an epoch: librdkafka's mock cluster (the embedded mode) cannot
     describe topics, and a new mock cluster is a new cluster every run."""
-    admin = AdminClient({"bootstrap.servers": conf.get().require_kafka()})
+    admin = AdminClient(admin_config())
     return _url_safe(admin.list_topics(timeout=timeout).cluster_id or UNKNOWN_EPOCH)
 
 
@@ -165,7 +174,7 @@ def ensure_project_topics() -> None:
 
 def ensure_topics(topics: list[str], partitions: int, timeout: float = 30.0) -> None:
     """Create ``topics`` when missing; existing topics are left as they are."""
-    admin = AdminClient({"bootstrap.servers": conf.get().require_kafka()})
+    admin = AdminClient(admin_config())
     existing = admin.list_topics(timeout=timeout).topics
     wanted = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics]
     missing = [t for t in wanted if t.topic not in existing]

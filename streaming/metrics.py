@@ -29,6 +29,11 @@ STREAMS_CLOSED = Counter("taskstream_streams_closed_total", "Streams ended", ["r
 CONSUMER_RECORDS = Counter(
     "taskstream_consumer_records_total", "Records handled by consume_events", ["outcome"]
 )
+CONSUMER_DEAD_LETTERS = Counter(
+    "taskstream_consumer_dead_letters_total",
+    "Records dead-lettered by consume_events, by reason class (realtime/ingestlog.py)",
+    ["reason"],
+)
 CONSUMER_BATCHES = Counter("taskstream_consumer_batches_total", "Batches committed")
 CONSUMER_OUTAGES = Counter(
     "taskstream_consumer_outages_total",

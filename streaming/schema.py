@@ -30,11 +30,13 @@ from pydantic import (
     StrictStr,
     TypeAdapter,
 )
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import SkipJsonSchema, models_json_schema
 
 # Django's default user id is a 32-bit integer; a larger one can name no user.
 MAX_USER_ID: Final = 2**31 - 1
 MAX_MESSAGE_LENGTH: Final = 500
+# A version-00 traceparent, as streaming.tracecontext normalises every valid one.
+TRACEPARENT_PATTERN: Final = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 
 
 class _Data(BaseModel):
@@ -77,6 +79,15 @@ class _Envelope(BaseModel):
     user_id: StrictInt = Field(gt=0, le=MAX_USER_ID, description="the task's owner")
     task_id: UUID
     scope: Literal["user"]
+    # Absent rather than null when there is none (SkipJsonSchema keeps null out of the
+    # schema, so the generated type is an optional string).
+    traceparent: Annotated[str, Field(pattern=TRACEPARENT_PATTERN)] | SkipJsonSchema[None] = Field(
+        None,
+        description=(
+            "W3C trace context of the record that carried the event (its `traceparent` "
+            "header); only in the SSE data, when the record had a valid one"
+        ),
+    )
 
 
 class TaskStarted(_Envelope):
@@ -115,13 +126,16 @@ RECORD: Final = TypeAdapter(TaskEventRecord)
 class StreamOpen(BaseModel):
     """``stream-open``: the first event of every stream."""
 
-    user_id: int
+    user_id: int = Field(description="who opened the stream")
+    scope: Literal["user", "staff"] = Field(
+        "user", description="sent only by the staff scope (docs/events.md)"
+    )
 
 
 class StreamReset(BaseModel):
     """``stream-reset``: the requested cursor was not honoured (docs/events.md, "Resuming")."""
 
-    reason: Literal["epoch-changed", "cursor-expired", "replay-limit", "cursor-ahead"]
+    reason: Literal["epoch-changed", "cursor-expired", "replay-limit", "cursor-ahead", "live-only"]
     requested: str
     resumed_from: str
 

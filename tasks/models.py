@@ -112,6 +112,9 @@ class TaskEventLog(models.Model):
     data = models.JSONField(default=dict)
     applied_at = models.DateTimeField(auto_now_add=True)
     changed_task = models.BooleanField(default=True)
+    # The record's W3C trace context (its `traceparent` header); NULL when it had no valid
+    # one (the ingest writes the event's value as is, None included, in one INSERT).
+    traceparent = models.CharField(max_length=55, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         ordering = ["source", "partition", "offset"]

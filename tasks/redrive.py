@@ -27,7 +27,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from streaming import conf
+from streaming import conf, tracecontext
 from streaming.adapter import InvalidRecord, adapt
 from streaming.kafka import ProducerPort, RangeReader, producer_config
 from tasks.models import AsyncTask, DeadLetter
@@ -47,6 +47,8 @@ class Letter:
     key: bytes | None
     value: bytes | None
     body: dict[str, Any] | None  # the value, when it is a JSON object
+    # The original record's trace context, kept on redrive (streaming.tracecontext).
+    traceparent: str | None = None
 
     @property
     def position(self) -> str:
@@ -136,6 +138,8 @@ class DeadLetterRedrive:
             headers: list[tuple[str, str | bytes | None]] = [
                 ("redriven-from", f"{self.topic}:{letter.position}")
             ]
+            if letter.traceparent is not None:
+                headers.append((tracecontext.HEADER, letter.traceparent))
             producer.produce(self.events_topic, key=key, value=value, headers=headers)
         remaining = producer.flush(30.0)
         if remaining:
@@ -152,7 +156,8 @@ class DeadLetterRedrive:
 
 
 def _letter(message: Any) -> Letter:
-    headers = {k: (v or b"").decode("utf-8", "replace") for k, v in message.headers() or []}
+    raw_headers = message.headers() or []
+    headers = {k: (v or b"").decode("utf-8", "replace") for k, v in raw_headers}
     value = message.value()
     body: Any = None
     try:
@@ -171,6 +176,7 @@ def _letter(message: Any) -> Letter:
         key=message.key(),
         value=value,
         body=body if isinstance(body, dict) else None,
+        traceparent=tracecontext.from_headers(raw_headers),
     )
 
 
@@ -240,6 +246,9 @@ class _Record:
 
     def value(self) -> bytes | None:
         return self._value
+
+    def headers(self) -> None:
+        return None
 
 
 def _problem(letter: Letter) -> str | None:

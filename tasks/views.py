@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db.models import QuerySet
@@ -25,6 +26,11 @@ class TaskViewSet(
 ):
     serializer_class = TaskSerializer
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        if "pk" in kwargs:  # a task's own URL: its lines name it (the path does too)
+            structlog.contextvars.bind_contextvars(task_id=kwargs["pk"])
+        super().initial(request, *args, **kwargs)
+
     def get_queryset(self) -> QuerySet[AsyncTask]:
         # Another user's task is simply not found (404), never "forbidden": ids don't leak.
         return AsyncTask.objects.filter(owner_id=self.request.user.pk)
@@ -39,6 +45,7 @@ class TaskViewSet(
             incoming.validated_data["kind"],
             incoming.validated_data["params"],
         )
+        structlog.contextvars.bind_contextvars(task_id=str(task.id))
         return Response(TaskSerializer(task).data, status=status.HTTP_201_CREATED)
 
     @action(detail=True, methods=["post"])

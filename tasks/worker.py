@@ -27,7 +27,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from django.db import InterfaceError, OperationalError
 
-from streaming import conf, metrics
+from streaming import conf, metrics, tracecontext
 from streaming.kafka import (
     consumer_config,
     next_batch,
@@ -70,6 +70,7 @@ class Running:
     user_id: int
     params: DemoParams
     position: tuple[str, int, int]  # the request record, committed once finished
+    traceparent: str  # this run's trace context, on every event it reports
     step: int = 0
     due: float = 0.0
 
@@ -151,19 +152,28 @@ class Worker:
             logger.error("worker skipped a malformed command at %s: %s", position, exc)
             return
         if name == "task.requested":
-            self._request(command, task_id, user_id, position)
+            # A run is a span of the request's trace when the request carried one (any
+            # producer of task.requests may set the header), else the root of a new trace.
+            parent = tracecontext.from_headers(message.headers())
+            trace = tracecontext.child(parent) if parent else tracecontext.generate()
+            self._request(command, task_id, user_id, position, trace)
             return
         self._seen(position)
         if name == "task.cancel_requested":
             running = self.running.pop(task_id, None)
             if running is not None:
-                self._emit(running.user_id, task_id, "task.cancelled", {"reason": "cancelled"})
+                self._emit(running, "task.cancelled", {"reason": "cancelled"})
                 self._finish(running)
             return
         logger.error("worker skipped unknown command %r at %s", name, position)
 
     def _request(
-        self, command: dict[str, Any], task_id: str, user_id: int, position: tuple[str, int, int]
+        self,
+        command: dict[str, Any],
+        task_id: str,
+        user_id: int,
+        position: tuple[str, int, int],
+        trace: str,
     ) -> None:
         if task_id in self.running:
             # The relay sent the request twice (a crash between Kafka's ack and marking the
@@ -181,19 +191,21 @@ class Worker:
             if status in ("succeeded", "failed", "cancelled"):
                 return  # a redelivered request for a finished task
             if cancel_requested:
-                self._emit(user_id, task_id, "task.cancelled", {"reason": "cancelled"})
+                self._send(user_id, task_id, trace, "task.cancelled", {"reason": "cancelled"})
                 return
         kind = command.get("kind")
         if kind != "demo":
-            self._emit(user_id, task_id, "task.failed", {"error": f"unknown task kind {kind!r}"})
+            error = f"unknown task kind {kind!r}"
+            self._send(user_id, task_id, trace, "task.failed", {"error": error})
             return
         try:
             params = DemoParams.parse(command.get("params") or {})
         except BadParams as exc:
-            self._emit(user_id, task_id, "task.failed", {"error": f"invalid params: {exc}"})
+            self._send(user_id, task_id, trace, "task.failed", {"error": f"invalid params: {exc}"})
             return
-        self._emit(user_id, task_id, "task.started", {})
-        run = Running(task_id, user_id, params, position, due=self.clock() + params.step_ms / 1e3)
+        due = self.clock() + params.step_ms / 1e3
+        run = Running(task_id, user_id, params, position, trace, due=due)
+        self._emit(run, "task.started", {})
         self.running[task_id] = run
         self.in_flight.setdefault((position[0], position[1]), set()).add(position[2])
 
@@ -203,24 +215,14 @@ class Worker:
             run.step += 1
             p = run.params
             if p.fail_at == run.step:
-                self._emit(
-                    run.user_id, run.task_id, "task.failed", {"error": f"failed at step {run.step}"}
-                )
+                self._emit(run, "task.failed", {"error": f"failed at step {run.step}"})
                 self._finish(run)
                 continue
             progress = run.step * 100 // p.steps
             message = f"step {run.step}/{p.steps}"
-            self._emit(
-                run.user_id,
-                run.task_id,
-                "task.progress",
-                {"progress": progress, "message": message},
-                step=run.step,
-            )
+            self._emit(run, "task.progress", {"progress": progress, "message": message}, run.step)
             if run.step >= p.steps:
-                self._emit(
-                    run.user_id, run.task_id, "task.succeeded", {"result": {"steps": p.steps}}
-                )
+                self._emit(run, "task.succeeded", {"result": {"steps": p.steps}})
                 self._finish(run)
             else:
                 run.due += p.step_ms / 1e3
@@ -234,8 +236,17 @@ class Worker:
         topic, partition, offset = run.position
         self.in_flight.get((topic, partition), set()).discard(offset)
 
-    def _emit(
-        self, user_id: int, task_id: str, event_type: str, data: dict[str, Any], step: int = 0
+    def _emit(self, run: Running, event_type: str, data: dict[str, Any], step: int = 0) -> None:
+        self._send(run.user_id, run.task_id, run.traceparent, event_type, data, step)
+
+    def _send(
+        self,
+        user_id: int,
+        task_id: str,
+        trace: str,
+        event_type: str,
+        data: dict[str, Any],
+        step: int = 0,
     ) -> None:
         # The SDK checks the record against the contract and keys it by user (all of a
         # user's events share one partition, so one position per source is an exact resume
@@ -247,6 +258,7 @@ class Worker:
             user_id=user_id,
             task_id=task_id,
             data=data,
+            traceparent=trace,
             event_id=event_id(task_id, event_type, step),
         )
         metrics.WORKER_EVENTS.labels(event_type).inc()

@@ -193,6 +193,10 @@ def stack_env(
     env["DJANGO_SECRET_KEY"] = settings.SECRET_KEY
     env["PYTHONUNBUFFERED"] = "1"
     env["LOG_LEVEL"] = "INFO"
+    # Production's logs: one JSON object per line, and one line per consumed record
+    # (tests/test_trace_e2e.py reads them).
+    env["TASKSTREAM_LOG_FORMAT"] = "json"
+    env["TASKSTREAM_LOG_RECORDS"] = "true"
     # Kinds the relay hands to Celery and RQ, each on a Redis database and a queue of this
     # session (the ``workers`` fixture starts their workers).
     env.update(worker_brokers(env["REDIS_URL"], session_names["REDIS_PREFIX"]))

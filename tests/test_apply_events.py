@@ -106,3 +106,27 @@ def test_unknown_user_unknown_task_and_wrong_owner_are_rejected(alice: User, bob
     task.refresh_from_db()
     assert task.status == TaskStatus.PENDING
     assert not TaskEventLog.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_values_reach_the_database_exactly_in_the_batch_transaction_of_its_own(
+    alice: User,
+) -> None:
+    """The rows travel to PostgreSQL as one JSON text (tasks.postgres): what is stored is
+    what was sent, including what JSON text could bend (quotes, backslashes, non-ASCII,
+    the largest 64-bit integer, nested nulls), and a null result is SQL NULL. Run outside
+    any caller's transaction, so the batch begins and commits its own."""
+    task = AsyncTask.objects.create(owner=alice, kind="demo")
+    tricky = {"progress": 40, "message": 'it\'s "quoted" \\ back\\slash ünï 🚀', "n": 2**63 - 1}
+    events = [
+        make_event(task, 0, event_type="task.started", data={"nested": [None, {"a": None}]}),
+        make_event(task, 1, data=tricky),
+        make_event(task, 2, event_type="task.succeeded", data={"result": None}),
+    ]
+    assert [a.outcome for a in apply_events(events)] == [Outcome.APPLIED] * 3
+    task.refresh_from_db()
+    assert task.message == tricky["message"]
+    assert task.status == TaskStatus.SUCCEEDED
+    assert AsyncTask.objects.filter(pk=task.pk, result__isnull=True).exists()
+    logged = {row.offset: row.data for row in TaskEventLog.objects.filter(task=task)}
+    assert logged == {0: {"nested": [None, {"a": None}]}, 1: tricky, 2: {"result": None}}

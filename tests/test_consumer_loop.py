@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import redis.exceptions
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer
 from django.contrib.auth.models import User
@@ -40,6 +42,14 @@ class RecordingLayer(InMemoryChannelLayer):  # type: ignore[misc]
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         self.log.append(f"send {group}")
         await super().group_send(group, message)
+
+
+async def wait_until(condition: Callable[[], bool], deadline: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while not condition():
+        assert loop.time() < end, "condition not met before the deadline"
+        await asyncio.sleep(0.01)
 
 
 def make_loop(
@@ -138,17 +148,107 @@ async def test_stop_finishes_the_batch_then_closes(alice: User) -> None:
     consumer = FakeConsumer()
     consumer.batches.append([record(b"x", offset=0, key=b"1")])
     loop = make_loop(consumer, FakeProducer())
-    original = loop.run_once
-
-    async def run_once_then_stop() -> Any:
-        result = await original()
-        loop.request_stop()
-        return result
-
-    loop.run_once = run_once_then_stop  # type: ignore[method-assign]
-    await loop.run()
+    running = asyncio.create_task(loop.run())
+    await wait_until(lambda: consumer.commits != [])
+    loop.request_stop()
+    await asyncio.wait_for(running, 10)
     assert consumer.commits == [[("task.events", 0, 1)]]
     assert consumer.closed
+
+
+class FailingOnceStore(MemoryHotStore):
+    """The hot store's edge: the ``fail_on``-th append meets a Redis that is not there."""
+
+    def __init__(self, fail_on: int) -> None:
+        super().__init__()
+        self.calls = 0
+        self.fail_on = fail_on
+
+    async def append(self, events: Any, bodies: Any = None) -> list[int]:
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise redis.exceptions.ConnectionError("the test's Redis outage")
+        return await super().append(events, bodies)
+
+
+async def test_the_pipeline_applies_the_next_batch_while_the_last_one_is_finished(
+    alice: User,
+) -> None:
+    """Batch 1's push waits until batch 2 is being applied: that can only happen when the
+    two stages overlap (one batch at a time would wait forever). The commits stay in batch
+    order, each after its own push."""
+    from tasks.apply import apply_events
+
+    task = await database_sync_to_async(create_task)(alice)
+    tid = str(task.id)
+    log: list[str] = []
+    consumer = FakeConsumer(log=log)
+    for n in range(3):
+        value = event_value(user_id=alice.pk, task_id=tid, data={"progress": 10 * n})
+        consumer.batches.append([record(value, offset=n)])
+    loop_ = asyncio.get_running_loop()
+    second_applying = asyncio.Event()
+    applied = {"calls": 0}
+
+    def apply(events: Any, epoch: str) -> Any:
+        applied["calls"] += 1
+        if applied["calls"] == 2:
+            loop_.call_soon_threadsafe(second_applying.set)
+        return apply_events(events, epoch)
+
+    class GatedLayer(RecordingLayer):
+        async def group_send(self, group: str, message: dict[str, Any]) -> None:
+            await asyncio.wait_for(second_applying.wait(), 10)
+            await super().group_send(group, message)
+
+    loop = EventConsumer(
+        consumer,
+        FakeProducer(log=log),
+        GatedLayer(log),
+        MemoryHotStore(),
+        epoch="E1",
+        dlq_topic="task.events.dlq",
+        apply=apply,
+    )
+    running = asyncio.create_task(loop.run())
+    await wait_until(lambda: len(consumer.commits) == 3)
+    loop.request_stop()
+    await asyncio.wait_for(running, 10)
+    group = f"send {bus.user_group(alice.pk)}"
+    assert log == [group, "commit"] * 3 + ["flush"]  # the flush: close()
+    assert consumer.commits == [[("task.events", 0, n + 1)] for n in range(3)]
+    task = await database_sync_to_async(AsyncTask.objects.get)(id=task.id)
+    assert task.progress == 20
+
+
+async def test_an_outage_behind_rewinds_both_batches_to_their_first_records(
+    alice: User,
+) -> None:
+    """Batch 1 (partition 0) fails to store while batch 2 (partition 1) is applied: both
+    partitions are rewound and nothing of either is committed until the retry succeeds;
+    each event reaches the store once."""
+    task = await database_sync_to_async(create_task)(alice)
+    tid = str(task.id)
+    first = [record(event_value(user_id=alice.pk, task_id=tid), offset=5, partition=0)]
+    second = [record(event_value(user_id=alice.pk, task_id=tid), offset=7, partition=1)]
+    consumer = FakeConsumer()
+    # What Kafka returns: batch 1, batch 2, then, after the rewind, both again.
+    consumer.batches += [first, second, first, second]
+    store = FailingOnceStore(fail_on=1)
+    loop = make_loop(consumer, FakeProducer(), store=store)
+    running = asyncio.create_task(loop.run())
+    await wait_until(lambda: len(consumer.commits) == 2)
+    loop.request_stop()
+    await asyncio.wait_for(running, 10)
+    assert sorted(consumer.seeks) == [("task.events", 0, 5), ("task.events", 1, 7)]
+    assert consumer.commits == [[("task.events", 0, 6)], [("task.events", 1, 8)]]
+    assert loop.outages_in_a_row == 0
+    stored = [
+        e.offset
+        for p in (0, 1)
+        for e in (await store.read_after(alice.pk, ("task.events", p), -1, 10)).events
+    ]
+    assert stored == [5, 7]
 
 
 @pytest.mark.parametrize("kind", sorted(hostile.KINDS))

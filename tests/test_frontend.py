@@ -46,7 +46,7 @@ def test_generated_event_types_are_fresh() -> None:
 
 def test_typescript_strict_build() -> None:
     run_npm_tool([str(BIN / "tsc"), "-b", "packages/client", "packages/react"], timeout=180)
-    for project in ("demo", "test"):
+    for project in ("demo", "admin", "test"):
         run_npm_tool([str(BIN / "tsc"), "-p", f"{project}/tsconfig.json"], timeout=180)
 
 

@@ -124,3 +124,19 @@ def test_nginx_denies_metrics_and_rate_limits_admin_and_login(tmp_path: Path) ->
     # Burst 10 plus the first: the rest are refused by nginx with 429, before any node.
     assert 429 in admin_codes and admin_codes.count(429) >= 3, admin_codes
     assert 429 in login_codes and login_codes.count(429) >= 3, login_codes
+
+
+def test_a_consumer_batch_larger_than_a_streams_buffer_is_refused() -> None:
+    """One user's events of one batch reach a stream at once: a batch that could overflow
+    an empty buffer would close healthy streams, so the settings refuse it by name."""
+    env = {
+        "DJANGO_SECRET_KEY": PLACEHOLDER_VALUES["DJANGO_SECRET_KEY"],
+        "TASKSTREAM_STREAM_QUEUE_SIZE": "500",
+        "TASKSTREAM_CONSUMER_BATCH": "501",
+    }
+    refused = manage(env, "check")
+    assert refused.returncode != 0
+    assert "TASKSTREAM_CONSUMER_BATCH=501 is over TASKSTREAM_STREAM_QUEUE_SIZE=500" in (
+        refused.stderr
+    )
+    assert manage({**env, "TASKSTREAM_CONSUMER_BATCH": "500"}, "check").returncode == 0

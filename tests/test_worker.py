@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from streaming import tracecontext
 from streaming.adapter import adapt
 from tasks.demo import DemoParams
 from tasks.worker import Running, Worker
@@ -215,8 +216,9 @@ def test_requests_wait_while_the_database_is_down_and_running_tasks_go_on() -> N
     worker.task_state = task_state
     worker.sleep = lambda seconds: None
     running = str(uuid.uuid4())
+    trace = tracecontext.generate()
     worker.running[running] = Running(
-        running, 7, DemoParams(2, 100, None), ("task.requests", 0, 0), due=clock.now
+        running, 7, DemoParams(2, 100, None), ("task.requests", 0, 0), trace, due=clock.now
     )
     worker.in_flight[("task.requests", 0)] = {0}
     worker.seen[("task.requests", 0)] = 0

@@ -1,4 +1,5 @@
-"""The process's one Kafka reader for streams: ranges the hot store no longer holds.
+"""The process's one Kafka reader for streams: ranges the hot store no longer holds, and
+where a time falls in each partition (a stream's ``?since=``).
 
 A thousand clients reconnecting at once queue on it; they never make a thousand
 consumers. It delivers exactly what the live path delivered (``tasks.delivery``): a
@@ -10,9 +11,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import NamedTuple
 
 from channels.db import database_sync_to_async
+from confluent_kafka import KafkaException
 
+from realtime.replay.selection import first_offsets_at
 from realtime.store import UNKNOWN_PREV, StoredEvent
 from streaming import conf
 from streaming.adapter import InvalidRecord, adapt
@@ -29,6 +34,12 @@ class Unfillable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class PartitionBounds(NamedTuple):
+    first: int  # the first offset at or after a time, -1 if none yet
+    low: int  # the earliest offset retention kept
+    high: int  # the offset the next record will get
 
 
 class KafkaReplayer:
@@ -63,6 +74,23 @@ class KafkaReplayer:
         except Unfillable as exc:
             return exc.reason
         return None
+
+    async def offsets_at(self, source: str, when: datetime) -> dict[int, PartitionBounds]:
+        """Per partition of ``source``: the first offset at or after ``when`` (-1: none
+        yet) and the watermarks; ``Unfillable`` when Kafka does not answer."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._offsets_at, source, when)
+
+    def _offsets_at(self, source: str, when: datetime) -> dict[int, PartitionBounds]:
+        try:
+            partitions = self._reader.partitions(source)
+            firsts = first_offsets_at(self._reader, source, partitions, when)
+            return {
+                p: PartitionBounds(firsts.get(p, -1), *self._reader.watermarks(source, p))
+                for p in partitions
+            }
+        except (RangeError, KafkaException) as exc:
+            raise Unfillable(f"kafka-unavailable: {exc}") from None
 
     def _range(self, key: PartitionKey, after: int, before: int | None) -> int:
         """The end (exclusive) of the readable range, or Unfillable."""

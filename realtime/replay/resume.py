@@ -9,7 +9,8 @@ explicit reset, never silently (docs/events.md, "Resuming").
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from realtime.replay.kafka import KafkaReplayer, Unfillable
 from realtime.store import HotStore, StoredEvent
@@ -38,6 +39,9 @@ class ResumePlan:
     # Partitions the cursor does not name: the client never received from them, so the
     # user's every event there is replayed (docs/events.md, "Resuming").
     from_start: tuple[PartitionKey, ...] = ()
+    # ``?since=``: per partition, the last offset before the time. What the cursor does
+    # not name is sent only past it, live too (the cursor's own offsets are past it).
+    floor: dict[PartitionKey, int] = field(default_factory=dict)
 
 
 async def plan_resume(
@@ -58,7 +62,7 @@ async def plan_resume(
     if foreign:
         raise ResumeRefused(403, "source_forbidden", f"this stream cannot read {foreign[0]!r}")
     if epoch is not None and requested.epochs.get(source, epoch) != epoch:
-        return _reset("epoch-changed", requested, epoch)
+        return _reset("epoch-changed", str(requested), epoch)
     heads = await store.heads(list(requested.offsets))
     for key, offset in requested.offsets.items():
         if offset > heads.get(key, -1):
@@ -74,22 +78,82 @@ async def plan_resume(
     # there are all new to the client, and are replayed from the first one (never skipped).
     unnamed = tuple(key for key in last if key not in requested.offsets)
     wanted = [*requested.offsets.items(), *((key, -1) for key in unnamed)]
-    charged = False
+    problem, _ = await _kafka_problem(store, kafka, user_id, wanted, charged=False)
+    if problem is not None:
+        return _reset(problem, str(requested), epoch or requested.epochs[source])
+    return ResumePlan(requested.copy(), str(requested), from_start=unnamed)
+
+
+async def plan_since(
+    store: HotStore, kafka: KafkaReplayer, user_id: int, since: datetime
+) -> ResumePlan:
+    """Where a stream opened with ``?since=`` starts: in each partition, after the last
+    record before ``since`` (Kafka's offsets-for-times, as ``replay_events --since``).
+
+    The plan names the partitions the user has events in (or that the store cannot vouch
+    for); ``floor`` keeps every other partition's records before ``since`` out of the live
+    part too. ``Unfillable`` when Kafka cannot say where the time falls.
+    """
+    source = conf.get().TOPIC_EVENTS
+    epoch = await store.epoch(source) or UNKNOWN_EPOCH
+    requested = f"since={since.isoformat()}"
+    # Finding where the time falls is a Kafka read: it counts like a replay.
+    if not await kafka_budget_left(store, user_id):
+        return _reset("replay-limit", requested, epoch)
+    bounds = await kafka.offsets_at(source, since)
+    floor = {(source, p): (b.first if b.first >= 0 else b.high) - 1 for p, b in bounds.items()}
+    last = {key for key in await store.last(user_id) if key[0] == source}
+    problem, incomplete = await _kafka_problem(
+        store, kafka, user_id, list(floor.items()), charged=True
+    )
+    if problem is not None:
+        return _reset(problem, requested, epoch)
+    named = [key for key in floor if key in last or key in incomplete]
+    for key in named:
+        b = bounds[key[1]]
+        if b.first >= 0 and b.first == b.low > 0:
+            # Retention deleted records just before the first one kept, which is already
+            # at or after the time: some of the deleted ones may have been too.
+            return _reset("cursor-expired", requested, epoch)
+    cursor = Cursor(epochs={source: epoch})
+    for key in named:
+        if floor[key] >= 0:
+            cursor.advance(*key, floor[key], epoch)
+    from_start = tuple(key for key in named if floor[key] < 0)
+    resumed_from = str(cursor) or ("earliest" if from_start else "head")
+    return ResumePlan(cursor, resumed_from, from_start=from_start, floor=floor)
+
+
+async def _kafka_problem(
+    store: HotStore,
+    kafka: KafkaReplayer,
+    user_id: int,
+    wanted: list[tuple[PartitionKey, int]],
+    *,
+    charged: bool,
+) -> tuple[str | None, set[PartitionKey]]:
+    """Whether the user's events after each ``(partition, offset)`` can be replayed: the
+    reset reason when Kafka must serve a range the store lost and cannot (or the user's
+    Kafka replays are used up; ``charged``: this open already counted one), and the
+    partitions the store could not serve alone."""
+    incomplete: set[PartitionKey] = set()
     for key, offset in wanted:
         page = await store.read_after(user_id, key, offset, 1)
-        if not page.complete:
-            # The store lost part of the range: Kafka must serve it, if it still can, and
-            # if this user has not used up their Kafka replays (each may scan up to
-            # TASKSTREAM_REPLAY_MAX_SCAN records on the node's one reader).
-            if not charged:
-                charged = True
-                if not await kafka_budget_left(store, user_id):
-                    return _reset("replay-limit", requested, epoch or requested.epochs[source])
-            until = page.events[0].offset if page.events else None
-            problem = await kafka.check(key, offset, until)
-            if problem is not None:
-                return _reset(problem, requested, epoch or requested.epochs[source])
-    return ResumePlan(requested.copy(), str(requested), from_start=unnamed)
+        if page.complete:
+            continue
+        incomplete.add(key)
+        # The store lost part of the range: Kafka must serve it, if it still can, and if
+        # this user has not used up their Kafka replays (each may scan up to
+        # TASKSTREAM_REPLAY_MAX_SCAN records on the node's one reader).
+        if not charged:
+            charged = True
+            if not await kafka_budget_left(store, user_id):
+                return "replay-limit", incomplete
+        until = page.events[0].offset if page.events else None
+        problem = await kafka.check(key, offset, until)
+        if problem is not None:
+            return problem, incomplete
+    return None, incomplete
 
 
 async def kafka_budget_left(store: HotStore, user_id: int) -> bool:
@@ -98,11 +162,11 @@ async def kafka_budget_left(store: HotStore, user_id: int) -> bool:
     return used <= conf.get().REPLAY_KAFKA_PER_MINUTE
 
 
-def _reset(reason: str, requested: Cursor, epoch: str) -> ResumePlan:
+def _reset(reason: str, requested: str, epoch: str) -> ResumePlan:
     plan = ResumePlan(
         Cursor(epochs={conf.get().TOPIC_EVENTS: epoch}), "earliest", from_earliest=True
     )
-    plan.reset = {"reason": reason, "requested": str(requested), "resumed_from": "earliest"}
+    plan.reset = {"reason": reason, "requested": requested, "resumed_from": "earliest"}
     return plan
 
 

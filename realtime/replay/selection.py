@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth import get_user_model
 
@@ -126,9 +126,9 @@ def explicit_ranges(reader: RangeReader, s: Selection, source: str) -> list[Offs
     firsts = {p: low for p, (low, _) in bounds.items()}
     lasts = {p: high - 1 for p, (_, high) in bounds.items()}
     if s.since is not None:
-        firsts = reader.offsets_for_time(source, partitions, _millis(s.since))
+        firsts = first_offsets_at(reader, source, partitions, s.since)
     if s.until is not None:
-        for p, offset in reader.offsets_for_time(source, partitions, _millis(s.until)).items():
+        for p, offset in first_offsets_at(reader, source, partitions, s.until).items():
             if offset >= 0:
                 lasts[p] = offset - 1
     if s.start_offset is not None or s.end_offset is not None:
@@ -154,5 +154,21 @@ def explicit_ranges(reader: RangeReader, s: Selection, source: str) -> list[Offs
     return ranges
 
 
+def first_offsets_at(
+    reader: RangeReader, source: str, partitions: list[int], when: datetime
+) -> dict[int, int]:
+    """The time → offset mapping (also of a stream's ``?since=``): per partition, the first
+    offset whose record timestamp is at or after ``when`` (Kafka's offsets-for-times), -1
+    where there is none yet. Kafka's timestamps are milliseconds, so ``when`` is rounded up
+    to one: a record at 12.000 s is before 12.0004 s."""
+    return reader.offsets_for_time(source, partitions, _millis(when))
+
+
 def _millis(when: datetime) -> int:
-    return int(when.timestamp() * 1000)
+    """Milliseconds since the Unix epoch, rounded up, in integers (a float loses the last
+    digit), never below 0 (Kafka reads negative times as "latest" or "earliest")."""
+    micros = (when - _EPOCH) // timedelta(microseconds=1)
+    return max(-(-micros // 1000), 0)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from pydantic import ValidationError
 
-from streaming import jsonsafe
+from streaming import jsonsafe, tracecontext
 from streaming.schema import RECORD
 
 if TYPE_CHECKING:
@@ -179,8 +179,13 @@ class Publisher:
         data: dict[str, Any] | None = None,
         event_id: str | None = None,
         occurred_at: datetime | None = None,
+        traceparent: str | None = None,
     ) -> str:
-        """Check and produce one event; returns its event id. Does not wait for the ack."""
+        """Check and produce one event; returns its event id. Does not wait for the ack.
+
+        ``traceparent``: the W3C trace context the record carries in its header (a
+        ``TaskReporter`` passes its task run's); an invalid one is left out.
+        """
         key, value, envelope = build_record(
             event_type,
             user_id=user_id,
@@ -191,10 +196,16 @@ class Publisher:
             max_bytes=self.max_event_bytes,
         )
         what = (envelope["event_id"], event_type, envelope["task_id"])
+        trace = tracecontext.parse(traceparent)
+        headers = [(tracecontext.HEADER, trace.encode())] if trace else None
         while True:
             try:
                 self.producer.produce(
-                    self.topic, key=key, value=value, on_delivery=self._callback(*what)
+                    self.topic,
+                    key=key,
+                    value=value,
+                    headers=headers,
+                    on_delivery=self._callback(*what),
                 )
                 break
             except BufferError:  # the local queue is full: wait for acks, then retry

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from streaming import tracecontext
 from streaming.publisher.core import (
     DEFAULT_PROGRESS_INTERVAL,
     TERMINAL,
@@ -30,6 +31,9 @@ class TaskReporter:
     background thread), before the final event, or on ``close``/exit of a ``with`` block:
     the last progress is always sent. As a context manager it fails the task with the
     exception that leaves the block (unless a final event was sent) and flushes.
+
+    Every event of the run carries one W3C ``traceparent`` (a Kafka header): the caller's,
+    e.g. from its tracing library's current span, or a new trace made for this run.
     """
 
     def __init__(
@@ -41,8 +45,11 @@ class TaskReporter:
         progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
         background: bool = True,
+        traceparent: str | None = None,
     ) -> None:
         self.publisher = publisher
+        # A malformed one is ignored, never an error: the run gets a trace of its own.
+        self.traceparent = tracecontext.parse(traceparent) or tracecontext.generate()
         self.task_id = str(task_id)
         self.user_id = user_id
         self.progress_interval = progress_interval
@@ -131,7 +138,13 @@ class TaskReporter:
             raise ReporterFinished(f"task {self.task_id} already reported {self.finished}")
 
     def _emit_progress(self, percent: int, message: str, data: dict[str, Any], now: float) -> None:
-        self.publisher.send("task.progress", user_id=self.user_id, task_id=self.task_id, data=data)
+        self.publisher.send(
+            "task.progress",
+            user_id=self.user_id,
+            task_id=self.task_id,
+            data=data,
+            traceparent=self.traceparent,
+        )
         self._last_sent_at = now
         self.last_progress = (percent, message)
 
@@ -142,7 +155,13 @@ class TaskReporter:
             build_record(event_type, user_id=self.user_id, task_id=self.task_id, data=data)
             if event_type in TERMINAL:
                 self.send_due(force=True)
-            self.publisher.send(event_type, user_id=self.user_id, task_id=self.task_id, data=data)
+            self.publisher.send(
+                event_type,
+                user_id=self.user_id,
+                task_id=self.task_id,
+                data=data,
+                traceparent=self.traceparent,
+            )
             if event_type in TERMINAL:
                 self.finished = event_type
 

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from prometheus_client import start_http_server
 
 from realtime.ingest import run_consumer
+from streaming import conf, tracing
 from streaming.kafka import ensure_project_topics
 
 
@@ -21,5 +22,6 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["metrics_port"]:
             start_http_server(options["metrics_port"], addr="127.0.0.1")
+        tracing.setup("taskstream-consumer", conf.get().OTEL_ENDPOINT)
         ensure_project_topics()
         asyncio.run(run_consumer())

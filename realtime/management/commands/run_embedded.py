@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from realtime import embedded
+from streaming import conf, tracing
 
 
 class Command(BaseCommand):
@@ -17,4 +18,5 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        tracing.setup("taskstream", conf.get().OTEL_ENDPOINT)
         embedded.run(options["host"], options["port"])

@@ -21,7 +21,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from realtime.hub import get_hub
 from realtime.routing import build_application
 from realtime.server import BoundedHttpProtocol
-from streaming import conf
+from streaming import conf, tracing
 from streaming.loop import exit_by_deadline
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class Command(BaseCommand):
         parser.add_argument("--proxy-headers", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        tracing.setup("taskstream-web", conf.get().OTEL_ENDPOINT)
         config = uvicorn.Config(
             build_application(),
             host=options["host"],
@@ -76,6 +77,9 @@ class Command(BaseCommand):
             lifespan="off",
             proxy_headers=options["proxy_headers"],
             access_log=False,
+            # uvicorn's own loggers propagate to the root logger and its structlog
+            # renderer (config/logs.py) instead of uvicorn's plain-text config.
+            log_config=None,
             # Deadlines on reading each request's headers and body (slow or half-sent
             # requests): realtime/server.py.
             http=BoundedHttpProtocol,

@@ -21,6 +21,10 @@ export type OccurredAt = string;
 export type Scope = "user";
 export type TaskId = string;
 /**
+ * W3C trace context of the record that carried the event (its `traceparent` header); only in the SSE data, when the record had a valid one
+ */
+export type Traceparent = string;
+/**
  * the task's owner
  */
 export type UserId = number;
@@ -42,6 +46,10 @@ export type OccurredAt1 = string;
 export type Scope1 = "user";
 export type TaskId1 = string;
 /**
+ * W3C trace context of the record that carried the event (its `traceparent` header); only in the SSE data, when the record had a valid one
+ */
+export type Traceparent1 = string;
+/**
  * the task's owner
  */
 export type UserId1 = number;
@@ -54,6 +62,10 @@ export type EventType2 = "task.succeeded";
 export type OccurredAt2 = string;
 export type Scope2 = "user";
 export type TaskId2 = string;
+/**
+ * W3C trace context of the record that carried the event (its `traceparent` header); only in the SSE data, when the record had a valid one
+ */
+export type Traceparent2 = string;
 /**
  * the task's owner
  */
@@ -72,6 +84,10 @@ export type OccurredAt3 = string;
 export type Scope3 = "user";
 export type TaskId3 = string;
 /**
+ * W3C trace context of the record that carried the event (its `traceparent` header); only in the SSE data, when the record had a valid one
+ */
+export type Traceparent3 = string;
+/**
  * the task's owner
  */
 export type UserId3 = number;
@@ -86,12 +102,24 @@ export type OccurredAt4 = string;
 export type Scope4 = "user";
 export type TaskId4 = string;
 /**
+ * W3C trace context of the record that carried the event (its `traceparent` header); only in the SSE data, when the record had a valid one
+ */
+export type Traceparent4 = string;
+/**
  * the task's owner
  */
 export type UserId4 = number;
 export type Version4 = 1;
+/**
+ * sent only by the staff scope (docs/events.md)
+ */
+export type Scope5 = "user" | "staff";
+/**
+ * who opened the stream
+ */
 export type UserId5 = number;
-export type Reason1 = "epoch-changed" | "cursor-expired" | "replay-limit" | "cursor-ahead";
+export type Reason1 =
+  "epoch-changed" | "cursor-expired" | "replay-limit" | "cursor-ahead" | "live-only";
 export type Requested = string;
 export type ResumedFrom = string;
 export type T = number;
@@ -103,6 +131,7 @@ export interface TaskStarted {
   occurred_at: OccurredAt;
   scope: Scope;
   task_id: TaskId;
+  traceparent?: Traceparent;
   user_id: UserId;
   version: Version;
 }
@@ -119,6 +148,7 @@ export interface TaskProgress {
   occurred_at: OccurredAt1;
   scope: Scope1;
   task_id: TaskId1;
+  traceparent?: Traceparent1;
   user_id: UserId1;
   version: Version1;
 }
@@ -134,6 +164,7 @@ export interface TaskSucceeded {
   occurred_at: OccurredAt2;
   scope: Scope2;
   task_id: TaskId2;
+  traceparent?: Traceparent2;
   user_id: UserId2;
   version: Version2;
 }
@@ -153,6 +184,7 @@ export interface TaskFailed {
   occurred_at: OccurredAt3;
   scope: Scope3;
   task_id: TaskId3;
+  traceparent?: Traceparent3;
   user_id: UserId3;
   version: Version3;
 }
@@ -167,6 +199,7 @@ export interface TaskCancelled {
   occurred_at: OccurredAt4;
   scope: Scope4;
   task_id: TaskId4;
+  traceparent?: Traceparent4;
   user_id: UserId4;
   version: Version4;
 }
@@ -178,6 +211,7 @@ export interface TaskCancelledData {
  * ``stream-open``: the first event of every stream.
  */
 export interface StreamOpen {
+  scope?: Scope5;
   user_id: UserId5;
 }
 /**

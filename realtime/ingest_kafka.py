@@ -1,0 +1,74 @@
+"""The ingest loop's Kafka side: what ``consume_events`` does to the broker for a batch
+(rewind it with ``streaming.kafka.rewind``, dead-letter its poison records, commit it).
+Each function blocks on librdkafka and runs on the loop's one Kafka thread."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypeAlias
+
+from confluent_kafka import KafkaException, Message, TopicPartition
+
+from streaming import metrics
+from streaming.kafka import ConsumerPort, ProducerPort, rewind
+
+__all__ = ["DeadLetterError", "commit", "dead_letter", "heads", "rewind", "where"]
+
+logger = logging.getLogger("realtime.ingest")
+
+if TYPE_CHECKING:
+    # confluent-kafka's own type; test fakes implement the methods used here.
+    Record: TypeAlias = Message[bytes, bytes]
+else:
+    Record = Message
+
+# How long the dead-letter topic may take to acknowledge a batch's poison records.
+DEAD_LETTER_ACK_S = 30.0
+
+
+class DeadLetterError(Exception):
+    """The dead-letter topic did not acknowledge; nothing in the batch is committed."""
+
+
+def where(record: Record) -> str:
+    return f"{record.topic()}:{record.partition()}:{record.offset()}"
+
+
+def heads(records: Sequence[Record]) -> dict[tuple[str, int], int]:
+    """The highest offset per partition in ``records``."""
+    found: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (str(record.topic()), int(record.partition() or 0))
+        found[key] = max(found.get(key, -1), int(record.offset() or 0))
+    return found
+
+
+def dead_letter(producer: ProducerPort, topic: str, dead: Sequence[tuple[Record, str]]) -> None:
+    """Produce each record with its reason and position as headers; wait for the acks."""
+    for record, reason in dead:
+        headers = [
+            ("reason", reason.encode("utf-8", "replace")),
+            ("source", str(record.topic()).encode()),
+            ("partition", str(record.partition()).encode()),
+            ("offset", str(record.offset()).encode()),
+            *(record.headers() or []),
+        ]
+        producer.produce(topic, value=record.value(), key=record.key(), headers=headers)
+    remaining = producer.flush(DEAD_LETTER_ACK_S)
+    if remaining:
+        raise DeadLetterError(f"{remaining} dead-letter record(s) not acknowledged")
+
+
+def commit(consumer: ConsumerPort, records: Sequence[Record]) -> None:
+    """Commit past the last of ``records`` in each partition, synchronously."""
+    try:
+        consumer.commit(
+            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in heads(records).items()],
+            asynchronous=False,
+        )
+    except KafkaException as exc:
+        # Everything the batch does is done; a partition that moved away meanwhile is
+        # re-read by its new owner, idempotently. Nothing to undo, nothing lost.
+        metrics.CONSUMER_COMMIT_FAILURES.inc()
+        logger.warning("commit failed (the batch's effects stand): %s", exc)
