@@ -22,8 +22,12 @@ from realtime.hub import get_hub
 from realtime.routing import build_application
 from realtime.server import BoundedHttpProtocol
 from streaming import conf, tracing
+from streaming.loop import exit_by_deadline
 
 logger = logging.getLogger(__name__)
+
+# A node told to stop exits by TASKSTREAM_DRAIN_SECONDS + this (its grace period is + 5 s).
+STOP_MARGIN_SECONDS = 4.0
 
 
 class DrainingServer(uvicorn.Server):
@@ -43,6 +47,10 @@ class DrainingServer(uvicorn.Server):
         self.draining = True
         window = conf.get().DRAIN_SECONDS
         logger.info("draining: ending streams over %.1f s, then exiting", window)
+        # uvicorn is done 3 s after the window (1 s, then its 2 s graceful timeout); what
+        # could still hold the process is a request thread blocked on a dependency (a
+        # frozen Redis: 10 s socket timeout) that the interpreter would join at exit.
+        exit_by_deadline("serve", window + STOP_MARGIN_SECONDS)
         self.loop.call_soon_threadsafe(self._drain, window)
 
     def _drain(self, window: float) -> None:
