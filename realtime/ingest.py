@@ -154,6 +154,9 @@ class EventConsumer:
                         # record either holds (this one may hold partitions the other
                         # does not), and drop this one.
                         records = previous.records + (batch.records if batch else [])
+                        if batch is not None:  # its line and span end here, as retried
+                            batch.result.retried = True
+                            batch.log.end(batch.result)
                         await self._back_off(records, previous.outage)
                         continue
                     self._forget_revoked()
