@@ -4,26 +4,34 @@ Idempotent by Kafka position and by event id, because Kafka delivers at least on
 batch is applied in one transaction with a fixed number of statements, whatever its size
 (``consume_events`` applies up to ``TASKSTREAM_CONSUMER_BATCH`` events at a time):
 1. read the tasks it names (locked), and what the event log already holds of its ids and
-   positions: two SELECTs;
+   positions;
 2. decide every event's outcome and each task's new state in memory (``_transition``);
-3. write every new log row in one INSERT and every changed task in one
-   ``UPDATE … FROM unnest(…)``, and commit.
+3. write every new log row in one INSERT and every changed task in one UPDATE, and commit.
 On PostgreSQL 1 goes with BEGIN in one round trip and 3 with COMMIT in another
 (``tasks.postgres``); other databases, the embedded SQLite, take the ORM's path: the same
 rows, more statements.
+
+On PostgreSQL step 1 first assumes the log holds none of the batch (what a live consumer
+almost always reads) and skips the log read: the INSERT's unique indexes check the same
+thing anyway, and the read was the batch's costliest statement, growing with the log
+(random event ids probe the whole index). If the log does hold one (a batch re-read after a
+crash or a rebalance, a producer's retry), the INSERT fails on a unique index, nothing of the
+attempt stays, and the batch is decided again with the log read.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import psycopg
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -31,6 +39,8 @@ from streaming.events import EVENT_TYPES, TaskEvent
 from tasks import postgres
 from tasks.delivery import is_delivered
 from tasks.models import TERMINAL_STATUSES, AsyncTask, TaskEventLog, TaskStatus
+
+logger = logging.getLogger(__name__)
 
 MESSAGE_LENGTH = AsyncTask._meta.get_field("message").max_length or 500
 
@@ -96,12 +106,26 @@ def apply_events(events: Sequence[TaskEvent], epoch: str = "") -> list[Applied]:
     the task's last position so that position is a complete stream cursor."""
     if not events:
         return []
+    if connection.vendor != "postgresql":
+        return _apply(events, epoch, _OrmBatch())
+    try:
+        return _apply(events, epoch, _PostgresBatch(look_up=False))
+    except IntegrityError as exc:
+        if not isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
+            raise
+        logger.debug("batch of %d holds logged events; deciding with the log", len(events))
+    return _apply(events, epoch, _PostgresBatch(look_up=True))
+
+
+def _apply(
+    events: Sequence[TaskEvent], epoch: str, batch: _PostgresBatch | _OrmBatch
+) -> list[Applied]:
     task_ids = sorted({e.task_id for e in events})
     event_ids = [e.event_id for e in events]
     offsets: dict[tuple[str, int], list[int]] = defaultdict(list)
     for event in events:
         offsets[(event.position.source, event.position.partition)].append(event.position.offset)
-    with _transaction() as batch:
+    with batch:
         rows, found = batch.read(task_ids, event_ids, offsets)
         tasks = {str(row[0]): TaskRow(*row) for row in rows}
         logged, taken = _log_index(found)
@@ -116,12 +140,15 @@ _TASK_COLUMNS = ["id", "owner_id", *STATE_FIELDS]
 
 
 class _PostgresBatch:
-    """The batch's reads and writes as ``tasks.postgres`` statements, two round trips."""
+    """The batch's reads and writes as ``tasks.postgres`` statements, two round trips.
+    Without ``look_up`` the log is not read (the batch is assumed new): a logged event then
+    fails the INSERT on a unique index."""
 
-    def __init__(self) -> None:
-        self._tx = postgres.BatchTransaction()
+    def __init__(self, *, look_up: bool) -> None:
+        self._look_up = look_up
 
     def __enter__(self) -> _PostgresBatch:
+        self._tx = postgres.BatchTransaction()
         self._tx.__enter__()
         return self
 
@@ -133,10 +160,11 @@ class _PostgresBatch:
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The tasks (locked, in id order: one lock order for every process), and the log
         rows holding any of the event ids or positions (each branch uses a unique index)."""
-        rows, found = self._tx.read(
-            postgres.locked_tasks(task_ids, _TASK_COLUMNS),
-            postgres.log_entries(event_ids, offsets),
-        )
+        locked = postgres.locked_tasks(task_ids, _TASK_COLUMNS)
+        if not self._look_up:
+            (rows,) = self._tx.read(locked)
+            return postgres.task_rows(rows, _TASK_COLUMNS), []
+        rows, found = self._tx.read(locked, postgres.log_entries(event_ids, offsets))
         return postgres.task_rows(rows, _TASK_COLUMNS), found
 
     def write(
@@ -203,10 +231,6 @@ class _OrmBatch:
         for task in changed:
             fields = {name: getattr(task, name) for name in STATE_FIELDS}
             AsyncTask.objects.filter(pk=task.id).update(updated_at=now, **fields)
-
-
-def _transaction() -> _PostgresBatch | _OrmBatch:
-    return _PostgresBatch() if connection.vendor == "postgresql" else _OrmBatch()
 
 
 def _log_index(

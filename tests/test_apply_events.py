@@ -130,3 +130,38 @@ def test_values_reach_the_database_exactly_in_the_batch_transaction_of_its_own(
     assert AsyncTask.objects.filter(pk=task.pk, result__isnull=True).exists()
     logged = {row.offset: row.data for row in TaskEventLog.objects.filter(task=task)}
     assert logged == {0: {"nested": [None, {"a": None}]}, 1: tricky, 2: {"result": None}}
+
+
+def test_a_batch_holding_logged_events_is_decided_again_with_the_log(alice: User) -> None:
+    """Inside a caller's transaction (a savepoint): see the test below."""
+    _logged_events_are_decided_again(alice)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_holding_logged_events_is_decided_again_in_its_own_transaction(
+    alice: User,
+) -> None:
+    """The first try assumes a new batch and skips reading the log; a re-read batch (after a
+    crash) and a producer's retry fail its INSERT on a unique index, and the batch is
+    decided again with the log: nothing of the first try stays, the new events apply once."""
+    _logged_events_are_decided_again(alice)
+
+
+def _logged_events_are_decided_again(alice: User) -> None:
+    task = AsyncTask.objects.create(owner=alice, kind="demo")
+    seen = make_event(task, 3, data={"progress": 10})
+    assert [a.outcome for a in apply_events([seen])] == [Outcome.APPLIED]
+    retried = make_event(task, 4, event_id=seen.event_id, data={"progress": 10})
+    fresh = make_event(task, 5, data={"progress": 60, "message": "later"})
+    results = apply_events([seen, retried, fresh])
+    assert [(a.outcome, a.deliver) for a in results] == [
+        (Outcome.REDELIVERED, True),
+        (Outcome.DUPLICATE, False),
+        (Outcome.APPLIED, True),
+    ]
+    task.refresh_from_db()
+    assert (task.progress, task.message, task.last_event_offset) == (60, "later", 5)
+    assert sorted(TaskEventLog.objects.filter(task=task).values_list("offset", flat=True)) == [
+        3,
+        5,
+    ]
