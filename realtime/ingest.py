@@ -31,22 +31,20 @@ import random
 import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from realtime import bus, ingestlog
+from realtime import bus
 from realtime import ingest_kafka as kafka_side
+from realtime.ingest_batch import Batch, BatchResult
 from realtime.ingest_kafka import Record
 from realtime.isolation import OUTAGES, apply_isolating
 from realtime.store import HotStore, get_store
 from streaming import conf, metrics
-from streaming.adapter import InvalidRecord, adapt
 from streaming.cursor import PartitionKey
-from streaming.events import Position, TaskEvent
 from streaming.kafka import (
     ConsumerPort,
     ProducerPort,
@@ -58,37 +56,13 @@ from streaming.kafka import (
     topic_epoch,
 )
 from streaming.loop import exit_by_deadline
-from tasks.apply import Applied, Outcome, apply_events
+from tasks.apply import Applied, apply_events
 
 logger = logging.getLogger(__name__)
 
 
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 10.0
-
-
-@dataclass
-class BatchResult:
-    records: int = 0
-    delivered: int = 0
-    dead_lettered: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
-    # The batch met an outage and will be read again (nothing of it was committed).
-    retried: bool = False
-
-
-@dataclass
-class Batch:
-    """One batch between its two stages: read and applied, not yet stored, pushed or
-    committed."""
-
-    records: list[Record]
-    result: BatchResult
-    deliverable: list[TaskEvent] = field(default_factory=list)
-    dead: list[tuple[Record, str]] = field(default_factory=list)
-    # The outage that interrupted the batch (it is then rewound and read again).
-    outage: BaseException | None = None
-    log: ingestlog.BatchLog = field(default_factory=ingestlog.BatchLog)
 
 
 class EventConsumer:
@@ -113,7 +87,7 @@ class EventConsumer:
         self.dlq_topic = dlq_topic
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
-        self._apply = database_sync_to_async(functools.partial(apply, epoch=epoch))
+        self._apply_batch = database_sync_to_async(functools.partial(apply, epoch=epoch))
         # librdkafka calls block; one dedicated thread keeps them off the event loop and
         # in one thread, which the consumer handle prefers.
         self._kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
@@ -134,39 +108,52 @@ class EventConsumer:
             self._stopping.set()
 
     async def run(self) -> None:
-        """Batches in a two-stage pipeline: while one batch is stored, pushed and committed
-        (``_finish``, on the event loop and the Kafka thread), the next is read, adapted and
-        applied (``_start``, mostly waiting on PostgreSQL in the database thread). The
-        stages overlap, the order of effects does not change: batch N+1 is applied before
-        batch N is committed, which is what a crash between the two leaves too (the state
-        is idempotent), and N+1 is stored, pushed and committed only after N."""
+        """Batches in a three-stage pipeline, each stage on its own resource: while batch N
+        is applied (``_apply``, waiting on PostgreSQL in the database thread), what Kafka
+        has buffered already is read and adapted as batch N+1 (``_read``, the event loop's
+        CPU) and batch N-1 is stored, pushed and committed (``_finish``, Redis and the Kafka
+        thread). The order of effects does not change: a batch is applied before the one
+        before it is committed, which is what a crash between the two leaves too (the state
+        is idempotent), and each batch is stored, pushed and committed only after the one
+        before it. An outage drops every batch in flight and rewinds to the first record
+        any of them holds."""
         self._stopping = asyncio.Event()
         behind: tuple[Batch, asyncio.Task[None]] | None = None
+        ahead: asyncio.Task[Batch | None] | None = None
         try:
             while not self._stop:
-                batch = await self._start(forget_revoked=behind is None)
+                if ahead is not None:
+                    batch, ahead = await ahead, None
+                else:
+                    batch = await self._read(wait=True)
+                if batch is not None:
+                    # Only records buffered already: a read that waited for more would hold
+                    # the Kafka thread, and the commit of the batch behind with it.
+                    ahead = asyncio.create_task(self._read(wait=False))
+                    await self._apply(batch)
                 if behind is not None:
                     previous, finishing = behind
                     behind = None
                     await finishing
                     if previous.outage is not None:
-                        # Both batches are read again: rewind each partition to the first
-                        # record either holds (this one may hold partitions the other
-                        # does not), and drop this one.
-                        records = previous.records + (batch.records if batch else [])
-                        if batch is not None:  # its line and span end here, as retried
-                            batch.result.retried = True
-                            batch.log.end(batch.result)
-                        await self._back_off(records, previous.outage)
+                        await self._drop([previous, batch], ahead, previous.outage)
+                        ahead = None
                         continue
-                    self._forget_revoked()
                 if batch is None:
+                    self._forget_revoked()  # nothing is in flight
                     continue
                 if batch.outage is not None:
-                    await self._back_off(batch.records, batch.outage)
+                    await self._drop([batch], ahead, batch.outage)
+                    ahead = None
                     continue
+                self._forget(batch)
                 behind = (batch, asyncio.create_task(self._finish(batch)))
         finally:
+            if ahead is not None:
+                # Read, not applied: nothing of it is committed. Its error, if any, is the
+                # one already propagating, or comes after the stop.
+                with contextlib.suppress(Exception):
+                    await ahead
             if behind is not None:
                 # Its effects complete (or its outage leaves it uncommitted, to be re-read).
                 await behind[1]
@@ -174,22 +161,26 @@ class EventConsumer:
 
     async def run_once(self) -> BatchResult:
         """One batch from read to commit (or to its rewind): the loop one step at a time."""
-        batch = await self._start(forget_revoked=True)
+        batch = await self._read(wait=True)
         if batch is None:
+            self._forget_revoked()
             return BatchResult()
+        await self._apply(batch)
         if batch.outage is None:
+            self._forget(batch)
             await self._finish(batch)
         if batch.outage is not None:
-            await self._back_off(batch.records, batch.outage)
+            await self._drop([batch], None, batch.outage)
         return batch.result
 
-    async def _start(self, *, forget_revoked: bool) -> Batch | None:
-        """Read the next batch, adapt it and apply it to task state. None when there is
-        nothing to do; an outage is recorded on the batch, not raised."""
+    async def _read(self, *, wait: bool) -> Batch | None:
+        """The next batch, adapted; None when there is nothing to do. ``wait``: wait up to
+        the poll timeout for a first record, else take only what is buffered."""
         loop = asyncio.get_running_loop()
-        messages = await loop.run_in_executor(self._kafka_thread, self._next_batch)
-        if forget_revoked:
-            self._forget_revoked()
+        read = self._next_batch if wait else self._buffered
+        messages = await loop.run_in_executor(self._kafka_thread, read)
+        # Revoked before or during this read: forgotten once every earlier batch is done.
+        revoked, self.revoked = self.revoked, []
         records: list[Record] = []
         for message in messages:
             err = message.error()
@@ -201,15 +192,22 @@ class EventConsumer:
                 raise_if_fatal(err)
                 logger.warning("kafka consumer error (retried by librdkafka): %s", err)
         if not records:
+            self.revoked[:0] = revoked
             return None
-        batch = Batch(records, BatchResult(records=len(records)))
+        batch = Batch(records, BatchResult(records=len(records)), revoked=revoked)
         batch.log.begin(records)
+        with batch.log.stage("adapt"):
+            batch.adapt()
+        return batch
+
+    async def _apply(self, batch: Batch) -> None:
+        """Apply the batch's events to task state. An outage is recorded on the batch, not
+        raised."""
         try:
             with batch.log.stage("apply"):
-                await self._adapt_and_apply(batch)
+                batch.sort(*await apply_isolating(self._apply_batch, batch.events))
         except Exception as exc:
             self._note_outage(batch, exc)
-        return batch
 
     async def _finish(self, batch: Batch) -> None:
         """Dead-letter, store, push, record the heads, commit. An outage is recorded on the
@@ -237,37 +235,38 @@ class EventConsumer:
         batch.result.retried = True
         batch.log.end(batch.result)
 
+    async def _drop(
+        self,
+        batches: list[Batch | None],
+        ahead: asyncio.Task[Batch | None] | None,
+        exc: BaseException,
+    ) -> None:
+        """An outage: every batch in flight is read again. Rewind each partition to the
+        first record any of them holds (a later one may hold partitions an earlier one
+        does not)."""
+        if ahead is not None:
+            batches.append(await ahead)
+        records: list[Record] = []
+        for batch in batches:
+            if batch is None:
+                continue
+            records += batch.records
+            if batch.outage is None:  # its line and span end here, as retried
+                batch.result.retried = True
+                batch.log.end(batch.result)
+            self.revoked[:0] = batch.revoked
+        self._forget_revoked()  # nothing is in flight any more
+        await self._back_off(records, exc)
+
+    def _forget(self, batch: Batch) -> None:
+        # Every batch read before this one is finished: none can remember these again.
+        if batch.revoked:
+            self.store.forget(batch.revoked)
+
     def _forget_revoked(self) -> None:
         if self.revoked:
             gone, self.revoked = self.revoked, []
             self.store.forget(gone)
-
-    async def _adapt_and_apply(self, batch: Batch) -> None:
-        events: list[TaskEvent] = []
-        by_position: dict[Position, Record] = {}
-        dead = batch.dead
-        for record in batch.records:
-            try:
-                event = adapt(record)
-                events.append(event)
-                by_position[event.position] = record
-            except InvalidRecord as exc:
-                dead.append((record, exc.reason))
-            except Exception as exc:  # the adapter's bug is still this record's problem
-                logger.exception("adapter failed on %s", kafka_side.where(record))
-                dead.append((record, f"adapter error: {type(exc).__name__}: {exc}"[:1000]))
-
-        applied, refused = await apply_isolating(self._apply, events)
-        for event, reason in refused:
-            dead.append((by_position[event.position], reason))
-        outcomes = batch.result.outcomes
-        for item in applied:
-            outcomes[item.outcome.value] = outcomes.get(item.outcome.value, 0) + 1
-            if item.outcome is Outcome.REJECTED:
-                dead.append((by_position[item.event.position], item.reason))
-            elif item.deliver:
-                batch.deliverable.append(item.event)
-        ingestlog.record_lines(applied)
 
     async def _deliver(self, batch: Batch) -> None:
         dead, deliverable, result = batch.dead, batch.deliverable, batch.result
@@ -315,6 +314,9 @@ class EventConsumer:
 
     def _next_batch(self) -> list[Any]:
         return next_batch(self.consumer, self.batch_size, self.poll_timeout)
+
+    def _buffered(self) -> list[Any]:
+        return self.consumer.consume(self.batch_size, 0)
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
         self.revoked.extend((p.topic, p.partition) for p in partitions)

@@ -25,7 +25,7 @@ import structlog
 from streaming import metrics, tracecontext, tracing
 
 if TYPE_CHECKING:
-    from realtime.ingest import BatchResult
+    from realtime.ingest_batch import BatchResult
     from tasks.apply import Applied
 
 RECORDS_LOGGER: Final = "realtime.ingest.records"
@@ -67,8 +67,8 @@ def positions(records: Sequence[Any]) -> str:
 
 
 class BatchLog:
-    """One batch's log context, dead-letter tally and spans, across its two stages (read
-    and applied; then stored, pushed and committed: ``realtime.ingest``)."""
+    """One batch's log context, dead-letter tally and spans, across its stages (read and
+    adapted; applied; stored, pushed and committed: ``realtime.ingest``)."""
 
     __slots__ = ("context", "dead", "span", "started")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -221,6 +222,53 @@ async def test_the_pipeline_applies_the_next_batch_while_the_last_one_is_finishe
     assert task.progress == 20
 
 
+async def test_the_next_batch_is_read_and_adapted_while_one_is_applied(alice: User) -> None:
+    """Batch 1's apply waits until batch 2 has been read from Kafka: only the read-ahead
+    does that (a loop that reads after applying would wait out the deadline). Both are
+    applied and committed in order."""
+    from tasks.apply import apply_events
+
+    task = await database_sync_to_async(create_task)(alice)
+    tid = str(task.id)
+    second_read = threading.Event()
+
+    class ReadWatchingConsumer(FakeConsumer):
+        def consume(self, num_messages: int = 1, timeout: float = -1) -> Any:
+            batch = super().consume(num_messages, timeout)
+            if batch and not self.batches:
+                second_read.set()
+            return batch
+
+    consumer = ReadWatchingConsumer()
+    for n in range(2):
+        value = event_value(user_id=alice.pk, task_id=tid, data={"progress": 10 * (n + 1)})
+        consumer.batches.append([record(value, offset=n)])
+    read_while_applying: list[bool] = []
+
+    def apply(events: Any, epoch: str) -> Any:
+        if not read_while_applying:
+            read_while_applying.append(second_read.wait(5))
+        return apply_events(events, epoch)
+
+    loop = EventConsumer(
+        consumer,
+        FakeProducer(),
+        RecordingLayer([]),
+        MemoryHotStore(),
+        epoch="E1",
+        dlq_topic="task.events.dlq",
+        apply=apply,
+    )
+    running = asyncio.create_task(loop.run())
+    await wait_until(lambda: len(consumer.commits) == 2)
+    loop.request_stop()
+    await asyncio.wait_for(running, 10)
+    assert read_while_applying == [True]
+    assert consumer.commits == [[("task.events", 0, 1)], [("task.events", 0, 2)]]
+    task = await database_sync_to_async(AsyncTask.objects.get)(id=task.id)
+    assert task.progress == 20
+
+
 async def test_an_outage_behind_rewinds_both_batches_to_their_first_records(
     alice: User,
 ) -> None:
@@ -232,8 +280,9 @@ async def test_an_outage_behind_rewinds_both_batches_to_their_first_records(
     first = [record(event_value(user_id=alice.pk, task_id=tid), offset=5, partition=0)]
     second = [record(event_value(user_id=alice.pk, task_id=tid), offset=7, partition=1)]
     consumer = FakeConsumer()
-    # What Kafka returns: batch 1, batch 2, then, after the rewind, both again.
-    consumer.batches += [first, second, first, second]
+    # What Kafka returns: batch 1, batch 2, nothing more buffered (the read ahead while
+    # batch 2 is applied), then, after the rewind, both again.
+    consumer.batches += [first, second, [], first, second]
     store = FailingOnceStore(fail_on=1)
     loop = make_loop(consumer, FakeProducer(), store=store)
     running = asyncio.create_task(loop.run())

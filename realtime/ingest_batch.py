@@ -1,0 +1,73 @@
+"""One batch of ``consume_events`` between the stages of its pipeline (``realtime.ingest``):
+its records, the events adapted from them, and where each ends up (delivered, or to the
+dead-letter topic with its reason)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from realtime import ingest_kafka as kafka_side
+from realtime import ingestlog
+from realtime.ingest_kafka import Record
+from streaming.adapter import InvalidRecord, adapt
+from streaming.cursor import PartitionKey
+from streaming.events import Position, TaskEvent
+from tasks.apply import Applied, Outcome
+
+logger = logging.getLogger("realtime.ingest")
+
+
+@dataclass
+class BatchResult:
+    records: int = 0
+    delivered: int = 0
+    dead_lettered: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    # The batch met an outage and will be read again (nothing of it was committed).
+    retried: bool = False
+
+
+@dataclass
+class Batch:
+    """Read and adapted, then applied, then stored, pushed and committed."""
+
+    records: list[Record]
+    result: BatchResult
+    # Partitions revoked up to this batch's read (forgotten before it is stored).
+    revoked: list[PartitionKey] = field(default_factory=list)
+    events: list[TaskEvent] = field(default_factory=list)
+    by_position: dict[Position, Record] = field(default_factory=dict)
+    deliverable: list[TaskEvent] = field(default_factory=list)
+    dead: list[tuple[Record, str]] = field(default_factory=list)
+    # The outage that interrupted the batch (it is then rewound and read again).
+    outage: BaseException | None = None
+    log: ingestlog.BatchLog = field(default_factory=ingestlog.BatchLog)
+
+    def adapt(self) -> None:
+        """Each record's event; a record the adapter refuses, for whatever reason, is that
+        record's problem: it is kept for the dead-letter topic with the reason."""
+        for record in self.records:
+            try:
+                event = adapt(record)
+                self.events.append(event)
+                self.by_position[event.position] = record
+            except InvalidRecord as exc:
+                self.dead.append((record, exc.reason))
+            except Exception as exc:  # the adapter's bug is still this record's problem
+                logger.exception("adapter failed on %s", kafka_side.where(record))
+                self.dead.append((record, f"adapter error: {type(exc).__name__}: {exc}"[:1000]))
+
+    def sort(self, applied: list[Applied], refused: list[tuple[TaskEvent, str]]) -> None:
+        """The events' outcomes: the deliverable ones in order, the rejected and the refused
+        ones (by the database) to the dead-letter topic with their reasons."""
+        for event, reason in refused:
+            self.dead.append((self.by_position[event.position], reason))
+        outcomes = self.result.outcomes
+        for item in applied:
+            outcomes[item.outcome.value] = outcomes.get(item.outcome.value, 0) + 1
+            if item.outcome is Outcome.REJECTED:
+                self.dead.append((self.by_position[item.event.position], item.reason))
+            elif item.deliver:
+                self.deliverable.append(item.event)
+        ingestlog.record_lines(applied)
