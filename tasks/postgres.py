@@ -154,7 +154,8 @@ def update_tasks(rows: Sequence[TaskRow], fields: Sequence[str], now: datetime) 
     """One UPDATE for every changed task (there is at least one): each row carries the
     task's final state."""
     row_of = _attributes(("id", *fields))
-    return _update_sql(tuple(fields)), [now, _rows_json([row_of(row) for row in rows])]
+    ids = _array(row.id for row in rows)
+    return _update_sql(tuple(fields)), [now, _rows_json([row_of(row) for row in rows]), ids]
 
 
 @functools.cache
@@ -172,7 +173,11 @@ def _update_sql(fields: tuple[str, ...]) -> str:
         f"UPDATE {_table(AsyncTask)} AS t "
         f"SET {assignments}, {_column(AsyncTask, 'updated_at')} = %s::timestamptz "
         f"FROM jsonb_array_elements(%s::jsonb) AS v(r) "
-        f"WHERE t.{_column(AsyncTask, 'id')} = {picked[0]}"
+        f"WHERE t.{_column(AsyncTask, 'id')} = {picked[0]} "
+        # The same ids as an array: the planner cannot see how many rows the JSON holds
+        # (it assumes 100) and joined them by scanning every task; with the array it finds
+        # the batch's tasks by the primary key, whatever the table's size.
+        f"AND t.{_column(AsyncTask, 'id')} = ANY(%s::uuid[])"
     )
 
 
