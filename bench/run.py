@@ -1361,7 +1361,27 @@ def main() -> None:
         raise SystemExit(128 + signum)  # runs the finally blocks: every child is stopped
 
     signal.signal(signal.SIGTERM, on_term)
-    Bench(args.mode, args.only).run()
+    with one_bench_at_a_time():
+        Bench(args.mode, args.only).run()
+
+
+@contextlib.contextmanager
+def one_bench_at_a_time() -> Iterator[None]:
+    """Refuse to start while another bench runs on this machine (another checkout
+    included): both would share the bench database, the layer's groups and the cores, and
+    each would corrupt the other's figures (events of one run delivered to the other's
+    streams of the same user ids, the event log truncated under a running consumer)."""
+    import fcntl
+
+    lock = open(Path(os.environ.get("TMPDIR", "/tmp")) / "taskstream-bench.lock", "w")  # noqa: SIM115
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit("another bench is running on this machine; wait for it to end")
+    try:
+        yield
+    finally:
+        lock.close()
 
 
 if __name__ == "__main__":
