@@ -123,7 +123,7 @@ async def test_a_staff_stream_gets_every_users_events_with_their_positions(root:
     assert all(hub.channel not in layer_groups().get(shard_group(s), {}) for s in range(SHARDS))
 
 
-async def test_a_process_without_staff_streams_stays_in_its_users_shards_only(
+async def test_a_process_stays_in_the_bus_while_a_users_stream_needs_it(
     root: User,
 ) -> None:
     alice = Stream(bearer(ALICE))
@@ -134,8 +134,10 @@ async def test_a_process_without_staff_streams_stays_in_its_users_shards_only(
     assert (await staff.open())["status"] == 200
     assert hub.joined == set(range(SHARDS))
     await staff.disconnect()
-    # Alice's shard stays: her stream still needs it.
+    # The last watcher left; Alice's shard stays: her stream still needs it.
+    assert hub.watchers == set()
     assert hub.joined == {shard_of(ALICE)}
+    assert hub.channel in layer_groups().get(shard_group(shard_of(ALICE)), {})
     await push([event(ALICE, 0)])
     assert [e.id for e in await alice.events(1)] == [cursor_id(0)]
     await alice.disconnect()
