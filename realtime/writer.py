@@ -6,7 +6,10 @@ resume plan) and then runs ``_write_loop`` as its writer task; the staff scope
 
 Delivery: replay what the plan says, then go live. Every write of event frames goes
 through ``_deliver``, which drops positions already sent and fills any hole first: the
-replay/live seam has no gap and no duplicate, whatever order things arrive in.
+replay/live seam has no gap and no duplicate, whatever order things arrive in. Per wake
+the writer takes everything queued and writes it at once; a run of events the stream's
+cursor can take whole goes out as bytes encoded once per process (realtime.runs), so the
+common fan-out case does no per-stream, per-event work.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import structlog
 from realtime.admission import renew
 from realtime.auth import StreamUser
 from realtime.bus import BusItem
-from realtime.frames import frames_after, next_frame, replayed
+from realtime.frames import frames_after, next_frame, replayed, takes_whole
 from realtime.hub import Subscriber
 from realtime.replay.kafka import KafkaReplayer, Unfillable
 from realtime.replay.resume import ResumePlan, backfill
+from realtime.runs import Run
 from realtime.store import UNKNOWN_PREV, HotStore
 from streaming import conf, metrics
 from streaming.cursor import UNKNOWN_EPOCH, Cursor, PartitionKey
@@ -72,23 +76,23 @@ class StreamWriter:
                     reason = "token-expired" if now >= self.user.expires_at else "lifetime"
                     break
                 wait = min(settings.HEARTBEAT_SECONDS, deadline - now)
-                items = await self.subscriber.next_items(wait)
+                runs = await self.subscriber.next_runs(wait)
                 if time.time() >= self.user.expires_at:
                     reason = "token-expired"  # nothing that arrives after expiry goes out
                     break
-                if items:
-                    await self._deliver(items)
+                if runs:
+                    await self._deliver(runs)
                 if self.subscriber.closed_reason is not None:
                     reason = self.subscriber.closed_reason
                     break
-                if not items:
+                if not runs:
                     await self._heartbeat()
                 if time.monotonic() - renewed >= settings.HEARTBEAT_SECONDS:
                     await renew(self.store, self.user.user_id, self.lease)
                     renewed = time.monotonic()
             # A clean end of the 200 response makes EventSource reconnect with its
             # Last-Event-ID after the `retry:` delay.
-            await self._send(encode_sse(retry_ms=settings.RETRY_MS), final=True)
+            await self._send(encode_sse(retry_ms=settings.RETRY_MS).encode(), final=True)
         except asyncio.CancelledError:
             # The hub's watchdog cancels a writer stuck in a write (the client stopped
             # reading): the response is abandoned, the server drops the connection, and
@@ -131,18 +135,41 @@ class StreamWriter:
             )
             await self._deliver(replayed(events, self.cursor.epochs.get(key[0])))
 
-    async def _deliver(self, items: Iterable[BusItem]) -> None:
+    async def _deliver(self, runs: Iterable[Run]) -> None:
         """The one path by which event frames reach the client, live or replayed.
 
-        Drops a position already sent, fills the hole an item's ``prev`` reveals before
-        writing the item, advances the cursor per frame, and writes the lot at once.
+        A run the cursor can take whole is written as the frames every stream shares
+        (``takes_whole``); otherwise item by item: drops a position already sent, fills the
+        hole an item's ``prev`` reveals before writing the item, advances the cursor per
+        frame. Whatever the wake brought is written at once.
         """
-        chunks: list[str] = []
+        chunks: list[bytes] = []
+        count = 0
+        for run in runs:
+            if takes_whole(self.cursor, run):
+                chunks.append(run.data)
+                count += len(run)
+                continue
+            written, complete = await self._deliver_items(run.items, chunks)
+            count += written
+            if not complete:
+                break
+        if chunks:
+            await self._send(b"".join(chunks))
+            metrics.STREAM_FRAMES_SENT.inc(count)
+            self.sent += count
+
+    async def _deliver_items(
+        self, items: Iterable[BusItem], chunks: list[bytes]
+    ) -> tuple[int, bool]:
+        """``_deliver`` for items the cursor cannot take as a whole run: appends their
+        frames to ``chunks``; returns how many, and False if the stream must stop here."""
+        count = 0
         for item in items:
             key = (item.source, item.partition)
             if self.cursor.epochs.get(item.source) not in (None, item.epoch, UNKNOWN_EPOCH):
                 self.subscriber.close("epoch-changed")
-                break
+                return count, False
             sent = self.cursor.offsets.get(key)
             if sent is None:
                 # Never sent from here: a ``?since=`` stream still skips what is before it.
@@ -156,12 +183,12 @@ class StreamWriter:
                 missing = await backfill(
                     self.store, self.kafka, self.user.user_id, key, sent, item.offset
                 )
-                chunks.extend(frames_after(self.cursor, missing, item.epoch))
-            chunks.append(next_frame(self.cursor, item))
-        if chunks:
-            await self._send("".join(chunks))
-            metrics.STREAM_FRAMES_SENT.inc(len(chunks))
-            self.sent += len(chunks)
+                filled = frames_after(self.cursor, missing, item.epoch)
+                chunks.extend(frame.encode() for frame in filled)
+                count += len(filled)
+            chunks.append(next_frame(self.cursor, item).encode())
+            count += 1
+        return count, True
 
     async def _heartbeat(self) -> None:
         """A named event page JavaScript can see, preceded, when the user's partitions
@@ -183,19 +210,19 @@ class StreamWriter:
                 advanced = True
         frame = f"id: {self.cursor}\n\n" if advanced else ""
         frame += encode_sse(event="heartbeat", data=json.dumps({"t": int(time.time())}))
-        await self._send(frame)
+        await self._send(frame.encode())
         metrics.STREAM_HEARTBEATS.inc()
         self.heartbeats += 1
 
-    async def _send(self, text: str, *, final: bool = False) -> None:
+    async def _send(self, data: bytes, *, final: bool = False) -> None:
         # Watched by the hub (one timer per process, not one per write): a write still
         # pending after TASKSTREAM_SEND_TIMEOUT_SECONDS cancels this writer.
         self.subscriber.sending_since = time.monotonic()
         try:
-            await self.send_body(text.encode(), more_body=not final)
+            await self.send_body(data, more_body=not final)
         finally:
             self.subscriber.sending_since = 0.0
 
     async def _end_quietly(self) -> None:
         with contextlib.suppress(Exception):  # the client may be gone already
-            await self._send("", final=True)
+            await self._send(b"", final=True)
