@@ -42,6 +42,8 @@ class Subscriber:
     (realtime.stream), so this stays dumb."""
 
     __slots__ = (
+        "_due",
+        "_timer",
         "closed_reason",
         "limit",
         "queued",
@@ -64,6 +66,10 @@ class Subscriber:
         # so the hub's watchdog can cut a client that stopped reading.
         self.sending_since = 0.0
         self.writer: asyncio.Task[None] | None = None
+        # The idle wake-up: one timer per stream, moved only when a wait must end sooner
+        # than it fires (``next_runs``), not one timer per wait.
+        self._due = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     def offer(self, runs: list[Run], count: int) -> None:
         """Queue ``runs`` (``count`` items in all), shared with the user's other streams."""
@@ -87,13 +93,16 @@ class Subscriber:
         """Wait up to ``wait`` seconds for items; return all the runs queued (maybe none)."""
         if not self.runs and self.closed_reason is None:
             self.wake.clear()
-            # A timer that sets the event, not wait_for: wait_for makes a task per wake,
-            # which was a quarter of a busy server's CPU (py-spy, docs/benchmarks.md).
-            timer = asyncio.get_running_loop().call_later(wait, self.wake.set)
-            try:
-                await self.wake.wait()
-            finally:
-                timer.cancel()
+            # Neither wait_for (a task per wake, a quarter of a busy server's CPU) nor a
+            # timer per wait (a handle made and cancelled per delivery at low rates,
+            # docs/benchmarks.md): the stream's one timer, re-armed only when it fires early.
+            loop = asyncio.get_running_loop()
+            self._due = due = loop.time() + wait
+            if self._timer is None or self._timer.when() > due:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(due, self._time_up)
+            await self.wake.wait()
         runs = list(self.runs)
         self.runs.clear()
         self.queued = 0
@@ -102,6 +111,20 @@ class Subscriber:
     async def next_items(self, wait: float) -> list[BusItem]:
         """``next_runs``, item by item."""
         return [item for run in await self.next_runs(wait) for item in run.items]
+
+    def _time_up(self) -> None:
+        loop = asyncio.get_running_loop()
+        # The loop may run a timer up to its clock resolution early: that counts as due.
+        if loop.time() + 0.001 >= self._due:
+            self._timer = None
+            self.wake.set()  # a stale wake is harmless: ``next_runs`` clears before waiting
+        else:  # the current wait began after this timer was set: it ends later
+            self._timer = loop.call_at(self._due, self._time_up)
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class Hub:
@@ -153,6 +176,7 @@ class Hub:
         metrics.STREAMS_OPEN.inc()
 
     async def detach(self, subscriber: Subscriber) -> None:
+        subscriber.stop_timer()  # not left holding the stream until it would have fired
         uid = subscriber.user_id
         if uid is None:
             await self._detach_watcher(subscriber)
