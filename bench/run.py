@@ -1354,7 +1354,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", choices=list(MODES), default="quick")
     ap.add_argument("--only", nargs="*", default=[], help="target keys (T_uv U ...) and/or M6")
+    ap.add_argument(
+        "--m1-rates",
+        nargs="+",
+        type=float,
+        help="M1's offered events/s steps instead of the mode's (quick: 60, far below the "
+        "fan-out ceiling; e.g. 60 250 500 to find it in a short run)",
+    )
+    ap.add_argument(
+        "--m1-clients",
+        type=int,
+        help="M1's streams (also M3's and M7's) instead of the mode's (full: 1000)",
+    )
     args = ap.parse_args()
+    if args.m1_rates:
+        MODES[args.mode]["m1_rates"] = args.m1_rates
+    if args.m1_clients:
+        MODES[args.mode]["m1_clients"] = args.m1_clients
     os.sched_setaffinity(0, {int(OTHER_CPU)})
 
     def on_term(signum: int, _frame: object) -> None:

@@ -26,6 +26,7 @@ from channels.layers import get_channel_layer
 
 from realtime import lifecycle
 from realtime.bus import MESSAGE_TYPE, SHARDS, BusItem, shard_group, shard_of
+from realtime.runs import Run, runs_of
 from streaming import conf, metrics
 
 logger = logging.getLogger(__name__)
@@ -36,32 +37,51 @@ LAYER_RETRY_SECONDS = 1.0
 
 
 class Subscriber:
-    """One stream's inbox: bus items in arrival order, bounded. The stream itself drops
-    positions it already sent and fills holes (realtime.stream), so this stays dumb."""
+    """One stream's inbox: runs of bus items (realtime.runs) in arrival order, bounded by
+    the number of items. The stream itself drops positions it already sent and fills holes
+    (realtime.stream), so this stays dumb."""
 
-    __slots__ = ("closed_reason", "items", "limit", "sending_since", "user_id", "wake", "writer")
+    __slots__ = (
+        "_due",
+        "_timer",
+        "closed_reason",
+        "limit",
+        "queued",
+        "runs",
+        "sending_since",
+        "user_id",
+        "wake",
+        "writer",
+    )
 
     def __init__(self, user_id: int | None, limit: int) -> None:
         # None: a watcher (staff stream), offered every user's items.
         self.user_id = user_id
         self.limit = limit
-        self.items: deque[BusItem] = deque()
+        self.runs: deque[Run] = deque()
+        self.queued = 0  # items in ``runs``
         self.wake = asyncio.Event()
         self.closed_reason: str | None = None
         # Set by the stream around each write (monotonic time; 0.0 when not writing),
         # so the hub's watchdog can cut a client that stopped reading.
         self.sending_since = 0.0
         self.writer: asyncio.Task[None] | None = None
+        # The idle wake-up: one timer per stream, moved only when a wait must end sooner
+        # than it fires (``next_runs``), not one timer per wait.
+        self._due = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
-    def offer(self, items: list[BusItem]) -> None:
+    def offer(self, runs: list[Run], count: int) -> None:
+        """Queue ``runs`` (``count`` items in all), shared with the user's other streams."""
         if self.closed_reason is not None:
             return
-        if len(self.items) + len(items) > self.limit:
+        if self.queued + count > self.limit:
             # Never thin a stream: end it, and let the client resume from its last id.
             metrics.STREAM_OVERFLOWS.inc()
             self.close("overflow")
             return
-        self.items.extend(items)
+        self.runs.extend(runs)
+        self.queued += count
         self.wake.set()
 
     def close(self, reason: str) -> None:
@@ -69,20 +89,42 @@ class Subscriber:
             self.closed_reason = reason
         self.wake.set()
 
-    async def next_items(self, wait: float) -> list[BusItem]:
-        """Wait up to ``wait`` seconds for items; return all that are queued (maybe none)."""
-        if not self.items and self.closed_reason is None:
+    async def next_runs(self, wait: float) -> list[Run]:
+        """Wait up to ``wait`` seconds for items; return all the runs queued (maybe none)."""
+        if not self.runs and self.closed_reason is None:
             self.wake.clear()
-            # A timer that sets the event, not wait_for: wait_for makes a task per wake,
-            # which was a quarter of a busy server's CPU (py-spy, docs/benchmarks.md).
-            timer = asyncio.get_running_loop().call_later(wait, self.wake.set)
-            try:
-                await self.wake.wait()
-            finally:
-                timer.cancel()
-        items = list(self.items)
-        self.items.clear()
-        return items
+            # Neither wait_for (a task per wake, a quarter of a busy server's CPU) nor a
+            # timer per wait (a handle made and cancelled per delivery at low rates,
+            # docs/benchmarks.md): the stream's one timer, re-armed only when it fires early.
+            loop = asyncio.get_running_loop()
+            self._due = due = loop.time() + wait
+            if self._timer is None or self._timer.when() > due:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(due, self._time_up)
+            await self.wake.wait()
+        runs = list(self.runs)
+        self.runs.clear()
+        self.queued = 0
+        return runs
+
+    async def next_items(self, wait: float) -> list[BusItem]:
+        """``next_runs``, item by item."""
+        return [item for run in await self.next_runs(wait) for item in run.items]
+
+    def _time_up(self) -> None:
+        loop = asyncio.get_running_loop()
+        # The loop may run a timer up to its clock resolution early: that counts as due.
+        if loop.time() + 0.001 >= self._due:
+            self._timer = None
+            self.wake.set()  # a stale wake is harmless: ``next_runs`` clears before waiting
+        else:  # the current wait began after this timer was set: it ends later
+            self._timer = loop.call_at(self._due, self._time_up)
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class Hub:
@@ -134,6 +176,7 @@ class Hub:
         metrics.STREAMS_OPEN.inc()
 
     async def detach(self, subscriber: Subscriber) -> None:
+        subscriber.stop_timer()  # not left holding the stream until it would have fired
         uid = subscriber.user_id
         if uid is None:
             await self._detach_watcher(subscriber)
@@ -203,21 +246,25 @@ class Hub:
             subscribers = self.by_user.get(uid)
             if not subscribers:
                 continue  # another process's user in the same shard
-            items = [BusItem.from_wire(raw) for raw in raw_items]
+            # Once per process, not per stream: the items, their runs and (on first use)
+            # their encoded frames are shared by all of the user's streams.
+            runs = runs_of([BusItem.from_wire(raw) for raw in raw_items])
             for subscriber in tuple(subscribers):
-                subscriber.offer(items)
+                subscriber.offer(runs, len(raw_items))
 
     def _deliver_watched(self, events: list[tuple[int, list[Any]]]) -> None:
         """``deliver`` while a watcher is open: every user's items also go, in message
         order, to each watcher (one offer per message)."""
-        everything: list[BusItem] = []
+        everything: list[Run] = []
+        count = 0
         for uid, raw_items in events:
-            items = [BusItem.from_wire(raw) for raw in raw_items]
-            everything.extend(items)
+            runs = runs_of([BusItem.from_wire(raw) for raw in raw_items])
+            everything.extend(runs)
+            count += len(raw_items)
             for subscriber in tuple(self.by_user.get(uid, ())):
-                subscriber.offer(items)
+                subscriber.offer(runs, len(raw_items))
         for watcher in tuple(self.watchers):
-            watcher.offer(everything)
+            watcher.offer(everything, count)
 
     async def _receive_loop(self) -> None:
         assert self.channel is not None

@@ -33,10 +33,10 @@ from django.contrib.auth import get_user, get_user_model
 from django.http import HttpRequest
 
 from realtime.auth import AuthFailed, StreamUser, authenticate, cookie, header
-from realtime.bus import BusItem
 from realtime.hub import Subscriber
 from realtime.replay.resume import ResumePlan
 from realtime.request import STAFF_SCOPE, StreamRequest
+from realtime.runs import Run
 from realtime.stream import EventStreamConsumer
 from streaming import metrics
 from streaming.cursor import Cursor
@@ -104,16 +104,20 @@ class StaffStreamConsumer(EventStreamConsumer):
     async def _replay(self) -> None:
         return  # live only
 
-    async def _deliver(self, items: Iterable[BusItem]) -> None:
-        frames = [f"id: {i.source}:{i.partition}:{i.offset}@{i.epoch}\n{i.body}" for i in items]
-        if frames:
-            await self._send("".join(frames))
-            metrics.STREAM_FRAMES_SENT.inc(len(frames))
-            self.sent += len(frames)
+    async def _deliver(self, runs: Iterable[Run]) -> None:
+        # Each id is the event's own position: exactly the frames the hub encoded once
+        # for every stream (realtime.runs).
+        batch = list(runs)
+        count = sum(len(run) for run in batch)
+        if count:
+            await self._send(b"".join(run.data for run in batch))
+            metrics.STREAM_FRAMES_SENT.inc(count)
+            self.sent += count
 
     async def _heartbeat(self) -> None:
         # No id-only frames: ids here are positions, not a cursor to advance.
-        await self._send(encode_sse(event="heartbeat", data=json.dumps({"t": int(time.time())})))
+        beat = encode_sse(event="heartbeat", data=json.dumps({"t": int(time.time())}))
+        await self._send(beat.encode())
         metrics.STREAM_HEARTBEATS.inc()
         self.heartbeats += 1
 

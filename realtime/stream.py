@@ -7,12 +7,10 @@ task and returns to the receive loop: the disconnect arrives while the writer st
 cancels it. It never joins the channel layer itself; the process's hub does that once per
 user (``realtime.hub``). No ORM call happens here: authentication is a stateless JWT check.
 
-Delivery, in the writer: join the hub first (live events queue from then on), plan the
-resume from the hot store (or from a time, ``?since=``), replay, go live. Every write goes
-through ``_deliver``, which drops positions already sent and fills any hole first: the
-replay/live seam has no gap and no duplicate, whatever order things arrive in. The staff
-scope (``realtime.staff``) is a subclass that overrides who may open it, what it
-subscribes to and how it writes.
+Opening: join the hub first (live events queue from then on), plan the resume from the
+hot store (or from a time, ``?since=``), then start the writer (``realtime.writer``), which
+replays and goes live. The staff scope (``realtime.staff``) is a subclass that overrides
+who may open it, what it subscribes to and how it writes.
 """
 
 from __future__ import annotations
@@ -21,10 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
-import time
 import uuid
-from collections.abc import Iterable
 from typing import Any, NoReturn
 
 import structlog
@@ -33,17 +28,15 @@ from channels.generic.http import AsyncHttpConsumer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from realtime.admission import Refused, admit, renew
+from realtime.admission import Refused, admit
 from realtime.auth import AuthFailed, StreamUser, authenticate
-from realtime.bus import BusItem
-from realtime.frames import frames_after, next_frame, replayed
 from realtime.hub import Hub, Subscriber, get_hub
-from realtime.replay.kafka import KafkaReplayer, Unfillable, get_kafka_replayer
-from realtime.replay.resume import ResumePlan, ResumeRefused, backfill, plan_resume, plan_since
+from realtime.replay.kafka import Unfillable, get_kafka_replayer
+from realtime.replay.resume import ResumePlan, ResumeRefused, plan_resume, plan_since
 from realtime.request import USER_SCOPE, BadRequest, StreamRequest, announces_body, parse_request
-from realtime.store import UNKNOWN_PREV, HotStore, get_store
+from realtime.store import get_store
+from realtime.writer import StreamWriter
 from streaming import conf, metrics, tracing
-from streaming.cursor import UNKNOWN_EPOCH, PartitionKey
 from streaming.events import encode_sse
 
 logger = logging.getLogger(__name__)
@@ -60,19 +53,12 @@ RESUMED_FROM_HEADER = b"taskstream-resumed-from"
 CLEANUP_SECONDS = 1.0
 
 
-class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels is untyped
+class EventStreamConsumer(StreamWriter, AsyncHttpConsumer):  # type: ignore[misc]  # channels is untyped
     scope_name = USER_SCOPE  # the ``scope`` parameter this consumer serves
-    user: StreamUser
-    subscriber: Subscriber
     hub: Hub
-    store: HotStore
-    kafka: KafkaReplayer
-    plan: ResumePlan
     request: StreamRequest
-    lease: str
     writer: asyncio.Task[None] | None = None
     attached = False
-    sent = heartbeats = 0  # counted for the stream's close line
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Receive loop without a per-connection layer channel.
@@ -211,152 +197,6 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
     def _opening(self) -> dict[str, Any]:
         """The data of ``stream-open``."""
         return {"user_id": self.user.user_id}
-
-    # --- the writer -------------------------------------------------------------------
-
-    async def _write_loop(self) -> None:
-        settings = conf.get()
-        self.cursor = self.plan.cursor.copy()
-        opened = time.monotonic()
-        lifetime = settings.STREAM_MAX_SECONDS * random.uniform(0.8, 1.0)
-        deadline = min(self.user.expires_at, time.time() + lifetime)
-        reason = "lifetime"
-        renewed = time.monotonic()
-        try:
-            await self._replay()
-            while True:
-                now = time.time()
-                if now >= deadline:
-                    reason = "token-expired" if now >= self.user.expires_at else "lifetime"
-                    break
-                wait = min(settings.HEARTBEAT_SECONDS, deadline - now)
-                items = await self.subscriber.next_items(wait)
-                if time.time() >= self.user.expires_at:
-                    reason = "token-expired"  # nothing that arrives after expiry goes out
-                    break
-                if items:
-                    await self._deliver(items)
-                if self.subscriber.closed_reason is not None:
-                    reason = self.subscriber.closed_reason
-                    break
-                if not items:
-                    await self._heartbeat()
-                if time.monotonic() - renewed >= settings.HEARTBEAT_SECONDS:
-                    await renew(self.store, self.user.user_id, self.lease)
-                    renewed = time.monotonic()
-            # A clean end of the 200 response makes EventSource reconnect with its
-            # Last-Event-ID after the `retry:` delay.
-            await self._send(encode_sse(retry_ms=settings.RETRY_MS), final=True)
-        except asyncio.CancelledError:
-            # The hub's watchdog cancels a writer stuck in a write (the client stopped
-            # reading): the response is abandoned, the server drops the connection, and
-            # the client resumes from its last id. Otherwise the client went away.
-            stuck = self.subscriber.closed_reason == "slow-client"
-            reason = "slow-client" if stuck else "client-gone"
-            if not stuck:
-                raise
-        except Unfillable as exc:
-            reason = f"unfillable-{exc.reason}"
-            await self._end_quietly()
-        except Exception:
-            reason = "error"
-            logger.exception("stream of user %s failed", self.user.user_id)
-            await self._end_quietly()
-        finally:
-            metrics.STREAMS_CLOSED.labels(reason).inc()
-            log.info(
-                "stream closed",
-                reason=reason,
-                events=self.sent,
-                heartbeats=self.heartbeats,
-                seconds=round(time.monotonic() - opened, 1),
-            )
-
-    async def _replay(self) -> None:
-        keys = [*self.cursor.offsets, *self.plan.from_start]
-        if self.plan.from_earliest:
-            source = conf.get().TOPIC_EVENTS
-            keys = [k for k in await self.store.last(self.user.user_id) if k[0] == source]
-        for key in keys:
-            events = await backfill(
-                self.store,
-                self.kafka,
-                self.user.user_id,
-                key,
-                self.cursor.offsets.get(key, -1),
-                accept_incomplete=self.plan.from_earliest,
-                charge=False,  # plan_resume counted this open's Kafka replay
-            )
-            await self._deliver(replayed(events, self.cursor.epochs.get(key[0])))
-
-    async def _deliver(self, items: Iterable[BusItem]) -> None:
-        """The one path by which event frames reach the client, live or replayed.
-
-        Drops a position already sent, fills the hole an item's ``prev`` reveals before
-        writing the item, advances the cursor per frame, and writes the lot at once.
-        """
-        chunks: list[str] = []
-        for item in items:
-            key = (item.source, item.partition)
-            if self.cursor.epochs.get(item.source) not in (None, item.epoch, UNKNOWN_EPOCH):
-                self.subscriber.close("epoch-changed")
-                break
-            sent = self.cursor.offsets.get(key)
-            if sent is None:
-                # Never sent from here: a ``?since=`` stream still skips what is before it.
-                sent = self.plan.floor.get(key, -1)
-            if item.offset <= sent:
-                metrics.STREAM_DUPLICATES_DROPPED.inc()
-                continue
-            if item.prev != UNKNOWN_PREV and item.prev > sent:
-                # The layer lost something between what we sent and this event.
-                metrics.STREAM_GAPS_FILLED.inc()
-                missing = await backfill(
-                    self.store, self.kafka, self.user.user_id, key, sent, item.offset
-                )
-                chunks.extend(frames_after(self.cursor, missing, item.epoch))
-            chunks.append(next_frame(self.cursor, item))
-        if chunks:
-            await self._send("".join(chunks))
-            metrics.STREAM_FRAMES_SENT.inc(len(chunks))
-            self.sent += len(chunks)
-
-    async def _heartbeat(self) -> None:
-        """A named event page JavaScript can see, preceded, when the user's partitions
-        moved on without them, by an id-only frame that advances the client's cursor, so
-        a reconnect does not rescan other users' records."""
-        keys: list[PartitionKey] = list(self.cursor.offsets)
-        heads = await self.store.heads(keys)
-        advanced = False
-        for key, head in heads.items():
-            sent = self.cursor.offsets.get(key, -1)
-            if head > sent:
-                # Anything of ours up to the head goes out first, then the id moves on.
-                epoch = self.cursor.epochs.get(key[0], UNKNOWN_EPOCH)
-                missing = await backfill(
-                    self.store, self.kafka, self.user.user_id, key, sent, head + 1
-                )
-                await self._deliver(replayed(missing, epoch))
-                self.cursor.advance(key[0], key[1], head, epoch)
-                advanced = True
-        frame = f"id: {self.cursor}\n\n" if advanced else ""
-        frame += encode_sse(event="heartbeat", data=json.dumps({"t": int(time.time())}))
-        await self._send(frame)
-        metrics.STREAM_HEARTBEATS.inc()
-        self.heartbeats += 1
-
-    async def _send(self, text: str, *, final: bool = False) -> None:
-        # Watched by the hub (one timer per process, not one per write): a write still
-        # pending after TASKSTREAM_SEND_TIMEOUT_SECONDS cancels this writer.
-        self.subscriber.sending_since = time.monotonic()
-        try:
-            await self.send_body(text.encode(), more_body=not final)
-        finally:
-            self.subscriber.sending_since = 0.0
-
-    async def _end_quietly(self) -> None:
-        with contextlib.suppress(Exception):  # the client may be gone already
-            await self._send("", final=True)
 
     async def _finish(self) -> None:
         if self.writer is not None:

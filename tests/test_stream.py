@@ -13,7 +13,7 @@ from channels.layers import get_channel_layer
 from channels.testing import ApplicationCommunicator
 from rest_framework_simplejwt.tokens import AccessToken
 
-from realtime import bus, lifecycle
+from realtime import bus, lifecycle, runs
 from realtime.hub import get_hub
 from realtime.store import get_store, reset_memory_store
 from realtime.stream import EventStreamConsumer
@@ -184,6 +184,34 @@ async def test_the_user_receives_own_events_in_order_and_nobody_elses(alice_stre
     bob_received = await bob_stream.events(2)
     assert {json.loads(e.data)["user_id"] for e in bob_received} == {BOB}
     await bob_stream.disconnect()
+
+
+async def test_a_message_is_encoded_once_for_all_of_a_user_s_streams(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await push([event(ALICE, 0)])  # the streams start at this head: cursor task.events:0:0
+    streams = [Stream(bearer(ALICE)) for _ in range(3)]
+    for stream in streams:
+        await stream.open()
+    await push([event(ALICE, 1)])
+    for stream in streams:  # each writer is past its replay, live
+        assert [e.id for e in await stream.events(1)] == [cursor_id(1)]
+    encoded: list[int] = []
+
+    def counting(items: Any) -> bytes:
+        encoded.append(len(items))
+        return real(items)
+
+    real = runs.encode
+    monkeypatch.setattr(runs, "encode", counting)
+    sent = [event(ALICE, n) for n in (2, 3, 4)]
+    await push(sent)
+    for stream in streams:
+        received = (await stream.events(4))[1:]
+        assert [e.id for e in received] == [cursor_id(2), cursor_id(3), cursor_id(4)]
+        assert [json.loads(e.data) for e in received] == [e.envelope() for e in sent]
+        await stream.disconnect()
+    assert encoded == [3]  # one run of three frames, for the three streams
 
 
 async def test_a_position_already_sent_is_not_sent_again(alice_stream: Stream) -> None:

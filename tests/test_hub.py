@@ -1,0 +1,101 @@
+"""The hub's per-stream inbox (realtime.hub.Subscriber): shared runs, bounded, and one idle
+timer per stream that still ends every wait on time."""
+
+from __future__ import annotations
+
+import asyncio
+
+from realtime import bus
+from realtime.hub import Hub, Subscriber
+from realtime.runs import runs_of
+
+EPOCH = "E1"
+
+
+def message(user_id: int, offsets: list[int]) -> dict[str, object]:
+    items = [("task.events", 0, n, n - 1, EPOCH, f"data: {n}\n\n") for n in offsets]
+    return {"type": bus.MESSAGE_TYPE, "events": [(user_id, items)]}
+
+
+async def test_every_stream_of_a_user_gets_the_same_runs() -> None:
+    hub = Hub(layer=None)
+    streams = [Subscriber(7, limit=10) for _ in range(3)]
+    hub.by_user[7] = set(streams)
+    hub.deliver(message(7, [1, 2, 3]))
+    got = [await s.next_runs(1) for s in streams]
+    assert [[i.offset for r in runs for i in r.items] for runs in got] == [[1, 2, 3]] * 3
+    # One Run object for all three: its frames are encoded once, not once per stream.
+    assert got[0][0] is got[1][0] is got[2][0]
+
+
+async def test_the_bound_counts_items_not_runs() -> None:
+    subscriber = Subscriber(7, limit=3)
+    subscriber.offer(runs_of([bus.BusItem("t", 0, n, n - 1, EPOCH, "") for n in (1, 2)]), 2)
+    assert subscriber.closed_reason is None
+    subscriber.offer(runs_of([bus.BusItem("t", 0, n, n - 1, EPOCH, "") for n in (3, 4)]), 2)
+    assert subscriber.closed_reason == "overflow"
+
+
+async def cut_short(subscriber: Subscriber, wait: float, offset: int) -> None:
+    """A wait of ``wait`` seconds that an item ends at once (the stream's timer stays set)."""
+    waiting = asyncio.create_task(subscriber.next_runs(wait))
+    await asyncio.sleep(0)
+    subscriber.offer(runs_of([bus.BusItem("t", 0, offset, offset - 1, EPOCH, "")]), 1)
+    assert [i.offset for r in await waiting for i in r.items] == [offset]
+
+
+async def test_waits_cut_short_reuse_the_stream_s_one_timer() -> None:
+    """A busy stream's waits end by items, not by time: no timer is made per wait (the
+    per-delivery handle the profile showed), the first one stays set."""
+    subscriber = Subscriber(7, limit=10)
+    await cut_short(subscriber, 15, 1)
+    first = subscriber._timer
+    for offset in range(2, 6):
+        await cut_short(subscriber, 15, offset)
+    assert subscriber._timer is first is not None
+
+
+async def test_a_shorter_wait_after_a_longer_one_still_ends_on_time() -> None:
+    subscriber = Subscriber(7, limit=10)
+    await cut_short(subscriber, 30, 1)
+    # The stream's timer is still set for the 30 s wait: this one must not wait for it.
+    async with asyncio.timeout(5):
+        assert await subscriber.next_runs(0.01) == []
+
+
+async def test_a_longer_wait_after_a_shorter_one_does_not_end_early() -> None:
+    subscriber = Subscriber(7, limit=10)
+    await cut_short(subscriber, 0.01, 1)
+    # The timer of the short wait fires during this one, which has 30 s to go: it must
+    # move on, not wake the stream (that would be a heartbeat too early).
+    longer = asyncio.create_task(subscriber.next_runs(30))
+    await asyncio.sleep(0.2)
+    assert not longer.done()
+    subscriber.offer(runs_of([bus.BusItem("t", 0, 2, 1, EPOCH, "")]), 1)
+    assert [i.offset for r in await longer for i in r.items] == [2]
+
+
+async def test_detaching_stops_the_stream_s_timer() -> None:
+    class Layer:
+        async def new_channel(self, prefix: str) -> str:
+            return prefix + "x"
+
+        async def group_add(self, group: str, channel: str) -> None:
+            pass
+
+        async def group_discard(self, group: str, channel: str) -> None:
+            pass
+
+        async def receive(self, channel: str) -> dict[str, object]:
+            await asyncio.Event().wait()
+            raise AssertionError
+
+    hub = Hub(Layer())
+    subscriber = Subscriber(7, limit=10)
+    await hub.attach(subscriber)
+    await cut_short(subscriber, 30, 1)
+    handle = subscriber._timer
+    assert handle is not None
+    await hub.detach(subscriber)
+    assert handle.cancelled()
+    await hub.stop()
