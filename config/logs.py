@@ -91,8 +91,10 @@ def formatter(fmt: str) -> structlog.stdlib.ProcessorFormatter:
         tail = [structlog.processors.format_exc_info, redact, _leading]
         renderer = structlog.processors.JSONRenderer(default=str)
     else:
-        # The console renderer prints exceptions itself (after redaction of the rest).
-        tail = [redact]
+        # The traceback becomes text before redaction, as in JSON: the console renderer
+        # would otherwise format it after every processor ran, credentials included (an
+        # exception's message can quote a token). It prints the text as is, unstyled.
+        tail = [structlog.processors.format_exc_info, redact]
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_shared(),

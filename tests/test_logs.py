@@ -56,6 +56,18 @@ def test_the_console_format_is_for_people() -> None:
         json.loads(line)
 
 
+def test_a_console_traceback_is_redacted_too() -> None:
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJ1c2VyX2lkIjo3fQ.c2lnbmF0dXJl"
+    try:
+        raise ValueError(f"bad cookie {token}")
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("tests.logs", logging.ERROR, __file__, 1, "failed", (), exc_info)
+    line = logs.formatter("console").format(record)
+    assert "ValueError: bad cookie" in line and "Traceback" in line
+    assert token not in line and logs.REDACTED in line
+
+
 def test_credentials_are_redacted_by_name_and_jwts_anywhere() -> None:
     token = "eyJhbGciOiJIUzI1NiJ9.eyJ1c2VyX2lkIjo3fQ.c2lnbmF0dXJl"
     with json_logs() as captured:
