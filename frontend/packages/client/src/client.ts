@@ -62,6 +62,7 @@ export class TaskstreamClient {
   private readonly resetListeners = new Set<Listener<ResetInfo>>();
   private readonly auth: Auth;
   private readonly url: string;
+  private readonly since: string | null;
   private readonly locks: LockManagerLike | null;
   private readonly createChannel: ((name: string) => ChannelLike) | null;
   private channel: ChannelLike | null = null;
@@ -74,6 +75,7 @@ export class TaskstreamClient {
 
   constructor(private readonly options: TaskstreamOptions = {}) {
     this.url = options.url ?? DEFAULT_STREAM_URL;
+    this.since = sinceText(options.since ?? null);
     this.auth = options.auth ?? { mode: "cookie" };
     this.locks = options.locks === undefined ? defaultLocks() : options.locks;
     this.createChannel =
@@ -195,6 +197,7 @@ export class TaskstreamClient {
     this.loop = new StreamLoop(
       {
         url: this.url,
+        since: this.since,
         auth: this.auth,
         minRetryMs: this.options.minRetryMs ?? 1000,
         maxRetryMs: this.options.maxRetryMs ?? 30000,
@@ -380,3 +383,10 @@ function reportError(error: unknown): void {
 }
 
 export type { Role };
+
+/** ``since`` as the server reads it; an invalid Date is the caller's bug, refused at once. */
+function sinceText(since: Date | string | null): string | null {
+  if (since === null || typeof since === "string") return since;
+  if (Number.isNaN(since.getTime())) throw new RangeError("since: invalid Date");
+  return since.toISOString();
+}

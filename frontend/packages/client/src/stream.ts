@@ -32,6 +32,8 @@ export interface StreamHost {
 
 export interface StreamConfig {
   url: string;
+  /** `?since=` (an ISO 8601 time) for an attempt without a cursor; null: none. */
+  since: string | null;
   auth: Auth;
   minRetryMs: number;
   maxRetryMs: number;
@@ -214,6 +216,14 @@ export class StreamLoop {
     });
   }
 
+  /** The stream URL, with `since` while there is no cursor to resume from (the server
+   * prefers a cursor anyway; without one, `since` is the only start the page asked for). */
+  private attemptUrl(cursor: string | null): string {
+    const { url, since } = this.config;
+    if (cursor !== null || since === null) return url;
+    return `${url}${url.includes("?") ? "&" : "?"}since=${encodeURIComponent(since)}`;
+  }
+
   private async attemptOnce(): Promise<Outcome> {
     const controller = new AbortController();
     this.controller = controller;
@@ -236,7 +246,7 @@ export class StreamLoop {
 
     let response: Response;
     try {
-      response = await this.config.fetch(this.config.url, {
+      response = await this.config.fetch(this.attemptUrl(cursor), {
         headers,
         credentials: auth.mode === "cookie" ? "include" : "same-origin",
         cache: "no-store",

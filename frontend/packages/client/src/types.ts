@@ -128,6 +128,12 @@ export interface TaskstreamOptions {
   auth?: Auth;
   /** A cursor to start from, e.g. a task's `last_event_id` from the API. */
   initialCursor?: string | null;
+  /**
+   * For a page with a time but no cursor (server-rendered, cached): while the client has no
+   * cursor, the stream starts with the user's events at or after this time (`?since=`,
+   * docs/events.md). Once an event has been applied its cursor is used instead.
+   */
+  since?: Date | string | null;
   /** First backoff step; each failure doubles the ceiling. Default 1000 ms. */
   minRetryMs?: number;
   /** Ceiling of the backoff. Default 30000 ms. */

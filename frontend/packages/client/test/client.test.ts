@@ -286,6 +286,23 @@ describe("refusals and resets", () => {
     expect(net.requests[1]?.headers["last-event-id"]).toBeUndefined();
   });
 
+  it("starts at `since` while it has no cursor, then resumes by the cursor", async () => {
+    const client = solo({ since: new Date("2026-01-02T03:04:05.250Z") });
+    const first = net.stream();
+    await settle();
+    expect(net.requests[0]?.url).toBe("/api/v1/events/stream?since=2026-01-02T03%3A04%3A05.250Z");
+    expect(net.requests[0]?.headers["last-event-id"]).toBeUndefined();
+    first.push(OPEN + progress(4, 40));
+    await settle();
+    expect(client.getTask(TASK)?.progress).toBe(40);
+    first.end();
+    net.stream();
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(net.requests[1]?.url).toBe("/api/v1/events/stream");
+    expect(net.requests[1]?.headers["last-event-id"]).toBe(cursor(4));
+    expect(() => solo({ since: new Date("not a time") })).toThrow(RangeError);
+  });
+
   it("treats a refused cursor (400 bad_cursor) as a reset", async () => {
     const client = solo({ initialCursor: "garbage" });
     const onReset = vi.fn();
