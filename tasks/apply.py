@@ -121,12 +121,8 @@ def _apply(
     events: Sequence[TaskEvent], epoch: str, batch: _PostgresBatch | _OrmBatch
 ) -> list[Applied]:
     task_ids = sorted({e.task_id for e in events})
-    event_ids = [e.event_id for e in events]
-    offsets: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for event in events:
-        offsets[(event.position.source, event.position.partition)].append(event.position.offset)
     with batch:
-        rows, found = batch.read(task_ids, event_ids, offsets)
+        rows, found = batch.read(task_ids, events)
         tasks = {str(row[0]): TaskRow(*row) for row in rows}
         logged, taken = _log_index(found)
         results, new_logs, changed = _decide(events, tasks, logged, taken, epoch)
@@ -156,14 +152,15 @@ class _PostgresBatch:
         self._tx.__exit__(*exc)
 
     def read(
-        self, task_ids: list[str], event_ids: list[str], offsets: dict[tuple[str, int], list[int]]
+        self, task_ids: list[str], events: Sequence[TaskEvent]
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The tasks (locked, in id order: one lock order for every process), and the log
-        rows holding any of the event ids or positions (each branch uses a unique index)."""
+        rows holding any of the events' ids or positions (each branch uses a unique index)."""
         locked = postgres.locked_tasks(task_ids, _TASK_COLUMNS)
         if not self._look_up:
             (rows,) = self._tx.read(locked)
             return postgres.task_rows(rows, _TASK_COLUMNS), []
+        event_ids, offsets = _ids_and_offsets(events)
         rows, found = self._tx.read(locked, postgres.log_entries(event_ids, offsets))
         return postgres.task_rows(rows, _TASK_COLUMNS), found
 
@@ -192,8 +189,9 @@ class _OrmBatch:
         self._atomic.__exit__(*exc)
 
     def read(
-        self, task_ids: list[str], event_ids: list[str], offsets: dict[tuple[str, int], list[int]]
+        self, task_ids: list[str], events: Sequence[TaskEvent]
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        event_ids, offsets = _ids_and_offsets(events)
         rows = list(
             AsyncTask.objects.select_for_update()
             .filter(id__in=task_ids)
@@ -231,6 +229,17 @@ class _OrmBatch:
         for task in changed:
             fields = {name: getattr(task, name) for name in STATE_FIELDS}
             AsyncTask.objects.filter(pk=task.id).update(updated_at=now, **fields)
+
+
+def _ids_and_offsets(
+    events: Sequence[TaskEvent],
+) -> tuple[list[str], dict[tuple[str, int], list[int]]]:
+    """What the log read asks for: the events' ids, and their offsets per partition. Built
+    only when the log is read (not on the first try of a new batch, the common case)."""
+    offsets: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for event in events:
+        offsets[(event.position.source, event.position.partition)].append(event.position.offset)
+    return [e.event_id for e in events], offsets
 
 
 def _log_index(

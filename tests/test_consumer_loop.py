@@ -18,6 +18,7 @@ from realtime import bus
 from realtime.hub import Hub, Subscriber
 from realtime.ingest import EventConsumer
 from realtime.store import MemoryHotStore
+from tasks.apply import apply_events
 from tasks.models import AsyncTask, TaskStatus
 from tests import hostile
 from tests.fakes import FakeConsumer, FakeProducer, event_value, record
@@ -54,7 +55,11 @@ async def wait_until(condition: Callable[[], bool], deadline: float = 10.0) -> N
 
 
 def make_loop(
-    consumer: FakeConsumer, producer: FakeProducer, layer: Any = None, store: Any = None
+    consumer: FakeConsumer,
+    producer: FakeProducer,
+    layer: Any = None,
+    store: Any = None,
+    apply: Callable[..., Any] = apply_events,
 ) -> EventConsumer:
     return EventConsumer(
         consumer,
@@ -63,6 +68,7 @@ def make_loop(
         store or MemoryHotStore(),
         epoch="E1",
         dlq_topic="task.events.dlq",
+        apply=apply,
     )
 
 
@@ -178,8 +184,6 @@ async def test_the_pipeline_applies_the_next_batch_while_the_last_one_is_finishe
     """Batch 1's push waits until batch 2 is being applied: that can only happen when the
     two stages overlap (one batch at a time would wait forever). The commits stay in batch
     order, each after its own push."""
-    from tasks.apply import apply_events
-
     task = await database_sync_to_async(create_task)(alice)
     tid = str(task.id)
     log: list[str] = []
@@ -202,15 +206,7 @@ async def test_the_pipeline_applies_the_next_batch_while_the_last_one_is_finishe
             await asyncio.wait_for(second_applying.wait(), 10)
             await super().group_send(group, message)
 
-    loop = EventConsumer(
-        consumer,
-        FakeProducer(log=log),
-        GatedLayer(log),
-        MemoryHotStore(),
-        epoch="E1",
-        dlq_topic="task.events.dlq",
-        apply=apply,
-    )
+    loop = make_loop(consumer, FakeProducer(log=log), GatedLayer(log), apply=apply)
     running = asyncio.create_task(loop.run())
     await wait_until(lambda: len(consumer.commits) == 3)
     loop.request_stop()
@@ -226,8 +222,6 @@ async def test_the_next_batch_is_read_and_adapted_while_one_is_applied(alice: Us
     """Batch 1's apply waits until batch 2 has been read from Kafka: only the read-ahead
     does that (a loop that reads after applying would wait out the deadline). Both are
     applied and committed in order."""
-    from tasks.apply import apply_events
-
     task = await database_sync_to_async(create_task)(alice)
     tid = str(task.id)
     second_read = threading.Event()
@@ -250,15 +244,7 @@ async def test_the_next_batch_is_read_and_adapted_while_one_is_applied(alice: Us
             read_while_applying.append(second_read.wait(5))
         return apply_events(events, epoch)
 
-    loop = EventConsumer(
-        consumer,
-        FakeProducer(),
-        RecordingLayer([]),
-        MemoryHotStore(),
-        epoch="E1",
-        dlq_topic="task.events.dlq",
-        apply=apply,
-    )
+    loop = make_loop(consumer, FakeProducer(), RecordingLayer([]), apply=apply)
     running = asyncio.create_task(loop.run())
     await wait_until(lambda: len(consumer.commits) == 2)
     loop.request_stop()
@@ -398,8 +384,6 @@ async def test_a_database_outage_rewinds_the_batch_dead_letters_nothing_and_reco
 ) -> None:
     from django.db import OperationalError
 
-    from tasks.apply import apply_events
-
     task = await database_sync_to_async(create_task)(alice)
     down = {"calls": 0}
 
@@ -417,15 +401,7 @@ async def test_a_database_outage_rewinds_the_batch_dead_letters_nothing_and_reco
     consumer = FakeConsumer()
     consumer.batches += [batch, batch, batch]  # what Kafka returns after each rewind
     dlq = FakeProducer()
-    loop = EventConsumer(
-        consumer,
-        dlq,
-        InMemoryChannelLayer(),
-        MemoryHotStore(),
-        epoch="E1",
-        dlq_topic="task.events.dlq",
-        apply=apply_while_down,
-    )
+    loop = make_loop(consumer, dlq, apply=apply_while_down)
     first, second, third = [await loop.run_once() for _ in range(3)]
     assert (first.retried, second.retried, third.retried) == (True, True, False)
     assert consumer.seeks == [("task.events", 0, 0)] * 2
