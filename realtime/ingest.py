@@ -8,8 +8,9 @@ Per batch, in this order (the order is the guarantee):
    with the database's message and apply the rest, in order;
 3. produce poison and rejected records to the dead-letter topic and wait for the acks;
 4. encode each deliverable event's SSE body once, store the events in the hot store
-   (replay, and holes to fill), and push them into the Channels layer;
-5. record the partitions' heads, then commit the offsets after the batch.
+   (replay, and holes to fill) and, in the same call, the partitions' heads; push the
+   events into the Channels layer;
+5. commit the offsets after the batch.
 A crash anywhere before 5 re-reads the batch on restart: state changes nothing the second
 time, streams drop positions they already sent, so nothing is lost and nothing repeats.
 
@@ -88,13 +89,14 @@ class EventConsumer:
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self._apply_batch = database_sync_to_async(functools.partial(apply, epoch=epoch))
-        # librdkafka calls block; one dedicated thread keeps them off the event loop and
-        # in one thread, which the consumer handle prefers.
+        # librdkafka calls that block (a read that waits, rewinds, dead letters, close)
+        # run on one dedicated thread, off the event loop; the ones that cannot block
+        # (a read of what is buffered, queuing a commit) run on the loop.
         self._kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
         self._stop = False
         self._stopping: asyncio.Event | None = None
         self.outages_in_a_row = 0
-        # Partitions revoked by a rebalance (appended on the Kafka thread, read here).
+        # Partitions revoked by a rebalance (appended by a Kafka call's callback, read here).
         self.revoked: list[PartitionKey] = []
 
     @property
@@ -127,8 +129,8 @@ class EventConsumer:
                 else:
                     batch = await self._read(wait=True)
                 if batch is not None:
-                    # Only records buffered already: a read that waited for more would hold
-                    # the Kafka thread, and the commit of the batch behind with it.
+                    # Only records buffered already (it does not wait): at low rates, a
+                    # read that waited for more would hold up the batch after this one.
                     ahead = asyncio.create_task(self._read(wait=False))
                     await self._apply(batch)
                 if behind is not None:
@@ -176,9 +178,13 @@ class EventConsumer:
     async def _read(self, *, wait: bool) -> Batch | None:
         """The next batch, adapted; None when there is nothing to do. ``wait``: wait up to
         the poll timeout for a first record, else take only what is buffered."""
-        loop = asyncio.get_running_loop()
-        read = self._next_batch if wait else self._buffered
-        messages = await loop.run_in_executor(self._kafka_thread, read)
+        if wait:
+            loop = asyncio.get_running_loop()
+            messages = await loop.run_in_executor(self._kafka_thread, self._next_batch)
+        else:
+            # Only what librdkafka has buffered: the call does not block, so it runs here
+            # instead of paying a thread hop per batch.
+            messages = self._buffered()
         # Revoked before or during this read: forgotten once every earlier batch is done.
         revoked, self.revoked = self.revoked, []
         records: list[Record] = []
@@ -210,9 +216,8 @@ class EventConsumer:
             self._note_outage(batch, exc)
 
     async def _finish(self, batch: Batch) -> None:
-        """Dead-letter, store, push, record the heads, commit. An outage is recorded on the
+        """Dead-letter, store (and the heads), push, commit. An outage is recorded on the
         batch (nothing of it is committed); the caller rewinds."""
-        loop = asyncio.get_running_loop()
         try:
             with batch.log.stage("push", events=len(batch.deliverable)):
                 await self._deliver(batch)
@@ -220,9 +225,7 @@ class EventConsumer:
             self._note_outage(batch, exc)
             return
         self.outages_in_a_row = 0
-        await loop.run_in_executor(
-            self._kafka_thread, kafka_side.commit, self.consumer, batch.records
-        )
+        kafka_side.commit(self.consumer, batch.records)  # queued: it does not block
         metrics.CONSUMER_BATCHES.inc()
         batch.log.end(batch.result)
 
@@ -277,11 +280,12 @@ class EventConsumer:
                 self._kafka_thread, kafka_side.dead_letter, self.dlq_producer, self.dlq_topic, dead
             )
 
-        # Encoded once here; the hot store and every server process reuse the text.
+        # Encoded once here; the hot store and every server process reuse the text. The
+        # partitions' heads are raised with the events, once they are stored.
         bodies = [event.sse_body() for event in deliverable]
-        prevs = await self.store.append(deliverable, bodies)
+        heads = kafka_side.heads(batch.records)
+        prevs = await self.store.append(deliverable, bodies, heads)
         sent = await bus.publish(self.layer, deliverable, prevs, self.epoch, bodies)
-        await self.store.set_heads(kafka_side.heads(batch.records))
 
         # Counted once the batch's effects are done (a retried batch is not counted twice).
         for outcome, count in result.outcomes.items():
@@ -339,7 +343,7 @@ async def build_event_consumer(epoch: str | None = None) -> EventConsumer:
     store = get_store()
     await store.set_epoch(settings.TOPIC_EVENTS, epoch)
     logger.info("epoch of %s is %s", settings.TOPIC_EVENTS, epoch)
-    consumer = Consumer(consumer_config(settings.CONSUMER_GROUP))
+    consumer = Consumer(consumer_config(settings.CONSUMER_GROUP, on_commit=kafka_side.committed))
     event_consumer = EventConsumer(
         consumer,
         Producer(producer_config()),

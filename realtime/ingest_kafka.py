@@ -1,6 +1,7 @@
 """The ingest loop's Kafka side: what ``consume_events`` does to the broker for a batch
 (rewind it with ``streaming.kafka.rewind``, dead-letter its poison records, commit it).
-Each function blocks on librdkafka and runs on the loop's one Kafka thread."""
+Rewinding and dead-lettering block on librdkafka and run on the loop's one Kafka thread;
+``commit`` only queues a request, and runs on the event loop."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
-from confluent_kafka import KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from streaming import metrics
 from streaming.kafka import ConsumerPort, ProducerPort, rewind
 
-__all__ = ["DeadLetterError", "commit", "dead_letter", "heads", "rewind", "where"]
+__all__ = ["DeadLetterError", "commit", "committed", "dead_letter", "heads", "rewind", "where"]
 
 logger = logging.getLogger("realtime.ingest")
 
@@ -61,14 +62,32 @@ def dead_letter(producer: ProducerPort, topic: str, dead: Sequence[tuple[Record,
 
 
 def commit(consumer: ConsumerPort, records: Sequence[Record]) -> None:
-    """Commit past the last of ``records`` in each partition, synchronously."""
+    """Commit past the last of ``records`` in each partition, asynchronously: the request
+    is queued and the broker's answer comes to ``committed``. Waiting for it held the
+    Kafka thread, and the next batch's read behind it, for a broker round trip per batch.
+    Each batch's effects are done before its commit is queued, and a later commit covers
+    an earlier one, so a lost answer costs at most a re-read (idempotent); closing the
+    consumer waits for the answers still owed."""
     try:
         consumer.commit(
             offsets=[TopicPartition(t, p, o + 1) for (t, p), o in heads(records).items()],
-            asynchronous=False,
+            asynchronous=True,
         )
-    except KafkaException as exc:
-        # Everything the batch does is done; a partition that moved away meanwhile is
-        # re-read by its new owner, idempotently. Nothing to undo, nothing lost.
-        metrics.CONSUMER_COMMIT_FAILURES.inc()
-        logger.warning("commit failed (the batch's effects stand): %s", exc)
+    except KafkaException as exc:  # refused before it was sent (e.g. nothing assigned)
+        _commit_failed(exc)
+
+
+def committed(err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    """The consumer's ``on_commit``: the broker's answer to a ``commit`` (called from a
+    Kafka call on the Kafka thread)."""
+    failed = [p for p in partitions if p.error is not None]
+    if err is not None or failed:
+        _commit_failed(err or failed[0].error, [f"{p.topic}:{p.partition}" for p in failed])
+
+
+def _commit_failed(reason: object, partitions: Sequence[str] = ()) -> None:
+    # Everything the batch does is done; a partition that moved away meanwhile is
+    # re-read by its new owner, idempotently. Nothing to undo, nothing lost.
+    metrics.CONSUMER_COMMIT_FAILURES.inc()
+    where = f" ({', '.join(partitions)})" if partitions else ""
+    logger.warning("commit failed%s (the batch's effects stand): %s", where, reason)

@@ -4,8 +4,9 @@ in Redis, in one round trip."""
 from __future__ import annotations
 
 # ARGV: maxlen, ttl, then JSON {"e": [[stream key, id, prev, body], ...],
-# "i": [[index key, member], ...]}. An id at or below a stream's last (a retried batch) is
-# skipped, not an error.
+# "i": [[index key, member], ...], "h": [[head key, offset], ...]}. An id at or below a
+# stream's last (a retried batch) is skipped, not an error. The heads (offsets as text) are
+# raised last, never lowered: only once the events up to them are stored.
 APPEND = """
 local maxlen, ttl = ARGV[1], ARGV[2]
 local batch = cjson.decode(ARGV[3])
@@ -18,13 +19,11 @@ for _, i in ipairs(batch.i) do
   redis.call('SADD', i[1], i[2])
   if not expired[i[1]] then redis.call('EXPIRE', i[1], ttl); expired[i[1]] = true end
 end
+for _, h in ipairs(batch.h or {}) do
+  local current = tonumber(redis.call('GET', h[1]) or '-1')
+  if tonumber(h[2]) > current then redis.call('SET', h[1], h[2]) end
+end
 return #batch.e
-"""
-
-SET_MAX = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
 """
 
 # Drop expired leases, then take a slot if one is free (or renew the caller's own).

@@ -57,10 +57,15 @@ class HotStore(abc.ABC):
 
     @abc.abstractmethod
     async def append(
-        self, events: Sequence[TaskEvent], bodies: Sequence[str] | None = None
+        self,
+        events: Sequence[TaskEvent],
+        bodies: Sequence[str] | None = None,
+        heads: dict[PartitionKey, int] | None = None,
     ) -> list[int]:
         """Store ``events`` (in Kafka order) with their SSE ``bodies`` (encoded here when
-        not given); return each one's ``prev`` offset."""
+        not given), then raise the partitions' ``heads`` (``set_heads``); return each
+        event's ``prev`` offset. The heads move only once the events are stored: a stream
+        that sees a head reads every event of its user up to it (``realtime.writer``)."""
 
     def forget(self, partitions: Sequence[PartitionKey]) -> None:  # noqa: B027 (optional hook)
         """Drop what this process remembers of ``partitions`` (they moved to another
@@ -115,9 +120,16 @@ class MemoryHotStore(HotStore):
         self._hits: dict[str, int] = defaultdict(int)
 
     async def append(
-        self, events: Sequence[TaskEvent], bodies: Sequence[str] | None = None
+        self,
+        events: Sequence[TaskEvent],
+        bodies: Sequence[str] | None = None,
+        heads: dict[PartitionKey, int] | None = None,
     ) -> list[int]:
-        bodies = _bodies(events, bodies)
+        prevs = self._append(events, _bodies(events, bodies))
+        await self.set_heads(heads or {})
+        return prevs
+
+    def _append(self, events: Sequence[TaskEvent], bodies: Sequence[str]) -> list[int]:
         prevs: list[int] = []
         for event, body in zip(events, bodies, strict=True):
             pos = event.position
@@ -210,7 +222,10 @@ class RedisHotStore(HotStore):
         return f"{self.p}:r:{user_id}:{key[0]}:{key[1]}"
 
     async def append(
-        self, events: Sequence[TaskEvent], bodies: Sequence[str] | None = None
+        self,
+        events: Sequence[TaskEvent],
+        bodies: Sequence[str] | None = None,
+        heads: dict[PartitionKey, int] | None = None,
     ) -> list[int]:
         bodies = _bodies(events, bodies)
         missing = {
@@ -240,14 +255,17 @@ class RedisHotStore(HotStore):
             indexes.add((f"{self.p}:rp:{event.user_id}", f"{pk[0]}:{pk[1]}"))
             self._last[(event.user_id, pk)] = pos.offset
             prevs.append(last)
-        if not entries:
+        # Offsets as text: Lua numbers are doubles.
+        moved = [[f"{self.p}:head:{s}:{p}", str(o)] for (s, p), o in (heads or {}).items()]
+        if not entries and not moved:
             return prevs
-        payload = orjson.dumps({"e": entries, "i": sorted(indexes)})
+        payload = orjson.dumps({"e": entries, "i": sorted(indexes), "h": moved})
         try:
             # One script call with one argument per batch: a pipeline of 2,000 commands
             # spent most of its time packing and parsing them in Python (py-spy,
-            # docs/benchmarks.md). The script names keys it was not given, so the hot
-            # store needs a single Redis (not Redis Cluster), like channels-redis.
+            # docs/benchmarks.md); the heads ride along (a round trip less per batch). The
+            # script names keys it was not given, so the hot store needs a single Redis
+            # (not Redis Cluster), like channels-redis.
             await self.redis.eval(scripts.APPEND, 0, self.max_events, self.ttl_seconds, payload)
         except BaseException:
             # The cache ran ahead of Redis: forget it, so a retry re-reads what was stored.
@@ -294,10 +312,7 @@ class RedisHotStore(HotStore):
         return {pk: _offset(e[0][0]) for pk, e in zip(keys, found, strict=True) if e}
 
     async def set_heads(self, heads: dict[PartitionKey, int]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for (source, partition), offset in heads.items():
-                pipe.eval(scripts.SET_MAX, 1, f"{self.p}:head:{source}:{partition}", offset)
-            await pipe.execute()
+        await self.append([], heads=heads)
 
     async def heads(self, keys: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
         if not keys:

@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import redis.exceptions
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer
+from confluent_kafka import KafkaError, TopicPartition
 from django.contrib.auth.models import User
 from django.db import connections
 
 from realtime import bus
+from realtime import ingest_kafka as kafka_side
 from realtime.hub import Hub, Subscriber
 from realtime.ingest import EventConsumer
 from realtime.store import MemoryHotStore
+from streaming import metrics
 from tasks.apply import apply_events
 from tasks.models import AsyncTask, TaskStatus
 from tests import hostile
@@ -128,6 +132,23 @@ async def test_a_batch_is_applied_pushed_dead_lettered_then_committed(alice: Use
     await hub.stop()
 
 
+def test_a_commit_the_broker_refuses_is_counted_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The commit is asynchronous: the broker's answer comes to the consumer's on_commit.
+    before = metrics.CONSUMER_COMMIT_FAILURES._value.get()
+    fine = TopicPartition("task.events", 0, 15)
+    kafka_side.committed(None, [fine])
+    assert metrics.CONSUMER_COMMIT_FAILURES._value.get() == before
+    # librdkafka sets a partition's error; Python cannot, so a stand-in carries one.
+    error = KafkaError(KafkaError.REBALANCE_IN_PROGRESS)
+    moved = cast(TopicPartition, SimpleNamespace(topic="task.events", partition=1, error=error))
+    with caplog.at_level("WARNING", logger="realtime.ingest"):
+        kafka_side.committed(None, [fine, moved])
+    assert metrics.CONSUMER_COMMIT_FAILURES._value.get() == before + 1
+    assert "commit failed (task.events:1)" in caplog.text
+
+
 async def test_an_unacknowledged_dead_letter_rewinds_the_batch_and_commits_nothing(
     alice: User,
 ) -> None:
@@ -171,11 +192,11 @@ class FailingOnceStore(MemoryHotStore):
         self.calls = 0
         self.fail_on = fail_on
 
-    async def append(self, events: Any, bodies: Any = None) -> list[int]:
+    async def append(self, events: Any, bodies: Any = None, heads: Any = None) -> list[int]:
         self.calls += 1
         if self.calls == self.fail_on:
             raise redis.exceptions.ConnectionError("the test's Redis outage")
-        return await super().append(events, bodies)
+        return await super().append(events, bodies, heads)
 
 
 async def test_the_pipeline_applies_the_next_batch_while_the_last_one_is_finished(

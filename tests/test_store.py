@@ -78,6 +78,18 @@ async def test_heads_only_move_forward_and_epochs_are_kept(store: HotStore) -> N
     assert await store.epoch("other") is None
 
 
+async def test_append_raises_the_heads_with_the_events_never_lowers_them(store: HotStore) -> None:
+    other = ("task.events", 0)
+    big = 2**53 + 1  # not a double: the script must keep it exact
+    await store.append([event(1, 4), event(1, 8)], heads={KEY: 9, other: big})
+    assert await store.heads([KEY, other]) == {KEY: 9, other: big}
+    assert [e.offset for e in (await store.read_after(1, KEY, -1, limit=5)).events] == [4, 8]
+    # A batch with nothing to store still moves the heads (and a stale one does not).
+    await store.append([], heads={KEY: 12})
+    await store.append([event(1, 11)], heads={KEY: 11})
+    assert await store.heads([KEY]) == {KEY: 12}
+
+
 async def test_leases_cap_concurrent_streams_per_user(store: HotStore) -> None:
     assert await store.acquire_lease(1, "a", limit=2, ttl=30)
     assert await store.acquire_lease(1, "b", limit=2, ttl=30)
