@@ -227,7 +227,7 @@ if REDIS_URL:
         raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} must start with redis://")
     CHANNEL_LAYERS: dict[str, Any] = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "realtime.layer.RedisChannelLayer",
             "CONFIG": {
                 # One layer channel per server process (see realtime/hub.py), so capacity is
                 # per process, not per browser: size it for bursts. Overflow is detected by
