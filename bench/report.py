@@ -23,7 +23,6 @@ import matplotlib.pyplot as plt
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 ORDER = ["T_uv", "T_daphne", "U", "G", "D"]
-P99_OK_MS = 250.0
 # Taskstream's key numbers from the first full run (b9f5e4e + uncommitted issue #3 files),
 # made by ``key_numbers`` from that run's results-full.json; kept for the before/after table.
 BEFORE = "before-b9f5e4e.json"

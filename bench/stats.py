@@ -95,10 +95,13 @@ def rise_summary(
     }
 
 
-def passes(step: dict[str, Any], p99_ok_ms: float = 250.0) -> bool:
+P99_OK_MS = 250.0
+
+
+def passes(step: dict[str, Any]) -> bool:
     """A step passes at p99 ≤ 250 ms with nothing lost, no gaps and no duplicates."""
     return bool(
-        step["p99_ms"] <= p99_ok_ms
+        step["p99_ms"] <= P99_OK_MS
         and step["lost"] == 0
         and step["gaps"] == 0
         and step["dups"] == 0
