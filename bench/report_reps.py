@@ -22,10 +22,10 @@ def mib(kib: float | None) -> str:
 def rise_cell(m7: dict[str, Any], part: str) -> str:
     """'+12 % (+5 to +20)' with 'noisy' when the baseline's or the part's p99 is."""
     base, during = m7.get("baseline", {}), m7.get(part, {})
-    if "p99_ms" not in during:
+    runs = steps_of(during)
+    if not runs:
         return "-"
-    runs = during.get("runs", [during])
-    r = rise_summary(base.get("runs", [base]), runs)
+    r = rise_summary(steps_of(base), runs)
     if r["rise_pct"] is None:
         return "-"
     out = f"{r['rise_pct']:+.0f} %"
@@ -34,8 +34,15 @@ def rise_cell(m7: dict[str, Any], part: str) -> str:
     return out + (" noisy" if r["noisy"] else "")
 
 
+def steps_of(part: dict[str, Any]) -> list[dict[str, Any]]:
+    """A part's repetitions: its runs, or the part itself when it is one step (older
+    results), or none when it was not measured."""
+    runs: list[dict[str, Any]] = part.get("runs") or ([part] if "p99_ms" in part else [])
+    return runs
+
+
 def p99_cell(part: dict[str, Any]) -> str:
-    return cell(field_values(part.get("runs", [part]), "p99_ms"), 1) if part else "-"
+    return cell(field_values(steps_of(part), "p99_ms"), 1)
 
 
 def reclaim_cell(dead: dict[str, Any]) -> str:
@@ -83,9 +90,8 @@ def m7_section(rep: Any) -> None:
         lost = 0
         for part, _ in M7_PARTS:
             p = m.get(part, {})
-            row += [p99_cell(p) if "p99_ms" in p else "-", rise_cell(m, part)]
-            runs = p.get("runs", [p] if "p99_ms" in p else [])
-            lost += sum(r.get("lost", 0) + r.get("gaps", 0) for r in runs)
+            row += [p99_cell(p), rise_cell(m, part)]
+            lost += sum(r.get("lost", 0) + r.get("gaps", 0) for r in steps_of(p))
         rows.append([*row, str(lost)])
         churn, dead = m.get("churn", {}), m.get("dead", {})
         res_rows.append(

@@ -82,3 +82,50 @@ def test_best_step_is_the_fastest_that_passes() -> None:
     best = stats.best_step(steps)
     assert best is not None and best["deliveries_per_s"] == 5000.0
     assert stats.best_step(steps[2:]) is None
+
+
+def load_report_reps() -> ModuleType:
+    # report_reps imports its sibling ``stats`` as the bench scripts do (bench/ on the path).
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "bench_report_reps", ROOT / "bench" / "report_reps.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+
+def test_the_report_lists_every_repeated_cell_and_names_the_noisy_ones() -> None:
+    reps = load_report_reps()
+    m7 = {
+        "baseline": {"runs": [step(100.0), step(102.0), step(98.0)]},
+        "stalled": {"runs": [step(110.0), step(300.0), step(112.0)]},  # one hiccup: noisy
+        "churn": {"p99_ms": 150.0},  # one step (not repeated): not listed
+    }
+    results = {
+        "targets": {
+            "T_uv": {
+                "label": "Taskstream",
+                "m7": m7,
+                "m3": {"runs": [step(50.0, p50_ms=20.0), step(52.0, p50_ms=21.0)]},
+                "m1_best": {"rate": 10.0, "runs": [step(90.0, deliveries_per_s=10_000.0)] * 3},
+            }
+        },
+        "m6": {"bare": {"runs": [{"per_s": 1000.0}, {"per_s": 1500.0}, {"per_s": 1010.0}]}},
+    }
+    cells = {what: vs for _, what, vs, _ in reps.repeated_cells(results)}
+    assert cells["M7 others' p99 ms, stalled"] == [110.0, 300.0, 112.0]
+    assert "M7 others' p99 ms, churn" not in cells
+    assert cells["M3 client p50 ms"] == [20.0, 21.0]
+    assert cells["M1 max sustained (10/s step), deliveries/s"] == [10_000.0] * 3
+    noisy = {what for what, vs in cells.items() if stats.noisy(vs)}
+    assert noisy == {"M7 others' p99 ms, stalled", "M6 bare events/s"}
+    assert reps.rise_cell(m7, "stalled") == "+12 % (+10 to +200) noisy"  # median 112
+    assert reps.rise_cell(m7, "churn") == "+50 %"
+    assert reps.rise_cell(m7, "dead") == "-"
