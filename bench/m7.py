@@ -226,7 +226,7 @@ def m7(
         return median_run(runs) | {"runs": runs}
 
     res: dict[str, Any] = {"reps": reps, "phase_s": {}}
-    settle = min(1.0, 2 * cfg["m7_s"])  # before an RSS reading after a part (quick: shorter)
+    settle = min(1.0, cfg["m7_s"])  # before an RSS reading after a part (quick: shorter)
     t = time.monotonic()
     res["baseline"] = steps()
     res["phase_s"]["baseline"] = time.monotonic() - t
