@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+from report_reps import m7_section, noisy_section
+from stats import best_step, field_values, median_run, passes, rise_summary
+from stats import cell as med_cell
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -20,7 +23,6 @@ import matplotlib.pyplot as plt
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 ORDER = ["T_uv", "T_daphne", "U", "G", "D"]
-P99_OK_MS = 250.0
 # Taskstream's key numbers from the first full run (b9f5e4e + uncommitted issue #3 files),
 # made by ``key_numbers`` from that run's results-full.json; kept for the before/after table.
 BEFORE = "before-b9f5e4e.json"
@@ -59,7 +61,11 @@ KEY_ROWS = [
     ("M4 idle CPU µs/s per stream at the top size", "", "m4_cpu"),
     ("M5 reconnect storm", "all caught up ≤ 3 s", "m5"),
     ("M6 `consume_events` events/s (CPU-µs per event)", "≥ 10,000", "m6"),
-    ("M7 others' p99 rise with 10 stalled; RSS growth", "≤ 20 %, bounded", "m7"),
+    (
+        "M7 others' p99 rise: 10 stalled / churn / 10 dead peers; RSS growth MiB",
+        "≤ 20 %, bounded",
+        "m7",
+    ),
 ]
 
 
@@ -81,6 +87,8 @@ def key_numbers(r: dict[str, Any]) -> dict[str, dict[str, str]]:
         for metric in ("m1", "m2"):
             steps = t.get(metric, [])
             b, ub = best_step(steps), best_step(u.get(metric, []))
+            if metric == "m1":  # the median of its repetitions where it was repeated
+                b, ub = repeated_best(t) or b, repeated_best(u) or ub
             cells[f"{metric}_max"] = (
                 f"{fmt(b['deliveries_per_s'])} "
                 f"({ratio(b['deliveries_per_s'], ub['deliveries_per_s'] if ub else None)} U)"
@@ -131,11 +139,40 @@ def key_numbers(r: dict[str, Any]) -> dict[str, dict[str, str]]:
         cells["m6"] = m6_cell
         m7 = t.get("m7")
         if m7:
-            b7, s7 = m7["baseline"], m7["stalled"]
-            rise = 100 * (s7["p99_ms"] / b7["p99_ms"] - 1) if b7["p99_ms"] else None
-            cells["m7"] = f"{fmt(rise, 0)} %; {fmt(s7['rss_growth_kib'] / 1024, 1)} MiB"
+            b7 = m7["baseline"]
+            rises, growth = [], []
+            for part in ("stalled", "churn", "dead"):
+                p = m7.get(part, {})
+                if "p99_ms" not in p:
+                    continue
+                r7 = rise_summary(b7.get("runs", [b7]), p.get("runs", [p]))["rise_pct"]
+                rises.append(f"{fmt(r7, 0)} %")
+                growth.append(fmt(p.get("rss_growth_kib", 0) / 1024, 1))
+            cells["m7"] = f"{' / '.join(rises)}; {' / '.join(growth)} MiB"
         out[key] = cells
     return out
+
+
+def repeated_text(r: dict[str, Any]) -> str:
+    """What the run repeated, for the header."""
+    reps, m6 = r["cfg"].get("reps", 1), r.get("m6", {}).get("reps", 1)
+    some = ", ".join(r["cfg"].get("rep_targets", []))
+    text = (
+        f"Repeated cells (M3, M7's parts{f', M1 highest passing step on {some}' if some else ''}"
+        f": {reps} times; M6: {m6} times)"
+        if reps > 1
+        else f"One run per cell except M6 ({m6} times)"
+    )
+    return (
+        text + " show the median with the range in brackets and *noisy* where the range "
+        "reaches past ±15 % of the median (table: *Repeated cells and their noise*)."
+    )
+
+
+def repeated_best(t: dict[str, Any]) -> dict[str, Any] | None:
+    """M1's highest passing step as the median of its repetitions (None if not repeated)."""
+    runs = t.get("m1_best", {}).get("runs", [])
+    return median_run(runs) if len(runs) > 1 else None
 
 
 def m6_one(r: dict[str, Any]) -> dict[str, Any]:
@@ -196,11 +233,6 @@ def full_hash(short: Any) -> str:
     return out or str(short)
 
 
-def passes(s: dict[str, Any]) -> bool:
-    """A step passes at p99 ≤ 250 ms with nothing lost, no gaps and no duplicates."""
-    return bool(s["p99_ms"] <= P99_OK_MS and s["lost"] == 0 and s["gaps"] == 0 and s["dups"] == 0)
-
-
 def ceiling_cell(c: tuple[float, bool] | None, u: tuple[float, bool] | None) -> str:
     """``c`` and ``u``: (ceiling, whether it is the top step) of a server and of U."""
     if not c:
@@ -215,12 +247,6 @@ def ceiling_cell(c: tuple[float, bool] | None, u: tuple[float, bool] | None) -> 
     else:
         r = f"{r} U"
     return f"{'≥ ' if c[1] else ''}{fmt(c[0])} ({r})"
-
-
-def best_step(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The highest step with p99 ≤ 250 ms, nothing lost, no gaps or duplicates."""
-    ok = [s for s in steps if passes(s)]
-    return max(ok, key=lambda s: s["deliveries_per_s"]) if ok else None
 
 
 class Report:
@@ -253,9 +279,9 @@ class Report:
             f"(`bench/run.py --mode {r['mode']}`, then `bench/report.py`) on {env.get('date')}; "
             f"the run took {r.get('runtime_s', 0):.0f} s. Raw numbers: "
             f"`bench/.build/results-{r['mode']}.json` (not committed). Method: "
-            "`bench/run.py` (method: its module docstring); one repetition per cell except M6 "
-            f"(median of {r.get('m6', {}).get('reps', 1)}, range in brackets), so read ratios, "
-            "not absolute values.",
+            "`bench/run.py` (method: its module docstring). "
+            + repeated_text(r)
+            + " Read ratios, not absolute values.",
             "",
             "| machine and software | |",
             "|---|---|",
@@ -306,7 +332,10 @@ class Report:
                 f"{n} streams of **one user** (Taskstream has only per-user streams; one user "
                 "with many streams is its fan-out case). Offered rates in events/s: "
                 f"{cfg['m1_rates']}, {cfg['step_s']:g} s each. *Max sustained* = the highest "
-                "step with p99 ≤ 250 ms and nothing lost.",
+                "step with p99 ≤ 250 ms and nothing lost; on "
+                f"{', '.join(cfg.get('rep_targets', [])) or 'no server'} that step is run "
+                f"{cfg.get('reps', 1)} times in all (again on fresh streams after the ladder) "
+                "and its cells are the median (range).",
                 "",
             )
         else:
@@ -319,6 +348,8 @@ class Report:
             )
         rows = []
         base = {k: best_step(self.t[k].get(metric, [])) for k in self.keys if self.ok(k)}
+        if metric == "m1":
+            base |= {k: repeated_best(self.t[k]) or b for k, b in base.items()}
         u = base.get("U")
         for k in self.keys:
             if not self.ok(k):
@@ -327,10 +358,12 @@ class Report:
             steps = self.t[k].get(metric, [])
             top = steps[-1] if steps else {}
             b = base.get(k)
+            reps = self.t[k].get("m1_best", {}).get("runs", []) if metric == "m1" else []
             rows.append(
                 [
                     self.label(k),
-                    fmt(b["deliveries_per_s"]) if b else "none passed",
+                    (med_cell(field_values(reps, "deliveries_per_s")) if len(reps) > 1 else None)
+                    or (fmt(b["deliveries_per_s"]) if b else "none passed"),
                     ratio(
                         b["deliveries_per_s"] if b else None,
                         u["deliveries_per_s"] if u else None,
@@ -338,7 +371,11 @@ class Report:
                     fmt(top.get("deliveries_per_s")),
                     f"{fmt(top.get('p50_ms'), 1)} / {fmt(top.get('p99_ms'), 1)}",
                     f"{fmt(top.get('lost'))} / {fmt(top.get('gaps'))} / {fmt(top.get('dups'))}",
-                    fmt(b["server_cpu_us_per_delivery"], 1) if b else "-",
+                    (
+                        med_cell(field_values(reps, "server_cpu_us_per_delivery"), 1)
+                        if len(reps) > 1
+                        else (fmt(b["server_cpu_us_per_delivery"], 1) if b else "-")
+                    ),
                     f"{fmt(top.get('server_cpu_pct'))} / {fmt(top.get('client_cpu_pct'))} / "
                     f"{fmt(top.get('ingest_cpu_pct'))} / {fmt(top.get('kafka_cpu_pct'))}",
                 ]
@@ -442,7 +479,8 @@ class Report:
             "## M3: Kafka produce → client latency at a fixed load",
             "",
             f"{cfg['m3_rate']} events/s to one user with {cfg['m1_clients']} streams "
-            f"({cfg['m3_rate'] * cfg['m1_clients']:,} deliveries/s) for {cfg['m3_s']:.0f} s, "
+            f"({cfg['m3_rate'] * cfg['m1_clients']:,} deliveries/s) for {cfg['m3_s']:.0f} s in "
+            f"{cfg.get('reps', 1)} step(s) (client cells: median, range in brackets), "
             "producer `linger.ms=0`. Stages, all measured from the producer's `t_ns` in the same "
             "run: **Kafka** = a bare consumer of the same topic (the floor); **ingest+layer** = "
             "a probe that receives what the server's ingress receives (for Taskstream a second "
@@ -463,10 +501,12 @@ class Report:
                 if ly.get("count")
                 else "not captured (probe saw no layer message)"
             )
+            runs = m.get("runs", [c])
             rows.append(
                 [
                     self.label(k),
-                    f"{fmt(c['p50_ms'], 1)} / {fmt(c['p99_ms'], 1)} / {fmt(c['p999_ms'], 1)}",
+                    f"{med_cell(field_values(runs, 'p50_ms'), 1)} / "
+                    f"{med_cell(field_values(runs, 'p99_ms'), 1)} / {fmt(c['p999_ms'], 1)}",
                     f"{fmt(kf.get('p50', 0) / 1000, 1)} / {fmt(kf.get('p99', 0) / 1000, 1)}",
                     layer,
                     fmt(push, 1),
@@ -534,7 +574,7 @@ class Report:
                 took = (
                     f" in {fmt(e['open_s'], 0)} s"
                     + (" (limit)" if e["open"] < n and e["open_s"] >= e["open_limit_s"] else "")
-                    if "open_s" in e
+                    if e and "open_s" in e
                     else ""
                 )
                 row.append(
@@ -920,45 +960,7 @@ class Report:
         )
 
     def m7(self) -> None:
-        cfg = self.r["cfg"]
-        self.add(
-            "## M7: ten stalled clients among the broadcast streams",
-            "",
-            f"{cfg['m1_clients']} streams of one user, {cfg['m7_rate']} events/s with a "
-            f"{cfg['m7_pad']:,}-byte pad for {cfg['m7_s']:.0f} s, first without and then with 10 "
-            "more streams of that user that stop reading after `stream-open` (4 KiB receive "
-            "buffer). Others' p99 and server RSS.",
-            "",
-        )
-        rows = []
-        for k in self.keys:
-            m = self.t[k].get("m7") if self.ok(k) else None
-            if not m:
-                rows.append([self.label(k), "-", "", "", "", ""])
-                continue
-            b, s = m["baseline"], m["stalled"]
-            rise = 100 * (s["p99_ms"] / b["p99_ms"] - 1) if b["p99_ms"] else None
-            rows.append(
-                [
-                    self.label(k),
-                    fmt(b["p99_ms"], 1),
-                    fmt(s["p99_ms"], 1),
-                    f"{fmt(rise, 0)} %",
-                    f"{fmt(s['lost'])} / {fmt(s['gaps'])}",
-                    fmt(s["rss_growth_kib"] / 1024, 1),
-                ]
-            )
-        self.table(
-            [
-                "server",
-                "others' p99 ms, no stall",
-                "others' p99 ms, 10 stalled",
-                "rise",
-                "others lost / gaps",
-                "RSS growth MiB",
-            ],
-            rows,
-        )
+        m7_section(self)
 
     def before_after(self) -> None:
         """Taskstream's key numbers: the first full run (before the hot-path fixes) and this."""
@@ -967,6 +969,7 @@ class Report:
             return
         before = json.loads(path.read_text())
         after = key_numbers(self.r)
+        cfg = self.r["cfg"]
         env = self.r.get("env", {})
         self.add(
             "## Before / after the hot-path fixes (Taskstream)",
@@ -983,9 +986,10 @@ class Report:
             "`consume_events` takes buffered records at once instead of waiting out its poll "
             "timeout; a Redis pool that waits instead of failing past 100 connections). "
             "Same rates, stream counts and payload in both; to fit the 15-minute budget this "
-            "run's steps are shorter (M1/M2 steps 2.5 s instead of 3, M3 10 s instead of 12, M7 "
-            "5 s per phase instead of 8, M4 window 3 s instead of 4, M4 opening bounded to "
-            "35 s per size instead of 120 s). M5 changed meaning: "
+            f"run's steps are shorter (M1/M2 steps {cfg['step_s']:g} s instead of 3, M3 "
+            f"{cfg['m3_s']:g} s instead of 12, M7 {cfg.get('reps', 1)} x {cfg['m7_s']:g} s per "
+            f"part instead of 8 s, M4 window {cfg['m4_window']:g} s instead of 4, M4 opening "
+            f"bounded to {cfg['m4_open_s']:g} s per size instead of 120 s). M5 changed meaning: "
             "*before* was a plain reconnect storm (replay was not built yet), *after* is the "
             "storm with `Last-Event-ID` replay.",
             "",
@@ -1020,6 +1024,7 @@ class Report:
         self.m5()
         self.m6()
         self.m7()
+        noisy_section(self)
         notes = ROOT / "bench" / "notes.md"
         if notes.exists():
             self.add(notes.read_text())

@@ -3,7 +3,16 @@
 // It is driven over a tiny loopback HTTP control API by bench/run.py:
 //
 //	POST /open?n=N&from=I&count=K&stall=S   open N streams using tokens[I..I+K) round robin;
-//	                                        the first S of them stop reading (tiny SO_RCVBUF)
+//	     [&src=A&tag=T]                     the first S of them stop reading (tiny SO_RCVBUF);
+//	                                        src: their source address instead of 127.0.0.2..;
+//	                                        tag: a name for /close
+//	POST /close?tag=T                       close the streams opened with tag T (not counted
+//	                                        as closed by the server)
+//	POST /churn?rate=R&from=I&count=K&hold_ms=H
+//	                                        open R streams/s (tokens[I..I+K) round robin),
+//	                                        each closed H ms after its stream-open, apart
+//	                                        from the streams above; rate=0 stops and waits
+//	                                        for the churn streams to end
 //	GET  /stats                             counters and latency percentiles (JSON)
 //	POST /reset                             zero counters and the histogram
 //	POST /disconnect                        close every stream, keep them for /storm
@@ -106,6 +115,8 @@ func (h *histogram) quantiles(qs []float64) (uint64, []uint64) {
 type spec struct {
 	uid, token string
 	stall      bool
+	src        net.IP // source address (nil: 127.0.0.2.. by index)
+	tag        string
 	lastID     string // the SSE last event id (Taskstream: a cursor)
 	lastSeq    int64  // highest seq seen on this spec's connections
 }
@@ -120,6 +131,7 @@ type stream struct {
 	replay   bool  // sent Last-Event-ID
 	target   int64 // caught up once lastSeq reaches this (0: not tracked)
 	caughtUp bool
+	closing  atomic.Bool // closed by /close: not counted as closed by the server
 }
 
 type client struct {
@@ -143,10 +155,25 @@ type client struct {
 	stormOpened, stormFirstEvent                    atomic.Int64
 	stormCaughtUp, stormAllCaughtUpNs, stormResumed atomic.Int64
 	stormResets, stormReplayed                      atomic.Int64
+
+	churn churner
+}
+
+// churner opens streams at a steady rate and closes each hold after its stream-open.
+type churner struct {
+	mu                              sync.Mutex
+	stop                            chan struct{}
+	done                            sync.WaitGroup
+	started, opened, closed, errors atomic.Int64
+	skipped, inflight               atomic.Int64
+	openLat                         histogram
 }
 
 func (c *client) dial(s *stream) (net.Conn, error) {
 	ip := net.IPv4(127, 0, 0, byte(2+s.idx%c.srcIPs))
+	if s.spec.src != nil {
+		ip = s.spec.src
+	}
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 30 * time.Second}
 	if s.stall {
 		d.Control = func(_, _ string, rc syscall.RawConn) error {
@@ -238,7 +265,7 @@ func (c *client) run(s *stream, gen int64, start time.Time, sem chan struct{}) {
 	for {
 		line, err = readLine(body, line[:0])
 		if err != nil {
-			if c.gen.Load() == gen {
+			if c.gen.Load() == gen && !s.closing.Load() {
 				c.closedByServer.Add(1)
 			}
 			return
@@ -388,6 +415,133 @@ func (c *client) openSpecs(specs []*spec, conc int, replay bool) {
 	}
 }
 
+// closeTag closes the streams opened with tag and forgets their specs.
+func (c *client) closeTag(tag string) int {
+	c.mu.Lock()
+	n := 0
+	for s := range c.streams {
+		if s.spec.tag == tag {
+			s.closing.Store(true)
+			s.conn.Close()
+			n++
+		}
+	}
+	kept := c.specs[:0]
+	for _, sp := range c.specs {
+		if sp.tag != tag {
+			kept = append(kept, sp)
+		}
+	}
+	c.specs = kept
+	c.mu.Unlock()
+	return n
+}
+
+// churnOne opens one stream, waits for its stream-open, reads for hold, then closes it.
+func (c *client) churnOne(idx int, tok [2]string, hold time.Duration) {
+	ch := &c.churn
+	defer ch.done.Done()
+	defer ch.inflight.Add(-1)
+	start := time.Now()
+	ip := net.IPv4(127, 0, 0, byte(2+idx%c.srcIPs))
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second}
+	conn, err := d.Dial("tcp", c.addr)
+	if err != nil {
+		ch.errors.Add(1)
+		return
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(start.Add(10 * time.Second))
+	path := strings.ReplaceAll(c.path, "{uid}", tok[0])
+	req := "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+	if tok[1] != "" {
+		req += "Authorization: Bearer " + tok[1] + "\r\n"
+	}
+	if _, err = conn.Write([]byte(req + "\r\n")); err != nil {
+		ch.errors.Add(1)
+		return
+	}
+	br := bufio.NewReaderSize(conn, 4096)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		ch.errors.Add(1)
+		return
+	}
+	body := bufio.NewReaderSize(resp.Body, 4096)
+	var line []byte
+	for {
+		line, err = readLine(body, line[:0])
+		if err != nil {
+			ch.errors.Add(1)
+			return
+		}
+		if bytes.HasPrefix(line, []byte("event:")) && bytes.Contains(line, []byte("stream-open")) {
+			break
+		}
+	}
+	ch.opened.Add(1)
+	ch.openLat.add(uint64(time.Since(start).Microseconds()))
+	_ = conn.SetDeadline(time.Now().Add(hold))
+	_, _ = io.Copy(io.Discard, body) // until the hold's deadline (or the server ends it)
+	ch.closed.Add(1)
+}
+
+// startChurn opens rate streams/s until stopChurn; at most 4 x rate x (hold + 1 s) at once.
+func (c *client) startChurn(rate float64, from, count int, hold time.Duration) {
+	c.stopChurn()
+	ch := &c.churn
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for _, a := range []*atomic.Int64{&ch.started, &ch.opened, &ch.closed, &ch.errors, &ch.skipped} {
+		a.Store(0)
+	}
+	ch.openLat.reset()
+	if rate <= 0 || count < 1 {
+		return
+	}
+	stop := make(chan struct{})
+	ch.stop = stop
+	maxInflight := int64(4 * rate * (hold.Seconds() + 1))
+	ch.done.Add(1)
+	go func() {
+		defer ch.done.Done()
+		start := time.Now()
+		n := 0
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			due := int(rate * time.Since(start).Seconds())
+			for ; n < due; n++ {
+				if ch.inflight.Load() >= maxInflight {
+					ch.skipped.Add(1)
+					continue
+				}
+				ch.started.Add(1)
+				ch.inflight.Add(1)
+				ch.done.Add(1)
+				go c.churnOne(n, c.tokens[(from+n%count)%len(c.tokens)], hold)
+			}
+		}
+	}()
+}
+
+// stopChurn stops opening churn streams and waits for those open to end.
+func (c *client) stopChurn() {
+	ch := &c.churn
+	ch.mu.Lock()
+	if ch.stop != nil {
+		close(ch.stop)
+		ch.stop = nil
+	}
+	ch.mu.Unlock()
+	ch.done.Wait()
+}
+
 func (c *client) closeAll() {
 	c.gen.Add(1)
 	c.mu.Lock()
@@ -422,6 +576,7 @@ func (c *client) stats() map[string]any {
 	qs := []float64{0.5, 0.9, 0.99, 0.999, 1.0}
 	n, lq := c.lat.quantiles(qs)
 	cn, cq := c.connectLat.quantiles(qs)
+	chn, chq := c.churn.openLat.quantiles(qs)
 	c.mu.Lock()
 	nstreams := len(c.streams)
 	c.mu.Unlock()
@@ -438,6 +593,10 @@ func (c *client) stats() map[string]any {
 		"storm_caught_up":          c.stormCaughtUp.Load(), "storm_all_caught_up_ns": c.stormAllCaughtUpNs.Load(),
 		"storm_resumed": c.stormResumed.Load(), "storm_resets": c.stormResets.Load(),
 		"storm_replayed_events": c.stormReplayed.Load(),
+		"churn_started":         c.churn.started.Load(), "churn_opened": c.churn.opened.Load(),
+		"churn_closed": c.churn.closed.Load(), "churn_errors": c.churn.errors.Load(),
+		"churn_skipped": c.churn.skipped.Load(), "churn_inflight": c.churn.inflight.Load(),
+		"churn_open_count": chn, "churn_open_us": chq,
 	}
 }
 
@@ -478,16 +637,31 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/open", func(w http.ResponseWriter, r *http.Request) {
 		n, from, count, stall := intArg(r, "n", 0), intArg(r, "from", 0), intArg(r, "count", 1), intArg(r, "stall", 0)
+		src := net.ParseIP(r.URL.Query().Get("src")) // nil when absent
+		tag := r.URL.Query().Get("tag")
 		specs := make([]*spec, n)
 		for i := range specs {
 			t := c.tokens[(from+i%count)%len(c.tokens)]
-			specs[i] = &spec{uid: t[0], token: t[1], stall: i < stall}
+			specs[i] = &spec{uid: t[0], token: t[1], stall: i < stall, src: src, tag: tag}
 		}
 		c.mu.Lock()
 		c.specs = append(c.specs, specs...)
 		c.targets = nil
 		c.mu.Unlock()
 		c.openSpecs(specs, intArg(r, "conc", c.conc), false)
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/close", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, c.closeTag(r.URL.Query().Get("tag")))
+	})
+	mux.HandleFunc("/churn", func(w http.ResponseWriter, r *http.Request) {
+		rate, _ := strconv.ParseFloat(r.URL.Query().Get("rate"), 64)
+		hold := time.Duration(intArg(r, "hold_ms", 1000)) * time.Millisecond
+		if rate > 0 {
+			c.startChurn(rate, intArg(r, "from", 0), intArg(r, "count", 1), hold)
+		} else {
+			c.stopChurn()
+		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
