@@ -950,7 +950,13 @@ class Report:
             "16. `group_send` in two Redis round trips instead of four "
             "(`realtime/layer.py`: the same keys and rules as channels-redis's, whose "
             "receive is unchanged): with one hub in the bus group, 6.3 → 5.6 ms.",
-            "17. Tried and dropped: each partition's events applied at once on their own "
+            "17. The read after a batch no longer takes only what is already buffered: if "
+            "nothing is, it waits for the first records (on the Kafka thread, which the "
+            "queued commit no longer needs; dead letters got a thread of their own), so a "
+            "record that arrives while a batch is applied or finished is applied at once, "
+            "not after that batch's commit (tests/test_consumer_loop.py). This run's M2 and "
+            "M3 rows are its measure.",
+            "18. Tried and dropped: each partition's events applied at once on their own "
             "connections. M6 did not move (7.0-7.7k against 6.9-8.2k events/s, "
             "interleaved): librdkafka hands out one partition's fetch at a time, so 28 of "
             "40 batches held one partition, and with 64 KiB partition fetches (56 of 82 "

@@ -89,10 +89,13 @@ class EventConsumer:
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self._apply_batch = database_sync_to_async(functools.partial(apply, epoch=epoch))
-        # librdkafka calls that block (a read that waits, rewinds, dead letters, close)
-        # run on one dedicated thread, off the event loop; the ones that cannot block
-        # (a read of what is buffered, queuing a commit) run on the loop.
+        # librdkafka calls that block (a read that waits, rewinds, close) run on one
+        # dedicated thread, off the event loop; the ones that cannot block (a read of what
+        # is buffered, queuing a commit) run on the loop.
         self._kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
+        # Dead letters wait for their acks on a thread of their own: the Kafka thread may
+        # be holding a read that waits for records.
+        self._dlq_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlq")
         self._stop = False
         self._stopping: asyncio.Event | None = None
         self.outages_in_a_row = 0
@@ -111,14 +114,14 @@ class EventConsumer:
 
     async def run(self) -> None:
         """Batches in a three-stage pipeline, each stage on its own resource: while batch N
-        is applied (``_apply``, waiting on PostgreSQL in the database thread), what Kafka
-        has buffered already is read and adapted as batch N+1 (``_read``, the event loop's
-        CPU) and batch N-1 is stored, pushed and committed (``_finish``, Redis and the Kafka
-        thread). The order of effects does not change: a batch is applied before the one
-        before it is committed, which is what a crash between the two leaves too (the state
-        is idempotent), and each batch is stored, pushed and committed only after the one
-        before it. An outage drops every batch in flight and rewinds to the first record
-        any of them holds."""
+        is applied (``_apply``, waiting on PostgreSQL in the database thread), batch N+1 is
+        read and adapted (``_read``: what Kafka has buffered, else the first records to
+        come) and batch N-1 is stored, pushed and committed (``_finish``, Redis and the
+        layer; its commit is queued). The order of effects does not change: a batch is
+        applied before the one before it is committed, which is what a crash between the
+        two leaves too (the state is idempotent), and each batch is stored, pushed and
+        committed only after the one before it. An outage drops every batch in flight and
+        rewinds to the first record any of them holds."""
         self._stopping = asyncio.Event()
         behind: tuple[Batch, asyncio.Task[None]] | None = None
         ahead: asyncio.Task[Batch | None] | None = None
@@ -127,11 +130,12 @@ class EventConsumer:
                 if ahead is not None:
                     batch, ahead = await ahead, None
                 else:
-                    batch = await self._read(wait=True)
+                    batch = await self._read()
                 if batch is not None:
-                    # Only records buffered already (it does not wait): at low rates, a
-                    # read that waited for more would hold up the batch after this one.
-                    ahead = asyncio.create_task(self._read(wait=False))
+                    # The next read waits for records if none are buffered: one that
+                    # arrives while this batch is applied or finished is applied at once,
+                    # instead of after this batch's commit (the latency of small batches).
+                    ahead = asyncio.create_task(self._read())
                     await self._apply(batch)
                 if behind is not None:
                     previous, finishing = behind
@@ -163,7 +167,7 @@ class EventConsumer:
 
     async def run_once(self) -> BatchResult:
         """One batch from read to commit (or to its rewind): the loop one step at a time."""
-        batch = await self._read(wait=True)
+        batch = await self._read()
         if batch is None:
             self._forget_revoked()
             return BatchResult()
@@ -175,16 +179,14 @@ class EventConsumer:
             await self._drop([batch], None, batch.outage)
         return batch.result
 
-    async def _read(self, *, wait: bool) -> Batch | None:
-        """The next batch, adapted; None when there is nothing to do. ``wait``: wait up to
-        the poll timeout for a first record, else take only what is buffered."""
-        if wait:
+    async def _read(self) -> Batch | None:
+        """The next batch, adapted; None when no record came within the poll timeout.
+        What librdkafka has buffered is taken here (the call does not block: no thread hop
+        per batch under load); only a read that must wait goes to the Kafka thread."""
+        messages = self._buffered()
+        if not messages:
             loop = asyncio.get_running_loop()
             messages = await loop.run_in_executor(self._kafka_thread, self._next_batch)
-        else:
-            # Only what librdkafka has buffered: the call does not block, so it runs here
-            # instead of paying a thread hop per batch.
-            messages = self._buffered()
         # Revoked before or during this read: forgotten once every earlier batch is done.
         revoked, self.revoked = self.revoked, []
         records: list[Record] = []
@@ -277,7 +279,7 @@ class EventConsumer:
             batch.log.dead_letters(dead)
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(
-                self._kafka_thread, kafka_side.dead_letter, self.dlq_producer, self.dlq_topic, dead
+                self._dlq_thread, kafka_side.dead_letter, self.dlq_producer, self.dlq_topic, dead
             )
 
         # Encoded once here; the hot store and every server process reuse the text. The
@@ -330,8 +332,9 @@ class EventConsumer:
         # Every batch commits before the next consume, so nothing is pending here; close()
         # leaves the group at once instead of waiting for the session to time out.
         await loop.run_in_executor(self._kafka_thread, self.consumer.close)
-        await loop.run_in_executor(self._kafka_thread, self.dlq_producer.flush, 10.0)
+        await loop.run_in_executor(self._dlq_thread, self.dlq_producer.flush, 10.0)
         self._kafka_thread.shutdown(wait=True)
+        self._dlq_thread.shutdown(wait=True)
 
 
 async def build_event_consumer(epoch: str | None = None) -> EventConsumer:

@@ -276,6 +276,68 @@ async def test_the_next_batch_is_read_and_adapted_while_one_is_applied(alice: Us
     assert task.progress == 20
 
 
+async def test_a_record_that_arrives_while_a_batch_is_finished_is_applied_at_once(
+    alice: User,
+) -> None:
+    """Batch 1's push waits until batch 2 is being applied, and batch 2's record only
+    arrives once that push has begun: the read after batch 1 must wait for records while
+    batch 1 is finished (a loop that read again only after batch 1's commit would wait
+    out the deadline). At low rates that wait is each event's latency."""
+    task = await database_sync_to_async(create_task)(alice)
+    tid = str(task.id)
+    arrived = threading.Event()
+
+    class ArrivingConsumer(FakeConsumer):
+        def consume(self, num_messages: int = 1, timeout: float = -1) -> Any:
+            if timeout > 0 and not self.batches:
+                arrived.wait(timeout)  # a read that waits, as librdkafka's does
+            return super().consume(num_messages, timeout)
+
+    log: list[str] = []
+    consumer = ArrivingConsumer(log=log)
+    later = event_value(user_id=alice.pk, task_id=tid, data={"progress": 20})
+    consumer.batches.append(
+        [record(event_value(user_id=alice.pk, task_id=tid, data={"progress": 10}), offset=0)]
+    )
+    loop_ = asyncio.get_running_loop()
+    second_applying = asyncio.Event()
+    calls = {"apply": 0, "send": 0}
+
+    def apply(events: Any, epoch: str) -> Any:
+        calls["apply"] += 1
+        if calls["apply"] == 2:
+            loop_.call_soon_threadsafe(second_applying.set)
+        return apply_events(events, epoch)
+
+    class GatedLayer(RecordingLayer):
+        async def group_send(self, group: str, message: dict[str, Any]) -> None:
+            calls["send"] += 1
+            if calls["send"] == 1:
+                consumer.batches.append([record(later, offset=1)])
+                arrived.set()
+                await asyncio.wait_for(second_applying.wait(), 10)
+            await super().group_send(group, message)
+
+    loop = EventConsumer(
+        consumer,
+        FakeProducer(log=log),
+        GatedLayer(log),
+        MemoryHotStore(),
+        epoch="E1",
+        dlq_topic="task.events.dlq",
+        poll_timeout=10.0,
+        apply=apply,
+    )
+    running = asyncio.create_task(loop.run())
+    await wait_until(lambda: len(consumer.commits) == 2)
+    loop.request_stop()
+    arrived.set()
+    await asyncio.wait_for(running, 20)
+    assert consumer.commits == [[("task.events", 0, 1)], [("task.events", 0, 2)]]
+    task = await database_sync_to_async(AsyncTask.objects.get)(id=task.id)
+    assert task.progress == 20
+
+
 async def test_an_outage_behind_rewinds_both_batches_to_their_first_records(
     alice: User,
 ) -> None:
@@ -287,9 +349,10 @@ async def test_an_outage_behind_rewinds_both_batches_to_their_first_records(
     first = [record(event_value(user_id=alice.pk, task_id=tid), offset=5, partition=0)]
     second = [record(event_value(user_id=alice.pk, task_id=tid), offset=7, partition=1)]
     consumer = FakeConsumer()
-    # What Kafka returns: batch 1, batch 2, nothing more buffered (the read ahead while
-    # batch 2 is applied), then, after the rewind, both again.
-    consumer.batches += [first, second, [], first, second]
+    # What Kafka returns: batch 1, batch 2, nothing for the read ahead while batch 2 is
+    # applied (its three calls: what is buffered, then the Kafka thread's look again and
+    # its wait), then, after the rewind, both again.
+    consumer.batches += [first, second, [], [], [], first, second]
     store = FailingOnceStore(fail_on=1)
     loop = make_loop(consumer, FakeProducer(), store=store)
     running = asyncio.create_task(loop.run())
