@@ -199,6 +199,21 @@ class FailingOnceStore(MemoryHotStore):
         return await super().append(events, bodies, heads)
 
 
+def apply_signalling_the_second() -> tuple[asyncio.Event, Callable[..., Any]]:
+    """``apply_events``, and an event set (on the loop) when its second call begins."""
+    loop = asyncio.get_running_loop()
+    second = asyncio.Event()
+    calls = [0]
+
+    def apply(events: Any, epoch: str) -> Any:
+        calls[0] += 1
+        if calls[0] == 2:
+            loop.call_soon_threadsafe(second.set)
+        return apply_events(events, epoch)
+
+    return second, apply
+
+
 async def test_the_pipeline_applies_the_next_batch_while_the_last_one_is_finished(
     alice: User,
 ) -> None:
@@ -212,15 +227,7 @@ async def test_the_pipeline_applies_the_next_batch_while_the_last_one_is_finishe
     for n in range(3):
         value = event_value(user_id=alice.pk, task_id=tid, data={"progress": 10 * n})
         consumer.batches.append([record(value, offset=n)])
-    loop_ = asyncio.get_running_loop()
-    second_applying = asyncio.Event()
-    applied = {"calls": 0}
-
-    def apply(events: Any, epoch: str) -> Any:
-        applied["calls"] += 1
-        if applied["calls"] == 2:
-            loop_.call_soon_threadsafe(second_applying.set)
-        return apply_events(events, epoch)
+    second_applying, apply = apply_signalling_the_second()
 
     class GatedLayer(RecordingLayer):
         async def group_send(self, group: str, message: dict[str, Any]) -> None:
@@ -299,15 +306,8 @@ async def test_a_record_that_arrives_while_a_batch_is_finished_is_applied_at_onc
     consumer.batches.append(
         [record(event_value(user_id=alice.pk, task_id=tid, data={"progress": 10}), offset=0)]
     )
-    loop_ = asyncio.get_running_loop()
-    second_applying = asyncio.Event()
-    calls = {"apply": 0, "send": 0}
-
-    def apply(events: Any, epoch: str) -> Any:
-        calls["apply"] += 1
-        if calls["apply"] == 2:
-            loop_.call_soon_threadsafe(second_applying.set)
-        return apply_events(events, epoch)
+    second_applying, apply = apply_signalling_the_second()
+    calls = {"send": 0}
 
     class GatedLayer(RecordingLayer):
         async def group_send(self, group: str, message: dict[str, Any]) -> None:
