@@ -512,10 +512,13 @@ def targets(port: int) -> list[Target]:
 
 
 class Bench:
-    def __init__(self, mode: str, only: list[str]) -> None:
+    def __init__(self, mode: str, only: list[str], metrics: list[str] | None = None) -> None:
         self.mode = mode
         self.cfg = MODES[mode]
         self.only = only
+        # The per-target metrics to run (M1 M2 M3 M4 M5 M7; none given: all). M2's streams
+        # are opened for M5 whether or not M2's steps run.
+        self.metrics = metrics or []
         self.run_id = f"{int(time.time())}"
         self.dir = BUILD / f"run-{mode}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -559,6 +562,9 @@ class Bench:
         self.kafka_pid = 0
         with contextlib.suppress(OSError, ValueError):
             self.kafka_pid = int((SERVICES / "kafka/kafka.pid").read_text().split()[0])
+
+    def wants(self, *metrics: str) -> bool:
+        return not self.metrics or any(m in self.metrics for m in metrics)
 
     # ---- setup
 
@@ -752,32 +758,11 @@ class Bench:
         res["rss_kib_start"] = server.rss()
         topic = self.topic_ts if t.ingest == "taskstream" else self.topic_peer
         client = Client(self.procs, f"client-{t.key}", port, t.path, self.tokens)
-        user0 = [self.users[0]]
         try:
             with self.ingest(t.ingest) as ingest:
-                # M1 broadcast (one user, many streams), then M3 and M7 on the same streams.
-                n1 = cfg["m1_clients"]
-                client.open(n1, 0, 1)
-                opened = client.wait_open(n1, 60)
-                res["m1_open"] = opened
-                log(f"{t.key}: M1 {opened}/{n1} streams open")
-                self.load.paced(topic, user0, 10, 0.3)
-                client.wait_events(3 * opened, 5)
-                res["m1"] = [
-                    self.step(client, server, ingest, topic, user0, r, cfg["step_s"], opened)
-                    for r in cfg["m1_rates"]
-                ]
-                # Fresh streams for M3 and M7: a server that fell behind in the top step still
-                # holds its backlog in the streams' buffers (it would land in M3's numbers),
-                # and streams closed by overflow are not reopened by the client.
-                client.call("/closeall")
-                client.open(n1, 0, 1)
-                opened = client.wait_open(n1, 60)
-                res["m3"] = self.m3(t, client, server, ingest, topic, opened)
-                res["m7"] = self.m7(client, server, ingest, topic, n1)
-                log(f"{t.key}: M1, M3, M7 done; layer probe {res['m3']['layer']}")
-                client.call("/closeall")
-                # M2 targeted: one stream per user.
+                if self.wants("M1", "M3", "M7"):
+                    self.m1_m3_m7(t, res, client, server, ingest, topic)
+                # M2 targeted: one stream per user (M5 reconnects these).
                 n2 = cfg["m2_clients"]
                 users = self.users[:n2]
                 client.open(n2, 0, n2)
@@ -786,28 +771,59 @@ class Bench:
                 log(f"{t.key}: M2 {opened2}/{n2} streams open")
                 self.load.paced(topic, users, 2000, n2 / 2000)
                 client.wait_events(n2, 5)
-                res["m2"] = [
-                    self.step(client, server, ingest, topic, users, r, cfg["step_s"], 1)
-                    for r in cfg["m2_rates"]
-                ]
-                res["m2_backlog_s"] = self.wait_caught_up(topic, t.ingest)
-                log(f"{t.key}: M2 done")
-                res["m5"] = self.m5(client, topic, users, t.ingest, t.ingest == "taskstream")
-                m5 = res["m5"]
-                log(
-                    f"{t.key}: M5 opened {m5['opened']}, caught up {m5['caught_up']} "
-                    f"in {m5['all_caught_up_s']} s, first event {m5['all_first_event_s']} s, "
-                    f"gaps {m5['gaps']} dups {m5['dups']} resumed {m5['resumed_header']}"
-                )
-                res["m5_backlog_s"] = self.wait_caught_up(topic, t.ingest)
+                if self.wants("M2"):
+                    res["m2"] = [
+                        self.step(client, server, ingest, topic, users, r, cfg["step_s"], 1)
+                        for r in cfg["m2_rates"]
+                    ]
+                    res["m2_backlog_s"] = self.wait_caught_up(topic, t.ingest)
+                    log(f"{t.key}: M2 done")
+                if self.wants("M5"):
+                    res["m5"] = self.m5(client, topic, users, t.ingest, t.ingest == "taskstream")
+                    m5 = res["m5"]
+                    log(
+                        f"{t.key}: M5 opened {m5['opened']}, caught up {m5['caught_up']} "
+                        f"in {m5['all_caught_up_s']} s, first event {m5['all_first_event_s']} s, "
+                        f"gaps {m5['gaps']} dups {m5['dups']} resumed {m5['resumed_header']}"
+                    )
+                    res["m5_backlog_s"] = self.wait_caught_up(topic, t.ingest)
                 client.call("/closeall")
-                res["m4"] = self.m4(client, server)
+                if self.wants("M4"):
+                    res["m4"] = self.m4(client, server)
         finally:
             with contextlib.suppress(Exception):
                 client.call("/quit")
             client.proc.stop()
             server.stop()
         return res
+
+    def m1_m3_m7(
+        self, t: Target, res: dict[str, Any], client: Client, server: Proc, ingest: Proc, topic: str
+    ) -> None:
+        """M1 broadcast (one user, many streams), then M3 and M7 on the same streams."""
+        cfg = self.cfg
+        user0 = [self.users[0]]
+        n1 = cfg["m1_clients"]
+        client.open(n1, 0, 1)
+        opened = client.wait_open(n1, 60)
+        res["m1_open"] = opened
+        log(f"{t.key}: M1 {opened}/{n1} streams open")
+        self.load.paced(topic, user0, 10, 0.3)
+        client.wait_events(3 * opened, 5)
+        res["m1"] = [
+            self.step(client, server, ingest, topic, user0, r, cfg["step_s"], opened)
+            for r in cfg["m1_rates"]
+        ]
+        # Fresh streams for M3 and M7: a server that fell behind in the top step still
+        # holds its backlog in the streams' buffers (it would land in M3's numbers),
+        # and streams closed by overflow are not reopened by the client.
+        client.call("/closeall")
+        client.open(n1, 0, 1)
+        opened = client.wait_open(n1, 60)
+        res["m3"] = self.m3(t, client, server, ingest, topic, opened)
+        res["m7"] = self.m7(client, server, ingest, topic, n1)
+        log(f"{t.key}: M1, M3, M7 done; layer probe {res['m3']['layer']}")
+        client.call("/closeall")
 
     def wait_caught_up(self, topic: str, ingest: str) -> float:
         """Wait until the ingest's group has committed the end of ``topic`` (no backlog left
@@ -1366,7 +1382,19 @@ def main() -> None:
         type=int,
         help="M1's streams (also M3's and M7's) instead of the mode's (full: 1000)",
     )
+    ap.add_argument(
+        "--only-metrics",
+        nargs="+",
+        default=[],
+        choices=["M1", "M2", "M3", "M4", "M5", "M7"],
+        help="run only these per-target metrics (e.g. M4 M5 for the stream-open path)",
+    )
+    ap.add_argument(
+        "--m4-sizes", nargs="+", type=int, help="M4's stream counts (full: 1000 5000 10000)"
+    )
     args = ap.parse_args()
+    if args.m4_sizes:
+        MODES[args.mode]["m4_sizes"] = args.m4_sizes
     if args.m1_rates:
         MODES[args.mode]["m1_rates"] = args.m1_rates
     if args.m1_clients:
@@ -1378,7 +1406,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     with one_bench_at_a_time():
-        Bench(args.mode, args.only).run()
+        Bench(args.mode, args.only, args.only_metrics).run()
 
 
 @contextlib.contextmanager
