@@ -203,6 +203,8 @@ class RedisHotStore(HotStore):
             socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
         )  # fmt: skip
         self.redis = redis.asyncio.Redis(connection_pool=pool)
+        # A stream open's reads in one call (realtime.store_open), by EVALSHA.
+        self.open_script = self.redis.register_script(scripts.OPEN)
         # Filled from Redis on first sight of a (user, partition): which offset came last.
         self._last: dict[tuple[int, PartitionKey], int] = {}
 
@@ -321,8 +323,11 @@ class RedisHotStore(HotStore):
     async def release_lease(self, user_id: int, lease: str) -> None:
         await self.redis.zrem(f"{self.p}:lease:{user_id}", lease)
 
+    def hit_key(self, bucket: str, window: int) -> str:
+        return f"{self.p}:hit:{bucket}:{int(time.time()) // window}"
+
     async def count_hit(self, bucket: str, window: int) -> int:
-        key = f"{self.p}:hit:{bucket}:{int(time.time()) // window}"
+        key = self.hit_key(bucket, window)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.incr(key)
             pipe.expire(key, window * 2)
@@ -342,7 +347,6 @@ def _partition_key(member: str) -> PartitionKey:
     return source, int(partition)
 
 
-# Keep the larger of the stored and the given value (heads never move back).
 _memory_store: MemoryHotStore | None = None
 _redis_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisHotStore] = (
     weakref.WeakKeyDictionary()

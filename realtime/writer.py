@@ -132,6 +132,7 @@ class StreamWriter:
                 self.cursor.offsets.get(key, -1),
                 accept_incomplete=self.plan.from_earliest,
                 charge=False,  # plan_resume counted this open's Kafka replay
+                first=self.plan.pages.pop(key, None),  # read with the open's other reads
             )
             await self._deliver(replayed(events, self.cursor.epochs.get(key[0])))
 
