@@ -29,6 +29,7 @@ from realtime.admission import renew
 from realtime.auth import StreamUser
 from realtime.bus import BusItem
 from realtime.frames import frames_after, next_frame, replayed, takes_whole
+from realtime.heads import shared_heads
 from realtime.hub import Subscriber
 from realtime.replay.kafka import KafkaReplayer, Unfillable
 from realtime.replay.resume import ResumePlan, backfill
@@ -196,7 +197,7 @@ class StreamWriter:
         moved on without them, by an id-only frame that advances the client's cursor, so
         a reconnect does not rescan other users' records."""
         keys: list[PartitionKey] = list(self.cursor.offsets)
-        heads = await self.store.heads(keys)
+        heads = await shared_heads(self.store).get(keys)  # one read for the process's streams
         advanced = False
         for key, head in heads.items():
             sent = self.cursor.offsets.get(key, -1)
