@@ -1,7 +1,7 @@
 """Whether a user may open one more stream: stream opens per minute, and concurrent streams
-across all nodes (leases in the hot store, renewed by the stream while it runs). Both
-scopes count against the user who opens the stream: a staff member's staff streams count
-against their own limits, never the watched user's.
+across all nodes (leases in the hot store, renewed while the stream runs: realtime.leases).
+Both scopes count against the user who opens the stream: a staff member's staff streams
+count against their own limits, never the watched user's.
 
 The open's count and lease are taken with the rest of its reads, in one round trip to the
 store (``realtime.store_open``); ``admit`` decides from what that found.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 
-from realtime.store import HotStore
 from realtime.store_open import OPENS_WINDOW, OpenQuery, OpenView
 from streaming import conf
 from streaming.cursor import PartitionKey
@@ -57,9 +56,3 @@ def admit(view: OpenView) -> None:
 def lease_ttl() -> float:
     settings = conf.get()
     return 3 * settings.HEARTBEAT_SECONDS + settings.SEND_TIMEOUT_SECONDS
-
-
-async def renew(store: HotStore, user_id: int, lease: str) -> bool:
-    """Take or keep the slot ``lease`` for a few heartbeats more (False: none is free)."""
-    limit = conf.get().MAX_STREAMS_PER_USER
-    return await store.acquire_lease(user_id, lease, limit, lease_ttl())

@@ -43,6 +43,15 @@ end
 
 ACQUIRE_LEASE = _LEASE + "return acquire(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
 
+# ACQUIRE_LEASE for many: ARGV limit, ttl, now, then (lease key, lease) pairs.
+RENEW_LEASES = (
+    _LEASE
+    + """
+for i = 4, #ARGV, 2 do acquire(ARGV[i], ARGV[i + 1], ARGV[1], ARGV[2], ARGV[3]) end
+return 1
+"""
+)
+
 # A stream open's reads (realtime.store_open), gathered in one round trip: the same as the
 # store's own commands one after another (RedisHotStore's keys). ARGV: prefix, user, the
 # open-hit key, its expiry, the opens limit, lease key, lease ("": count nothing, take

@@ -90,6 +90,11 @@ class HotStore(abc.ABC):
     async def acquire_lease(self, user_id: int, lease: str, limit: int, ttl: float) -> bool:
         """Hold one of the user's ``limit`` stream slots for ``ttl`` seconds (renewable)."""
 
+    async def renew_leases(self, leases: Sequence[tuple[int, str]], limit: int, ttl: float) -> None:
+        """``acquire_lease`` for each ``(user_id, lease)``."""
+        for user_id, lease in leases:
+            await self.acquire_lease(user_id, lease, limit, ttl)
+
     @abc.abstractmethod
     async def release_lease(self, user_id: int, lease: str) -> None: ...
 
@@ -319,6 +324,11 @@ class RedisHotStore(HotStore):
             scripts.ACQUIRE_LEASE, 1, f"{self.p}:lease:{user_id}", lease, limit, ttl, time.time()
         )
         return bool(acquired)
+
+    async def renew_leases(self, leases: Sequence[tuple[int, str]], limit: int, ttl: float) -> None:
+        pairs = [v for user_id, lease in leases for v in (f"{self.p}:lease:{user_id}", lease)]
+        if pairs:
+            await self.redis.eval(scripts.RENEW_LEASES, 0, limit, ttl, time.time(), *pairs)
 
     async def release_lease(self, user_id: int, lease: str) -> None:
         await self.redis.zrem(f"{self.p}:lease:{user_id}", lease)

@@ -32,6 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from realtime.admission import Refused, admit, open_query
 from realtime.auth import AuthFailed, StreamUser, authenticate
 from realtime.hub import Hub, Subscriber, get_hub
+from realtime.leases import lease_keeper
 from realtime.replay.kafka import Unfillable, get_kafka_replayer
 from realtime.replay.resume import ResumePlan, ResumeRefused, plan_resume, plan_since
 from realtime.request import USER_SCOPE, BadRequest, StreamRequest, announces_body, parse_request
@@ -147,6 +148,7 @@ class EventStreamConsumer(StreamWriter, AsyncHttpConsumer):  # type: ignore[misc
             await self._refuse(
                 429, exc.code, exc.detail, [(b"retry-after", exc.retry_after.encode())]
             )
+        lease_keeper(self.store).hold(self.user.user_id, self.lease)  # renewed while it runs
         try:
             self.plan = await self._plan(request, view)
         except ResumeRefused as exc:
@@ -227,6 +229,7 @@ class EventStreamConsumer(StreamWriter, AsyncHttpConsumer):  # type: ignore[misc
                 # The hub left its local maps; the layer membership lapses (group_expiry).
                 logger.warning("hub: leaving the layer group failed: %s", exc)
         if hasattr(self, "lease"):
+            lease_keeper(self.store).drop(self.lease)
             with contextlib.suppress(Exception):
                 await self.store.release_lease(self.user.user_id, self.lease)
 

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from realtime.admission import renew
 from realtime.auth import StreamUser
 from realtime.bus import BusItem
 from realtime.frames import frames_after, next_frame, replayed, takes_whole
@@ -68,7 +67,6 @@ class StreamWriter:
         lifetime = settings.STREAM_MAX_SECONDS * random.uniform(0.8, 1.0)
         deadline = min(self.user.expires_at, time.time() + lifetime)
         reason = "lifetime"
-        renewed = time.monotonic()
         try:
             await self._replay()
             while True:
@@ -88,9 +86,6 @@ class StreamWriter:
                     break
                 if not runs:
                     await self._heartbeat()
-                if time.monotonic() - renewed >= settings.HEARTBEAT_SECONDS:
-                    await renew(self.store, self.user.user_id, self.lease)
-                    renewed = time.monotonic()
             # A clean end of the 200 response makes EventSource reconnect with its
             # Last-Event-ID after the `retry:` delay.
             await self._send(encode_sse(retry_ms=settings.RETRY_MS).encode(), final=True)
