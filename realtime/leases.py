@@ -1,11 +1,11 @@
-"""A process's stream leases, renewed together (issue #9, M4).
+"""A process's stream leases, renewed and released together (issue #9, M4 and M5).
 
 A running stream holds one of its user's stream slots (``realtime.admission``): a lease in
 the hot store that lapses unless renewed. Each stream used to renew its own at every
 heartbeat, one store call per stream; with thousands of idle streams that was a large part
 of the server's work (py-spy, docs/benchmarks.md). Here the process renews all the leases
 its streams hold in one call per heartbeat interval (in chunks), well within the lease's
-time to live (``admission.lease_ttl``).
+time to live (``admission.lease_ttl``). Streams that end at once are released together.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ class LeaseKeeper:
         self.store = store
         self.held: dict[str, int] = {}  # lease -> user id
         self._task: asyncio.Task[None] | None = None
+        # Leases to release in the next store call, and that call (once started).
+        self._releasing: list[tuple[int, str]] = []
+        self._release: asyncio.Future[None] | None = None
 
     def hold(self, user_id: int, lease: str) -> None:
         """Renew ``lease`` with the others from now on (the open just took it)."""
@@ -36,6 +39,24 @@ class LeaseKeeper:
 
     def drop(self, lease: str) -> None:
         self.held.pop(lease, None)
+
+    async def release(self, user_id: int, lease: str) -> None:
+        """Stop renewing ``lease`` and free its slot. The streams that end together (a
+        reconnect storm's first half) are released in one store call, which each awaits."""
+        self.drop(lease)
+        self._releasing.append((user_id, lease))
+        if self._release is None:
+            self._release = asyncio.ensure_future(self._release_pending())
+        # Shielded: a caller that gives up (its clean-up's time bound) leaves it to the rest.
+        await asyncio.shield(self._release)
+
+    async def _release_pending(self) -> None:
+        await asyncio.sleep(0)  # the streams ending in this turn of the loop join in
+        # Taken, and the next caller starts the next call: nobody waits on a call that
+        # does not include their lease.
+        batch, self._releasing, self._release = self._releasing, [], None
+        for start in range(0, len(batch), CHUNK):
+            await self.store.release_leases(batch[start : start + CHUNK])
 
     async def renew_all(self) -> None:
         held = [(user_id, lease) for lease, user_id in self.held.items()]

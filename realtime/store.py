@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from realtime import redis_scripts as scripts
-from realtime.redis_retry import CONNECT_TIMEOUT, SOCKET_TIMEOUT, redis_retry
+from realtime.redis_retry import CONNECT_TIMEOUT, DRIVER_INFO, SOCKET_TIMEOUT, redis_retry
 from streaming import conf
 from streaming.cursor import PartitionKey
 from streaming.events import TaskEvent
@@ -95,8 +95,11 @@ class HotStore(abc.ABC):
         for user_id, lease in leases:
             await self.acquire_lease(user_id, lease, limit, ttl)
 
+    async def release_lease(self, user_id: int, lease: str) -> None:
+        await self.release_leases([(user_id, lease)])
+
     @abc.abstractmethod
-    async def release_lease(self, user_id: int, lease: str) -> None: ...
+    async def release_leases(self, leases: Sequence[tuple[int, str]]) -> None: ...
 
     @abc.abstractmethod
     async def count_hit(self, bucket: str, window: int) -> int:
@@ -171,8 +174,9 @@ class MemoryHotStore(HotStore):
         leases[lease] = now + ttl
         return True
 
-    async def release_lease(self, user_id: int, lease: str) -> None:
-        self._leases[user_id].pop(lease, None)
+    async def release_leases(self, leases: Sequence[tuple[int, str]]) -> None:
+        for user_id, lease in leases:
+            self._leases[user_id].pop(lease, None)
 
     async def count_hit(self, bucket: str, window: int) -> int:
         current = int(time.time()) // window
@@ -206,6 +210,7 @@ class RedisHotStore(HotStore):
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             url, max_connections=200, timeout=20, decode_responses=True, retry=redis_retry(),
             socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
+            driver_info=DRIVER_INFO,
         )  # fmt: skip
         self.redis = redis.asyncio.Redis(connection_pool=pool)
         # A stream open's reads in one call (realtime.store_open), by EVALSHA.
@@ -330,8 +335,11 @@ class RedisHotStore(HotStore):
         if pairs:
             await self.redis.eval(scripts.RENEW_LEASES, 0, limit, ttl, time.time(), *pairs)
 
-    async def release_lease(self, user_id: int, lease: str) -> None:
-        await self.redis.zrem(f"{self.p}:lease:{user_id}", lease)
+    async def release_leases(self, leases: Sequence[tuple[int, str]]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user_id, lease in leases:
+                pipe.zrem(f"{self.p}:lease:{user_id}", lease)
+            await pipe.execute()
 
     def hit_key(self, bucket: str, window: int) -> str:
         return f"{self.p}:hit:{bucket}:{int(time.time()) // window}"

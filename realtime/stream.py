@@ -229,9 +229,8 @@ class EventStreamConsumer(StreamWriter, AsyncHttpConsumer):  # type: ignore[misc
                 # The hub left its local maps; the layer membership lapses (group_expiry).
                 logger.warning("hub: leaving the layer group failed: %s", exc)
         if hasattr(self, "lease"):
-            lease_keeper(self.store).drop(self.lease)
             with contextlib.suppress(Exception):
-                await self.store.release_lease(self.user.user_id, self.lease)
+                await lease_keeper(self.store).release(self.user.user_id, self.lease)
 
     async def _refuse(
         self, status: int, code: str, detail: str, extra: list[tuple[bytes, bytes]] | None = None

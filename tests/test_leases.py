@@ -50,3 +50,27 @@ async def test_the_keeper_renews_every_heartbeat_interval_while_it_holds_any(
     assert keeper._task is not None
     async with asyncio.timeout(5):  # with nothing held, the loop ends
         await keeper._task
+
+
+async def test_leases_released_together_take_one_store_call_that_each_awaits() -> None:
+    store = RecordingStore()
+    calls: list[list[tuple[int, str]]] = []
+    real = store.release_leases
+
+    async def recording(leases: Sequence[tuple[int, str]]) -> None:
+        calls.append(list(leases))
+        await real(leases)
+
+    store.release_leases = recording  # type: ignore[method-assign]
+    for lease in ("a", "b", "c"):
+        assert await store.acquire_lease(1, lease, limit=3, ttl=30)
+    keeper = LeaseKeeper(store)
+    for lease in ("a", "b", "c"):
+        keeper.hold(1, lease)
+    await asyncio.gather(*(keeper.release(1, lease) for lease in ("a", "b", "c")))
+    assert calls == [[(1, "a"), (1, "b"), (1, "c")]]
+    assert not keeper.held
+    for lease in ("x", "y", "z"):  # every slot was freed before release() returned
+        assert await store.acquire_lease(1, lease, limit=3, ttl=30)
+    await keeper.release(1, "x")  # a later release is a call of its own
+    assert calls[-1] == [(1, "x")]
