@@ -147,6 +147,8 @@ class Hub:
         self.draining = False
 
     async def _ensure_started(self) -> str:
+        if self.channel is not None:  # every open but the first: no lock to take
+            return self.channel
         async with self._started:
             if self.channel is None:
                 self.channel = await self.layer.new_channel(prefix="ts.hub.")

@@ -213,8 +213,6 @@ class RedisHotStore(HotStore):
             driver_info=DRIVER_INFO,
         )  # fmt: skip
         self.redis = redis.asyncio.Redis(connection_pool=pool)
-        # A stream open's reads in one call (realtime.store_open), by EVALSHA.
-        self.open_script = self.redis.register_script(scripts.OPEN)
         # Filled from Redis on first sight of a (user, partition): which offset came last.
         self._last: dict[tuple[int, PartitionKey], int] = {}
 

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from redis.exceptions import NoScriptError
 
 from realtime.store import HotStore, MemoryHotStore, RedisHotStore
 from realtime.store_open import OpenQuery, OpenView, gather, read_open
@@ -118,3 +119,23 @@ async def test_the_first_page_is_the_replay_page_and_completeness_holds() -> Non
     assert [e.offset for e in view.pages[P1].events] == [100, 101, 102]  # unnamed: all
     assert ("old.events", 0) not in view.pages  # another source's partition is not replayed
     assert view.heads == {P0: 19}
+
+
+async def test_a_redis_that_forgot_the_script_is_given_it_again(
+    redis_stores: Callable[[], RedisHotStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = redis_stores()
+    await fill(False, store)
+    real = store.redis.evalsha
+    refused: list[str] = []
+
+    async def forgetful(sha: str, *args: object) -> object:
+        if not refused:  # as after a restart: SCRIPT FLUSH is not for a shared Redis
+            refused.append(sha)
+            raise NoScriptError("NOSCRIPT No matching script.")
+        return await real(sha, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.redis, "evalsha", forgetful)
+    view = await read_open(store, query(cursor={P0: 2}))
+    assert refused and view.leased
+    assert [e.offset for e in view.pages[P0].events] == [3, 4, 5]
