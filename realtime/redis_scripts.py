@@ -43,6 +43,12 @@ end
 
 ACQUIRE_LEASE = _LEASE + "return acquire(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
 
+# ARGV: (lease key, lease) pairs to remove.
+RELEASE_LEASES = """
+for i = 1, #ARGV, 2 do redis.call('ZREM', ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
 # ACQUIRE_LEASE for many: ARGV limit, ttl, now, then (lease key, lease) pairs.
 RENEW_LEASES = (
     _LEASE

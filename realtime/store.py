@@ -329,15 +329,16 @@ class RedisHotStore(HotStore):
         return bool(acquired)
 
     async def renew_leases(self, leases: Sequence[tuple[int, str]], limit: int, ttl: float) -> None:
-        pairs = [v for user_id, lease in leases for v in (f"{self.p}:lease:{user_id}", lease)]
-        if pairs:
+        if leases:
+            pairs = self._lease_pairs(leases)
             await self.redis.eval(scripts.RENEW_LEASES, 0, limit, ttl, time.time(), *pairs)
 
     async def release_leases(self, leases: Sequence[tuple[int, str]]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user_id, lease in leases:
-                pipe.zrem(f"{self.p}:lease:{user_id}", lease)
-            await pipe.execute()
+        if leases:  # one reply: a pipeline's 1,000 replies each armed a read timeout
+            await self.redis.eval(scripts.RELEASE_LEASES, 0, *self._lease_pairs(leases))
+
+    def _lease_pairs(self, leases: Sequence[tuple[int, str]]) -> list[str]:
+        return [v for user_id, lease in leases for v in (f"{self.p}:lease:{user_id}", lease)]
 
     def hit_key(self, bucket: str, window: int) -> str:
         return f"{self.p}:hit:{bucket}:{int(time.time()) // window}"
