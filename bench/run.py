@@ -1471,7 +1471,12 @@ def main() -> None:
         choices=["M1", "M2", "M3", "M4", "M5", "M6", "M7"],
         help="run only these metrics (M1's streams are opened for M3 and M7 in any case)",
     )
+    ap.add_argument(
+        "--m4-sizes", nargs="+", type=int, help="M4's stream counts (full: 1000 5000 10000)"
+    )
     args = ap.parse_args()
+    if args.m4_sizes:
+        MODES[args.mode]["m4_sizes"] = args.m4_sizes
     if args.m1_rates:
         MODES[args.mode]["m1_rates"] = args.m1_rates
     if args.m1_clients:

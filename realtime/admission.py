@@ -1,14 +1,19 @@
 """Whether a user may open one more stream: stream opens per minute, and concurrent streams
-across all nodes (leases in the hot store, renewed by the stream while it runs). Both
-scopes count against the user who opens the stream: a staff member's staff streams count
-against their own limits, never the watched user's."""
+across all nodes (leases in the hot store, renewed while the stream runs: realtime.leases).
+Both scopes count against the user who opens the stream: a staff member's staff streams
+count against their own limits, never the watched user's.
+
+The open's count and lease are taken with the rest of its reads, in one round trip to the
+store (``realtime.store_open``); ``admit`` decides from what that found.
+"""
 
 from __future__ import annotations
 
 import time
 
-from realtime.store import HotStore
+from realtime.store_open import OPENS_WINDOW, OpenQuery, OpenView
 from streaming import conf
+from streaming.cursor import PartitionKey
 
 
 class Refused(Exception):
@@ -19,20 +24,35 @@ class Refused(Exception):
         self.code, self.detail, self.retry_after = code, detail, retry_after
 
 
-async def admit(store: HotStore, user_id: int, lease: str) -> None:
-    """Count the open and take one of the user's stream slots as ``lease``, or ``Refused``."""
+def open_query(
+    user_id: int, lease: str | None, cursor: dict[PartitionKey, int] | None
+) -> OpenQuery:
+    """What an open of ``user_id``'s stream reads (``lease``: counted and taken as that)."""
     settings = conf.get()
-    opens = await store.count_hit(f"open:{user_id}", 60)
-    if opens > settings.STREAM_OPENS_PER_MINUTE:
-        retry = str(60 - int(time.time()) % 60)
+    return OpenQuery(
+        user_id=user_id,
+        lease=lease,
+        opens_limit=settings.STREAM_OPENS_PER_MINUTE,
+        streams_limit=settings.MAX_STREAMS_PER_USER,
+        lease_ttl=lease_ttl(),
+        source=settings.TOPIC_EVENTS,
+        cursor=cursor,
+        page_size=settings.REPLAY_PAGE,
+    )
+
+
+def admit(view: OpenView) -> None:
+    """Nothing, if the open was counted and took one of the user's stream slots; else
+    ``Refused``."""
+    settings = conf.get()
+    if view.opens > settings.STREAM_OPENS_PER_MINUTE:
+        retry = str(OPENS_WINDOW - int(time.time()) % OPENS_WINDOW)
         raise Refused("throttled", "Too many stream opens; retry later.", retry)
-    if not await renew(store, user_id, lease):
+    if not view.leased:
         limit = settings.MAX_STREAMS_PER_USER
         raise Refused("too_many_streams", f"At most {limit} concurrent streams per user.", "5")
 
 
-async def renew(store: HotStore, user_id: int, lease: str) -> bool:
-    """Take or keep the slot ``lease`` for a few heartbeats more (False: none is free)."""
+def lease_ttl() -> float:
     settings = conf.get()
-    ttl = 3 * settings.HEARTBEAT_SECONDS + settings.SEND_TIMEOUT_SECONDS
-    return await store.acquire_lease(user_id, lease, settings.MAX_STREAMS_PER_USER, ttl)
+    return 3 * settings.HEARTBEAT_SECONDS + settings.SEND_TIMEOUT_SECONDS

@@ -3,11 +3,13 @@
 Browsers' EventSource cannot set headers, so ``POST /api/v1/auth/cookie/`` copies the
 caller's short-lived access token into an HttpOnly cookie scoped to the stream path. The
 long-lived refresh token never leaves the API, and no token is accepted in the URL.
-Validation is stateless (signature, expiry, type): no database query per connection.
+Validation is stateless (signature, expiry, type): no database query per connection; a
+token this process verified before is only checked for expiry.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -70,6 +72,14 @@ def raw_token(scope: dict[str, Any]) -> str | None:
     return cookie(scope, conf.get().AUTH_COOKIE)
 
 
+# Tokens verified by this process, by their text. A reconnecting client presents the same
+# token again (EventSource's cookie), and its verification was a tenth of a stream open's
+# work (py-spy, issue #9). Only the time can make a verified token invalid: one past its
+# expiry is verified afresh (and refused). Emptied when full, like a cache.
+_verified: dict[str, StreamUser] = {}
+VERIFIED_MAX = 10_000
+
+
 def authenticate(scope: dict[str, Any]) -> StreamUser:
     token = raw_token(scope)
     if token is None:
@@ -78,6 +88,18 @@ def authenticate(scope: dict[str, Any]) -> StreamUser:
             "not_authenticated",
             invalid_token=False,
         )
+    known = _verified.get(token)
+    if known is not None and time.time() < known.expires_at:
+        return known
+    user = _verify(token)
+    if len(_verified) >= VERIFIED_MAX:
+        _verified.clear()
+    _verified[token] = user
+    return user
+
+
+def _verify(token: str) -> StreamUser:
+    """The token's user after the full check: signature, expiry, type (``AuthFailed``)."""
     try:
         access = AccessToken(token)  # type: ignore[arg-type]
     except TokenError as exc:

@@ -19,7 +19,6 @@ import logging
 import random
 import time
 import weakref
-from collections import deque
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -44,13 +43,13 @@ class Subscriber:
     __slots__ = (
         "_due",
         "_timer",
+        "_waiter",
         "closed_reason",
         "limit",
         "queued",
         "runs",
         "sending_since",
         "user_id",
-        "wake",
         "writer",
     )
 
@@ -58,9 +57,11 @@ class Subscriber:
         # None: a watcher (staff stream), offered every user's items.
         self.user_id = user_id
         self.limit = limit
-        self.runs: deque[Run] = deque()
+        # A list and a future per wait, not a deque and an asyncio.Event: each of those
+        # holds a deque of its own, 1.4 KiB of an idle stream's footprint (tracemalloc).
+        self.runs: list[Run] = []
         self.queued = 0  # items in ``runs``
-        self.wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # set while next_runs waits
         self.closed_reason: str | None = None
         # Set by the stream around each write (monotonic time; 0.0 when not writing),
         # so the hub's watchdog can cut a client that stopped reading.
@@ -82,17 +83,22 @@ class Subscriber:
             return
         self.runs.extend(runs)
         self.queued += count
-        self.wake.set()
+        self.wake()
 
     def close(self, reason: str) -> None:
         if self.closed_reason is None:
             self.closed_reason = reason
-        self.wake.set()
+        self.wake()
+
+    def wake(self) -> None:
+        """End the current wait of ``next_runs``, if any (a wake with no wait is moot:
+        ``next_runs`` looks at what is queued before it waits)."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def next_runs(self, wait: float) -> list[Run]:
         """Wait up to ``wait`` seconds for items; return all the runs queued (maybe none)."""
         if not self.runs and self.closed_reason is None:
-            self.wake.clear()
             # Neither wait_for (a task per wake, a quarter of a busy server's CPU) nor a
             # timer per wait (a handle made and cancelled per delivery at low rates,
             # docs/benchmarks.md): the stream's one timer, re-armed only when it fires early.
@@ -102,9 +108,12 @@ class Subscriber:
                 if self._timer is not None:
                     self._timer.cancel()
                 self._timer = loop.call_at(due, self._time_up)
-            await self.wake.wait()
-        runs = list(self.runs)
-        self.runs.clear()
+            self._waiter = loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        runs, self.runs = self.runs, []
         self.queued = 0
         return runs
 
@@ -117,7 +126,7 @@ class Subscriber:
         # The loop may run a timer up to its clock resolution early: that counts as due.
         if loop.time() + 0.001 >= self._due:
             self._timer = None
-            self.wake.set()  # a stale wake is harmless: ``next_runs`` clears before waiting
+            self.wake()
         else:  # the current wait began after this timer was set: it ends later
             self._timer = loop.call_at(self._due, self._time_up)
 
@@ -147,6 +156,8 @@ class Hub:
         self.draining = False
 
     async def _ensure_started(self) -> str:
+        if self.channel is not None:  # every open but the first: no lock to take
+            return self.channel
         async with self._started:
             if self.channel is None:
                 self.channel = await self.layer.new_channel(prefix="ts.hub.")
@@ -303,7 +314,7 @@ class Hub:
                     # Whatever ended the stream before (an overflow, say), it is now stuck
                     # on a client that does not read: that is the reason that counts.
                     subscriber.closed_reason = "slow-client"
-                    subscriber.wake.set()
+                    subscriber.wake()
                     subscriber.writer.cancel()
 
     def close_all(self, reason: str) -> None:

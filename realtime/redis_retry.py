@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError, TimeoutError
 
 # A command written on a pooled connection whose server already closed it (a restart)
@@ -30,3 +31,8 @@ def redis_retry() -> Retry:
 # Seconds; the channel layer's receive blocks in BZPOPMIN for 5 s, so reads need longer.
 SOCKET_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
+
+# What a new connection tells Redis about its client (CLIENT SETINFO), made once: left to
+# redis-py, every new connection looked its own version up in the installed packages'
+# metadata, a noticeable part of a reconnect storm as the pool grew (py-spy, issue #9).
+DRIVER_INFO = DriverInfo()

@@ -26,14 +26,105 @@ end
 return #batch.e
 """
 
-# Drop expired leases, then take a slot if one is free (or renew the caller's own).
-ACQUIRE_LEASE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and
-   redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
+# Drop expired leases, then take a slot if one is free (or renew the caller's own): 1 if
+# taken. A function, shared by ACQUIRE_LEASE and OPEN.
+_LEASE = """
+local function acquire(key, lease, limit, ttl, now)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if not redis.call('ZSCORE', key, lease) and redis.call('ZCARD', key) >= tonumber(limit) then
+    return 0
+  end
+  redis.call('ZADD', key, tonumber(now) + tonumber(ttl), lease)
+  redis.call('EXPIRE', key, math.ceil(tonumber(ttl)) + 60)
+  return 1
 end
-redis.call('ZADD', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[1])
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 60)
+"""
+
+ACQUIRE_LEASE = _LEASE + "return acquire(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
+
+# ARGV: (lease key, lease) pairs to remove.
+RELEASE_LEASES = """
+for i = 1, #ARGV, 2 do redis.call('ZREM', ARGV[i], ARGV[i + 1]) end
 return 1
 """
+
+# ACQUIRE_LEASE for many: ARGV limit, ttl, now, then (lease key, lease) pairs.
+RENEW_LEASES = (
+    _LEASE
+    + """
+for i = 4, #ARGV, 2 do acquire(ARGV[i], ARGV[i + 1], ARGV[1], ARGV[2], ARGV[3]) end
+return 1
+"""
+)
+
+# A stream open's reads (realtime.store_open), gathered in one round trip: the same as the
+# store's own commands one after another (RedisHotStore's keys). ARGV: prefix, user, the
+# open-hit key, its expiry, the opens limit, lease key, lease ("": count nothing, take
+# nothing), streams limit, lease ttl, now, source, page size, "1" if there is a cursor
+# (else no heads, no pages), then (source, partition, after) per cursor entry. Past the
+# opens limit no lease is taken, and without a lease nothing is read.
+# Returns {opens, leased, epoch, last, heads, pages}: last is a flat {member, newest id,
+# ...}; heads one per cursor entry (nil: none); pages one {member, after, complete,
+# entries} per cursor entry, then per partition of the source the user has events in that
+# the cursor does not name (after -1).
+OPEN = (
+    _LEASE
+    + """
+local p, user = ARGV[1], ARGV[2]
+local opens = 0
+if ARGV[7] ~= '' then
+  opens = redis.call('INCR', ARGV[3])
+  redis.call('EXPIRE', ARGV[3], ARGV[4])
+  if opens > tonumber(ARGV[5]) or acquire(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]) == 0 then
+    return {opens, 0}
+  end
+end
+local source, size = ARGV[11], ARGV[12]
+local epoch = redis.call('GET', p .. ':epoch:' .. source)
+local index = p .. ':rp:' .. user
+local last, mine = {}, {}
+for _, member in ipairs(redis.call('SMEMBERS', index)) do
+  local newest = redis.call('XREVRANGE', p .. ':r:' .. user .. ':' .. member, '+', '-', 'COUNT', 1)
+  if #newest > 0 then
+    last[#last + 1] = member
+    last[#last + 1] = newest[1][1]
+    mine[#mine + 1] = member
+  end
+end
+if ARGV[13] ~= '1' then
+  return {opens, 1, epoch, last}
+end
+local function page(member, after)
+  local stream = p .. ':r:' .. user .. ':' .. member
+  local from = '-'
+  if tonumber(after) >= 0 then from = '(' .. after .. '-1' end
+  local entries = redis.call('XRANGE', stream, from, '+', 'COUNT', size)
+  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+  local complete = 0
+  if #first > 0 then
+    -- The oldest entry kept names the user's event before it (field p).
+    local fields = first[1][2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'p' and tonumber(fields[i + 1]) <= tonumber(after) then complete = 1 end
+    end
+  elseif redis.call('EXISTS', index) == 1 and redis.call('SISMEMBER', index, member) == 0 then
+    complete = 1
+  end
+  return {member, after, complete, entries}
+end
+local heads, pages, named = {}, {}, {}
+for i = 14, #ARGV, 3 do
+  local member = ARGV[i] .. ':' .. ARGV[i + 1]
+  named[member] = true
+  heads[#heads + 1] = redis.call('GET', p .. ':head:' .. member)
+  pages[#pages + 1] = page(member, ARGV[i + 2])
+end
+for _, member in ipairs(mine) do
+  if not named[member] and string.sub(member, 1, #source + 1) == source .. ':'
+     and string.find(member, ':', #source + 2, true) == nil then
+    pages[#pages + 1] = page(member, '-1')
+  end
+end
+return {opens, 1, epoch, last, heads, pages}
+"""
+)

@@ -32,11 +32,13 @@ from django.conf import settings
 from django.contrib.auth import get_user, get_user_model
 from django.http import HttpRequest
 
+from realtime.admission import open_query
 from realtime.auth import AuthFailed, StreamUser, authenticate, cookie, header
 from realtime.hub import Subscriber
 from realtime.replay.resume import ResumePlan
 from realtime.request import STAFF_SCOPE, StreamRequest
 from realtime.runs import Run
+from realtime.store_open import OpenQuery, OpenView
 from realtime.stream import EventStreamConsumer
 from streaming import metrics
 from streaming.cursor import Cursor
@@ -87,7 +89,11 @@ class StaffStreamConsumer(EventStreamConsumer):
         # No user: a watcher, offered every user's items (realtime.hub).
         return Subscriber(self.request.user, limit)
 
-    async def _plan(self, request: StreamRequest) -> ResumePlan:
+    def _open_query(self, request: StreamRequest) -> OpenQuery:
+        # The admission only: the plan reads nothing (live only).
+        return open_query(self.user.user_id, self.lease, None)
+
+    async def _plan(self, request: StreamRequest, view: OpenView) -> ResumePlan:
         plan = ResumePlan(Cursor(), "head")
         if request.cursor is not None:
             # Said, not ignored: the client may have missed events, and should reload.

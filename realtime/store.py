@@ -16,7 +16,6 @@ import abc
 import asyncio
 import time
 import weakref
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import orjson
 
 from realtime import redis_scripts as scripts
-from realtime.redis_retry import CONNECT_TIMEOUT, SOCKET_TIMEOUT, redis_retry
+from realtime.redis_retry import CONNECT_TIMEOUT, DRIVER_INFO, SOCKET_TIMEOUT, redis_retry
 from streaming import conf
 from streaming.cursor import PartitionKey
 from streaming.events import TaskEvent
@@ -95,8 +94,16 @@ class HotStore(abc.ABC):
     async def acquire_lease(self, user_id: int, lease: str, limit: int, ttl: float) -> bool:
         """Hold one of the user's ``limit`` stream slots for ``ttl`` seconds (renewable)."""
 
+    async def renew_leases(self, leases: Sequence[tuple[int, str]], limit: int, ttl: float) -> None:
+        """``acquire_lease`` for each ``(user_id, lease)``."""
+        for user_id, lease in leases:
+            await self.acquire_lease(user_id, lease, limit, ttl)
+
+    async def release_lease(self, user_id: int, lease: str) -> None:
+        await self.release_leases([(user_id, lease)])
+
     @abc.abstractmethod
-    async def release_lease(self, user_id: int, lease: str) -> None: ...
+    async def release_leases(self, leases: Sequence[tuple[int, str]]) -> None: ...
 
     @abc.abstractmethod
     async def count_hit(self, bucket: str, window: int) -> int:
@@ -104,91 +111,6 @@ class HotStore(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 (optional hook)
         pass
-
-
-class MemoryHotStore(HotStore):
-    """One process's store: the embedded mode and the stream's unit tests."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._events: dict[tuple[int, PartitionKey], list[StoredEvent]] = defaultdict(list)
-        self._trimmed: dict[tuple[int, PartitionKey], int] = {}
-        self._last: dict[tuple[int, PartitionKey], int] = {}
-        self._heads: dict[PartitionKey, int] = {}
-        self._epochs: dict[str, str] = {}
-        self._leases: dict[int, dict[str, float]] = defaultdict(dict)
-        self._hits: dict[str, int] = defaultdict(int)
-
-    async def append(
-        self,
-        events: Sequence[TaskEvent],
-        bodies: Sequence[str] | None = None,
-        heads: dict[PartitionKey, int] | None = None,
-    ) -> list[int]:
-        prevs = self._append(events, _bodies(events, bodies))
-        await self.set_heads(heads or {})
-        return prevs
-
-    def _append(self, events: Sequence[TaskEvent], bodies: Sequence[str]) -> list[int]:
-        prevs: list[int] = []
-        for event, body in zip(events, bodies, strict=True):
-            pos = event.position
-            key = (event.user_id, (pos.source, pos.partition))
-            last = self._last.get(key, NO_PREV)
-            if pos.offset <= last:
-                prevs.append(UNKNOWN_PREV)
-                continue
-            stored = self._events[key]
-            stored.append(StoredEvent(pos.source, pos.partition, pos.offset, last, body))
-            if len(stored) > self.max_events:
-                self._trimmed[key] = stored.pop(0).offset
-            self._last[key] = pos.offset
-            prevs.append(last)
-        return prevs
-
-    async def read_after(self, user_id: int, key: PartitionKey, after: int, limit: int) -> Page:
-        full_key = (user_id, key)
-        events = [e for e in self._events.get(full_key, []) if e.offset > after][:limit]
-        return Page(events, complete=self._trimmed.get(full_key, NO_PREV) <= after)
-
-    async def last(self, user_id: int) -> dict[PartitionKey, int]:
-        return {pk: offset for (uid, pk), offset in self._last.items() if uid == user_id}
-
-    async def set_heads(self, heads: dict[PartitionKey, int]) -> None:
-        for key, offset in heads.items():
-            self._heads[key] = max(offset, self._heads.get(key, NO_PREV))
-
-    async def heads(self, keys: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
-        return {k: self._heads[k] for k in keys if k in self._heads}
-
-    async def set_epoch(self, source: str, epoch: str) -> None:
-        self._epochs[source] = epoch
-
-    async def epoch(self, source: str) -> str | None:
-        return self._epochs.get(source)
-
-    async def acquire_lease(self, user_id: int, lease: str, limit: int, ttl: float) -> bool:
-        now = time.monotonic()
-        leases = self._leases[user_id]
-        for name, expiry in list(leases.items()):
-            if expiry <= now:
-                del leases[name]
-        if lease not in leases and len(leases) >= limit:
-            return False
-        leases[lease] = now + ttl
-        return True
-
-    async def release_lease(self, user_id: int, lease: str) -> None:
-        self._leases[user_id].pop(lease, None)
-
-    async def count_hit(self, bucket: str, window: int) -> int:
-        current = int(time.time()) // window
-        key = f"{bucket}:{current}"
-        if key not in self._hits and len(self._hits) > 10_000:
-            # Old windows only ever grow the dict: drop them all, the current ones restart.
-            self._hits.clear()
-        self._hits[key] += 1
-        return self._hits[key]
 
 
 class RedisHotStore(HotStore):
@@ -213,6 +135,7 @@ class RedisHotStore(HotStore):
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             url, max_connections=200, timeout=20, decode_responses=True, retry=redis_retry(),
             socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
+            driver_info=DRIVER_INFO,
         )  # fmt: skip
         self.redis = redis.asyncio.Redis(connection_pool=pool)
         # Filled from Redis on first sight of a (user, partition): which offset came last.
@@ -333,11 +256,23 @@ class RedisHotStore(HotStore):
         )
         return bool(acquired)
 
-    async def release_lease(self, user_id: int, lease: str) -> None:
-        await self.redis.zrem(f"{self.p}:lease:{user_id}", lease)
+    async def renew_leases(self, leases: Sequence[tuple[int, str]], limit: int, ttl: float) -> None:
+        if leases:
+            pairs = self._lease_pairs(leases)
+            await self.redis.eval(scripts.RENEW_LEASES, 0, limit, ttl, time.time(), *pairs)
+
+    async def release_leases(self, leases: Sequence[tuple[int, str]]) -> None:
+        if leases:  # one reply: a pipeline's 1,000 replies each armed a read timeout
+            await self.redis.eval(scripts.RELEASE_LEASES, 0, *self._lease_pairs(leases))
+
+    def _lease_pairs(self, leases: Sequence[tuple[int, str]]) -> list[str]:
+        return [v for user_id, lease in leases for v in (f"{self.p}:lease:{user_id}", lease)]
+
+    def hit_key(self, bucket: str, window: int) -> str:
+        return f"{self.p}:hit:{bucket}:{int(time.time()) // window}"
 
     async def count_hit(self, bucket: str, window: int) -> int:
-        key = f"{self.p}:hit:{bucket}:{int(time.time()) // window}"
+        key = self.hit_key(bucket, window)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.incr(key)
             pipe.expire(key, window * 2)
@@ -357,8 +292,7 @@ def _partition_key(member: str) -> PartitionKey:
     return source, int(partition)
 
 
-# Keep the larger of the stored and the given value (heads never move back).
-_memory_store: MemoryHotStore | None = None
+_memory_store: HotStore | None = None
 _redis_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisHotStore] = (
     weakref.WeakKeyDictionary()
 )
@@ -372,6 +306,9 @@ def get_store() -> HotStore:
     sizes = {"max_events": settings.REPLAY_MAX_EVENTS, "ttl_seconds": settings.REPLAY_TTL_SECONDS}
     if not settings.REDIS_URL:
         if _memory_store is None:
+            # Imported here: the embedded mode's twin imports this module's contract.
+            from realtime.store_memory import MemoryHotStore
+
             _memory_store = MemoryHotStore(**sizes)
         return _memory_store
     loop = asyncio.get_running_loop()

@@ -7,10 +7,11 @@ task and returns to the receive loop: the disconnect arrives while the writer st
 cancels it. It never joins the channel layer itself; the process's hub does that once per
 user (``realtime.hub``). No ORM call happens here: authentication is a stateless JWT check.
 
-Opening: join the hub first (live events queue from then on), plan the resume from the
-hot store (or from a time, ``?since=``), then start the writer (``realtime.writer``), which
-replays and goes live. The staff scope (``realtime.staff``) is a subclass that overrides
-who may open it, what it subscribes to and how it writes.
+Opening: join the hub first (live events queue from then on), read the hot store in one
+round trip (the open's count and lease, and what the resume needs: ``realtime.store_open``),
+plan the resume from that (or from a time, ``?since=``), then start the writer
+(``realtime.writer``), which replays and goes live. The staff scope (``realtime.staff``) is
+a subclass that overrides who may open it, what it subscribes to and how it writes.
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ from channels.generic.http import AsyncHttpConsumer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from realtime.admission import Refused, admit
+from realtime.admission import Refused, admit, open_query
 from realtime.auth import AuthFailed, StreamUser, authenticate
 from realtime.hub import Hub, Subscriber, get_hub
+from realtime.leases import lease_keeper
 from realtime.replay.kafka import Unfillable, get_kafka_replayer
 from realtime.replay.resume import ResumePlan, ResumeRefused, plan_resume, plan_since
 from realtime.request import USER_SCOPE, BadRequest, StreamRequest, announces_body, parse_request
 from realtime.store import get_store
+from realtime.store_open import OpenQuery, OpenView, read_open
 from realtime.writer import StreamWriter
 from streaming import conf, metrics, tracing
 from streaming.events import encode_sse
@@ -131,20 +134,23 @@ class EventStreamConsumer(StreamWriter, AsyncHttpConsumer):  # type: ignore[misc
             await self._retry_later("draining", "This node is shutting down.")
         self.lease = uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(stream_id=self.lease)
-        try:
-            await admit(self.store, self.user.user_id, self.lease)
-        except Refused as exc:
-            await self._refuse(
-                429, exc.code, exc.detail, [(b"retry-after", exc.retry_after.encode())]
-            )
 
         # Join before reading the store: an event stored after the read then arrives live,
         # and one stored before it is in the read. Either way, none falls between.
         self.subscriber = self._subscriber(settings.STREAM_QUEUE_SIZE)
         await self.hub.attach(self.subscriber)
         self.attached = True
+        # One round trip: the open's count and lease with everything the plan reads.
+        view = await read_open(self.store, self._open_query(request))
         try:
-            self.plan = await self._plan(request)
+            admit(view)
+        except Refused as exc:
+            await self._refuse(
+                429, exc.code, exc.detail, [(b"retry-after", exc.retry_after.encode())]
+            )
+        lease_keeper(self.store).hold(self.user.user_id, self.lease)  # renewed while it runs
+        try:
+            self.plan = await self._plan(request, view)
         except ResumeRefused as exc:
             await self._refuse(exc.status, exc.code, exc.detail)
         except Unfillable as exc:
@@ -186,13 +192,18 @@ class EventStreamConsumer(StreamWriter, AsyncHttpConsumer):  # type: ignore[misc
         """What this stream takes from the hub: its user's items."""
         return Subscriber(self.user.user_id, limit)
 
-    async def _plan(self, request: StreamRequest) -> ResumePlan:
+    def _open_query(self, request: StreamRequest) -> OpenQuery:
+        """What the open reads from the store: the heads and pages after the cursor too."""
+        cursor = None if request.cursor is None else dict(request.cursor.offsets)
+        return open_query(self.user.user_id, self.lease, cursor)
+
+    async def _plan(self, request: StreamRequest, view: OpenView) -> ResumePlan:
         """Where the stream starts: after the cursor (the header wins over the query),
-        else at a time, else from now on."""
+        else at a time, else from now on; ``view``: what the open read."""
         user_id = self.user.user_id
         if request.since is not None and request.cursor is None:
-            return await plan_since(self.store, self.kafka, user_id, request.since)
-        return await plan_resume(self.store, self.kafka, user_id, request.cursor)
+            return await plan_since(self.store, self.kafka, user_id, request.since, view)
+        return await plan_resume(self.store, self.kafka, user_id, request.cursor, view)
 
     def _opening(self) -> dict[str, Any]:
         """The data of ``stream-open``."""
@@ -219,7 +230,7 @@ class EventStreamConsumer(StreamWriter, AsyncHttpConsumer):  # type: ignore[misc
                 logger.warning("hub: leaving the layer group failed: %s", exc)
         if hasattr(self, "lease"):
             with contextlib.suppress(Exception):
-                await self.store.release_lease(self.user.user_id, self.lease)
+                await lease_keeper(self.store).release(self.user.user_id, self.lease)
 
     async def _refuse(
         self, status: int, code: str, detail: str, extra: list[tuple[bytes, bytes]] | None = None

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from realtime.admission import renew
 from realtime.auth import StreamUser
 from realtime.bus import BusItem
 from realtime.frames import frames_after, next_frame, replayed, takes_whole
+from realtime.heads import shared_heads
 from realtime.hub import Subscriber
 from realtime.replay.kafka import KafkaReplayer, Unfillable
 from realtime.replay.resume import ResumePlan, backfill
@@ -67,7 +67,6 @@ class StreamWriter:
         lifetime = settings.STREAM_MAX_SECONDS * random.uniform(0.8, 1.0)
         deadline = min(self.user.expires_at, time.time() + lifetime)
         reason = "lifetime"
-        renewed = time.monotonic()
         try:
             await self._replay()
             while True:
@@ -87,9 +86,6 @@ class StreamWriter:
                     break
                 if not runs:
                     await self._heartbeat()
-                if time.monotonic() - renewed >= settings.HEARTBEAT_SECONDS:
-                    await renew(self.store, self.user.user_id, self.lease)
-                    renewed = time.monotonic()
             # A clean end of the 200 response makes EventSource reconnect with its
             # Last-Event-ID after the `retry:` delay.
             await self._send(encode_sse(retry_ms=settings.RETRY_MS).encode(), final=True)
@@ -132,6 +128,7 @@ class StreamWriter:
                 self.cursor.offsets.get(key, -1),
                 accept_incomplete=self.plan.from_earliest,
                 charge=False,  # plan_resume counted this open's Kafka replay
+                first=self.plan.pages.pop(key, None),  # read with the open's other reads
             )
             await self._deliver(replayed(events, self.cursor.epochs.get(key[0])))
 
@@ -195,7 +192,7 @@ class StreamWriter:
         moved on without them, by an id-only frame that advances the client's cursor, so
         a reconnect does not rescan other users' records."""
         keys: list[PartitionKey] = list(self.cursor.offsets)
-        heads = await self.store.heads(keys)
+        heads = await shared_heads(self.store).get(keys)  # one read for the process's streams
         advanced = False
         for key, head in heads.items():
             sent = self.cursor.offsets.get(key, -1)

@@ -20,7 +20,7 @@ from realtime import bus
 from realtime import ingest_kafka as kafka_side
 from realtime.hub import Hub, Subscriber
 from realtime.ingest import EventConsumer
-from realtime.store import MemoryHotStore
+from realtime.store_memory import MemoryHotStore
 from streaming import metrics
 from tasks.apply import apply_events
 from tasks.models import AsyncTask, TaskStatus

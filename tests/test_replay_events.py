@@ -27,7 +27,7 @@ from django.core.management.base import CommandError
 from realtime import bus
 from realtime.replay.events import EventReplay
 from realtime.replay.selection import ReplayError, Selection
-from realtime.store import MemoryHotStore
+from realtime.store_memory import MemoryHotStore
 from streaming import conf
 from streaming.kafka import RangeReader, producer_config
 from tasks.apply import apply_events

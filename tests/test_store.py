@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
-from realtime.store import NO_PREV, UNKNOWN_PREV, HotStore, MemoryHotStore, RedisHotStore
+from realtime.store import NO_PREV, UNKNOWN_PREV, HotStore, RedisHotStore
+from realtime.store_memory import MemoryHotStore
 from streaming.events import TaskEvent
 from tests.fakes import task_event
 
@@ -103,3 +105,12 @@ async def test_leases_cap_concurrent_streams_per_user(store: HotStore) -> None:
 async def test_hits_are_counted_per_bucket(store: HotStore) -> None:
     assert [await store.count_hit("open:1", 60) for _ in range(3)] == [1, 2, 3]
     assert await store.count_hit("open:2", 60) == 1
+
+
+async def test_leases_renewed_together_outlive_their_first_ttl(store: HotStore) -> None:
+    assert await store.acquire_lease(1, "a", limit=1, ttl=0.3)
+    assert await store.acquire_lease(2, "b", limit=1, ttl=0.3)
+    await store.renew_leases([(1, "a")], limit=1, ttl=30)
+    await asyncio.sleep(0.5)  # past the first ttl: what was not renewed has expired
+    assert not await store.acquire_lease(1, "c", limit=1, ttl=30)  # "a" still holds it
+    assert await store.acquire_lease(2, "c", limit=1, ttl=30)  # "b" lapsed

@@ -245,7 +245,7 @@ async def test_a_stream_whose_redis_clean_up_hangs_still_ends_within_a_second(
     async def unreachable(*_args: Any) -> None:
         await asyncio.sleep(60)
 
-    monkeypatch.setattr(type(get_store()), "release_lease", unreachable)
+    monkeypatch.setattr(type(get_store()), "release_leases", unreachable)
     started = asyncio.get_running_loop().time()
     await stream.disconnect()
     assert asyncio.get_running_loop().time() - started < 2

@@ -12,8 +12,10 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from realtime.admission import open_query
 from realtime.replay.kafka import KafkaReplayer, Unfillable
-from realtime.store import HotStore, StoredEvent
+from realtime.store import HotStore, Page, StoredEvent
+from realtime.store_open import OpenView, read_open
 from streaming import conf, metrics
 from streaming.cursor import UNKNOWN_EPOCH, Cursor, PartitionKey
 
@@ -42,50 +44,64 @@ class ResumePlan:
     # ``?since=``: per partition, the last offset before the time. What the cursor does
     # not name is sent only past it, live too (the cursor's own offsets are past it).
     floor: dict[PartitionKey, int] = field(default_factory=dict)
+    # The first replay page of partitions the replay starts at the plan's own positions
+    # (read with the open's other reads), for the writer to use instead of reading it.
+    pages: dict[PartitionKey, Page] = field(default_factory=dict)
 
 
 async def plan_resume(
-    store: HotStore, kafka: KafkaReplayer, user_id: int, requested: Cursor | None
+    store: HotStore,
+    kafka: KafkaReplayer,
+    user_id: int,
+    requested: Cursor | None,
+    view: OpenView | None = None,
 ) -> ResumePlan:
+    """Where a stream resumes from ``requested``, from ``view``: what the open read from
+    the store (read here when not given, without counting an open or taking a lease)."""
     settings = conf.get()
     source = settings.TOPIC_EVENTS
+    if view is None:
+        cursor = None if requested is None else dict(requested.offsets)
+        view = await read_open(store, open_query(user_id, None, cursor))
     # Only the stream's own source: the store may remember others (a renamed topic).
-    last = {k: v for k, v in (await store.last(user_id)).items() if k[0] == source}
+    last = {k: v for k, v in view.last.items() if k[0] == source}
     head_cursor = Cursor()
-    epoch = await store.epoch(source)
+    epoch = view.epoch
     for key, offset in last.items():
         head_cursor.advance(key[0], key[1], offset, epoch or UNKNOWN_EPOCH)
+    # From the user's newest: the view holds nothing after its own positions.
+    at_head = ResumePlan(
+        head_cursor, str(head_cursor) or "head", pages={k: Page([], complete=True) for k in last}
+    )
     if requested is None:
-        return ResumePlan(head_cursor, str(head_cursor) or "head")
+        return at_head
 
     foreign = [s for s in requested.epochs if s != source]
     if foreign:
         raise ResumeRefused(403, "source_forbidden", f"this stream cannot read {foreign[0]!r}")
     if epoch is not None and requested.epochs.get(source, epoch) != epoch:
         return _reset("epoch-changed", str(requested), epoch)
-    heads = await store.heads(list(requested.offsets))
     for key, offset in requested.offsets.items():
-        if offset > heads.get(key, -1):
+        if offset > view.heads.get(key, -1):
             # The cursor names records nobody has consumed: not from this topic, or forged.
-            plan = ResumePlan(head_cursor, str(head_cursor) or "head")
-            plan.reset = {
+            at_head.reset = {
                 "reason": "cursor-ahead",
                 "requested": str(requested),
-                "resumed_from": plan.resumed_from,
+                "resumed_from": at_head.resumed_from,
             }
-            return plan
+            return at_head
     # A partition the cursor does not name was never received from: the user's events
     # there are all new to the client, and are replayed from the first one (never skipped).
     unnamed = tuple(key for key in last if key not in requested.offsets)
     wanted = [*requested.offsets.items(), *((key, -1) for key in unnamed)]
-    problem, _ = await _kafka_problem(store, kafka, user_id, wanted, charged=False)
+    problem, _ = await _kafka_problem(store, kafka, user_id, wanted, view.pages, charged=False)
     if problem is not None:
         return _reset(problem, str(requested), epoch or requested.epochs[source])
-    return ResumePlan(requested.copy(), str(requested), from_start=unnamed)
+    return ResumePlan(requested.copy(), str(requested), from_start=unnamed, pages=view.pages)
 
 
 async def plan_since(
-    store: HotStore, kafka: KafkaReplayer, user_id: int, since: datetime
+    store: HotStore, kafka: KafkaReplayer, user_id: int, since: datetime, view: OpenView
 ) -> ResumePlan:
     """Where a stream opened with ``?since=`` starts: in each partition, after the last
     record before ``since`` (Kafka's offsets-for-times, as ``replay_events --since``).
@@ -95,16 +111,16 @@ async def plan_since(
     part too. ``Unfillable`` when Kafka cannot say where the time falls.
     """
     source = conf.get().TOPIC_EVENTS
-    epoch = await store.epoch(source) or UNKNOWN_EPOCH
+    epoch = view.epoch or UNKNOWN_EPOCH
     requested = f"since={since.isoformat()}"
     # Finding where the time falls is a Kafka read: it counts like a replay.
     if not await kafka_budget_left(store, user_id):
         return _reset("replay-limit", requested, epoch)
     bounds = await kafka.offsets_at(source, since)
     floor = {(source, p): (b.first if b.first >= 0 else b.high) - 1 for p, b in bounds.items()}
-    last = {key for key in await store.last(user_id) if key[0] == source}
+    last = {key for key in view.last if key[0] == source}
     problem, incomplete = await _kafka_problem(
-        store, kafka, user_id, list(floor.items()), charged=True
+        store, kafka, user_id, list(floor.items()), {}, charged=True
     )
     if problem is not None:
         return _reset(problem, requested, epoch)
@@ -129,16 +145,20 @@ async def _kafka_problem(
     kafka: KafkaReplayer,
     user_id: int,
     wanted: list[tuple[PartitionKey, int]],
+    pages: dict[PartitionKey, Page],
     *,
     charged: bool,
 ) -> tuple[str | None, set[PartitionKey]]:
     """Whether the user's events after each ``(partition, offset)`` can be replayed: the
     reset reason when Kafka must serve a range the store lost and cannot (or the user's
     Kafka replays are used up; ``charged``: this open already counted one), and the
-    partitions the store could not serve alone."""
+    partitions the store could not serve alone. ``pages``: the first page after each
+    offset, where the open already read it."""
     incomplete: set[PartitionKey] = set()
     for key, offset in wanted:
-        page = await store.read_after(user_id, key, offset, 1)
+        page = pages.get(key)
+        if page is None:
+            page = await store.read_after(user_id, key, offset, 1)
         if page.complete:
             continue
         incomplete.add(key)
@@ -180,15 +200,17 @@ async def backfill(
     *,
     accept_incomplete: bool = False,
     charge: bool = True,
+    first: Page | None = None,
 ) -> list[StoredEvent]:
     """The user's events in ``key`` with ``after < offset < before``, in order.
 
     Raises ``Unfillable`` when the hot store is incomplete there and Kafka no longer has
     (or may not scan) the range, or the user's Kafka replays are used up (``charge``: the
-    replay a plan already paid for passes False).
+    replay a plan already paid for passes False). ``first``: the first page after
+    ``after``, already read (the open's).
     """
     page_size = conf.get().REPLAY_PAGE
-    page = await store.read_after(user_id, key, after, page_size)
+    page = first if first is not None else await store.read_after(user_id, key, after, page_size)
     events: list[StoredEvent] = []
     if not page.complete and not accept_incomplete:
         until = page.events[0].offset if page.events else before
