@@ -1,7 +1,8 @@
 """The ingest loop's Kafka side: what ``consume_events`` does to the broker for a batch
 (rewind it with ``streaming.kafka.rewind``, dead-letter its poison records, commit it).
-Rewinding and dead-lettering block on librdkafka and run on the loop's one Kafka thread;
-``commit`` only queues a request, and runs on the event loop."""
+Rewinding and dead-lettering block on librdkafka and run on threads of the loop's (the
+Kafka thread, the dead-letter thread); ``commit`` only queues a request, and runs on the
+event loop."""
 
 from __future__ import annotations
 
@@ -78,8 +79,8 @@ def commit(consumer: ConsumerPort, records: Sequence[Record]) -> None:
 
 
 def committed(err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-    """The consumer's ``on_commit``: the broker's answer to a ``commit`` (called from a
-    Kafka call on the Kafka thread)."""
+    """The consumer's ``on_commit``: the broker's answer to a ``commit`` (librdkafka calls
+    it from within a later ``consume``)."""
     failed = [p for p in partitions if p.error is not None]
     if err is not None or failed:
         _commit_failed(err or failed[0].error, [f"{p.topic}:{p.partition}" for p in failed])

@@ -64,6 +64,7 @@ def make_loop(
     layer: Any = None,
     store: Any = None,
     apply: Callable[..., Any] = apply_events,
+    poll_timeout: float = 0.2,
 ) -> EventConsumer:
     return EventConsumer(
         consumer,
@@ -72,6 +73,7 @@ def make_loop(
         store or MemoryHotStore(),
         epoch="E1",
         dlq_topic="task.events.dlq",
+        poll_timeout=poll_timeout,
         apply=apply,
     )
 
@@ -318,16 +320,7 @@ async def test_a_record_that_arrives_while_a_batch_is_finished_is_applied_at_onc
                 await asyncio.wait_for(second_applying.wait(), 10)
             await super().group_send(group, message)
 
-    loop = EventConsumer(
-        consumer,
-        FakeProducer(log=log),
-        GatedLayer(log),
-        MemoryHotStore(),
-        epoch="E1",
-        dlq_topic="task.events.dlq",
-        poll_timeout=10.0,
-        apply=apply,
-    )
+    loop = make_loop(consumer, FakeProducer(log=log), GatedLayer(log), apply=apply, poll_timeout=10)
     running = asyncio.create_task(loop.run())
     await wait_until(lambda: len(consumer.commits) == 2)
     loop.request_stop()
