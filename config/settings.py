@@ -249,9 +249,11 @@ if REDIS_URL:
                 "capacity": env_int("TASKSTREAM_LAYER_CAPACITY", 10000, minimum=100),
                 "expiry": 60,
                 "prefix": f"{REDIS_PREFIX}:asgi",
-                # A hub re-joins its groups hourly (realtime/hub.py); a dead process's
-                # memberships then lapse within two hours instead of channels-redis's day.
-                "group_expiry": 7200,
+                # A server process leaves its groups when it stops (realtime/hub.py); one
+                # that crashed stays a member, and every batch is copied into its channel,
+                # until its membership lapses after this many seconds. Live hubs re-join
+                # every quarter of it.
+                "group_expiry": env_int("TASKSTREAM_LAYER_GROUP_EXPIRY", 120, minimum=20),
             },
         }
     }

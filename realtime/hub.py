@@ -30,9 +30,16 @@ from streaming import conf, metrics
 
 logger = logging.getLogger(__name__)
 
-# channels-redis forgets group members after `group_expiry` (a day); re-join well before.
-GROUP_REFRESH_SECONDS = 3600.0
+# channels-redis forgets a group member `group_expiry` seconds after it joined (settings:
+# TASKSTREAM_LAYER_GROUP_EXPIRY); a live hub re-joins every quarter of that, so a refresh
+# or two may fail without the membership lapsing.
+REFRESHES_PER_EXPIRY = 4
 LAYER_RETRY_SECONDS = 1.0
+# How long a stopping hub waits for each group leave (a frozen Redis must not hold the
+# process's exit: the membership then lapses by itself).
+LEAVE_TIMEOUT_SECONDS = 2.0
+CANCEL_ATTEMPTS = 3
+CANCEL_WAIT_SECONDS = 0.5
 
 
 class Subscriber:
@@ -287,20 +294,29 @@ class Hub:
             except Exception:
                 # Events may have been lost while the layer was unreachable: close every
                 # stream so its client resumes from its last id instead of missing them.
+                # A restarted Redis has also lost the groups: join them again.
                 logger.exception("hub: channel layer receive failed; closing local streams")
                 self.close_all("layer-error")
                 await asyncio.sleep(LAYER_RETRY_SECONDS)
+                await self._rejoin()
                 continue
             self.deliver(message)
 
+    def refresh_seconds(self) -> float:
+        return float(getattr(self.layer, "group_expiry", 86400)) / REFRESHES_PER_EXPIRY
+
     async def _refresh_loop(self) -> None:
         while True:
-            await asyncio.sleep(GROUP_REFRESH_SECONDS)
-            for shard in tuple(self.joined):
-                try:
-                    await self.layer.group_add(shard_group(shard), self.channel)
-                except Exception:
-                    logger.exception("hub: could not refresh its membership of shard %s", shard)
+            await asyncio.sleep(self.refresh_seconds())
+            await self._rejoin()
+
+    async def _rejoin(self) -> None:
+        """Join every group the process is in again: its membership starts anew."""
+        for shard in tuple(self.joined):
+            try:
+                await self.layer.group_add(shard_group(shard), self.channel)
+            except Exception:
+                logger.exception("hub: could not refresh its membership of shard %s", shard)
 
     async def _watchdog_loop(self) -> None:
         """Cut streams whose current write has waited longer than the send timeout."""
@@ -335,13 +351,42 @@ class Hub:
         return [*(s for members in self.by_user.values() for s in members), *self.watchers]
 
     async def stop(self) -> None:
-        for task in (self._receiver, self._refresher, self._watchdog):
-            if task is not None:
+        """Stop receiving and leave every group (the server's shutdown, realtime/lifespan.py),
+        or ``consume_events`` copies every batch into this channel until the membership
+        lapses."""
+        pending = {t for t in (self._receiver, self._refresher, self._watchdog) if t is not None}
+        for _ in range(CANCEL_ATTEMPTS):
+            if not pending:
+                break
+            for task in pending:  # again on each attempt: redis-py may swallow one
                 task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=CANCEL_WAIT_SECONDS)
+        if pending:
+            logger.warning("hub: %d task(s) ignored their cancellation", len(pending))
+        joined, self.joined = sorted(self.joined), set()
+        if self.channel is None:
+            return
+        for shard in joined:
+            try:
+                await asyncio.wait_for(
+                    self.layer.group_discard(shard_group(shard), self.channel),
+                    LEAVE_TIMEOUT_SECONDS,
+                )
+            except Exception:
+                logger.warning(
+                    "hub: could not leave the group of shard %s; it lapses by itself",
+                    shard,
+                    exc_info=True,
+                )
 
 
 # One hub per event loop (tests run several loops in one process).
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def running_hub() -> Hub | None:
+    """The running loop's hub, if a stream has made one."""
+    return _hubs.get(asyncio.get_running_loop())
 
 
 def get_hub() -> Hub:

@@ -17,6 +17,7 @@ from django.core.asgi import get_asgi_application
 from django.urls import path, re_path
 
 from realtime.cors import CorsMiddleware
+from realtime.lifespan import lifespan_application
 from realtime.request import STAFF_SCOPE, requested_scope
 from realtime.requestlog import RequestIdMiddleware
 from realtime.staff import StaffStreamConsumer
@@ -52,5 +53,6 @@ def build_application() -> ProtocolTypeRouter:
                     )
                 )
             ),
+            "lifespan": lifespan_application,
         }
     )

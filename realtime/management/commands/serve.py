@@ -74,7 +74,8 @@ class Command(BaseCommand):
             build_application(),
             host=options["host"],
             port=options["port"],
-            lifespan="off",
+            # The hub leaves its bus groups at shutdown (realtime/lifespan.py).
+            lifespan="on",
             proxy_headers=options["proxy_headers"],
             access_log=False,
             # uvicorn's own loggers propagate to the root logger and its structlog
