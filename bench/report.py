@@ -308,7 +308,9 @@ class Report:
             "`seq` and `t_ns` in `data`), same Redis hop:",
             "",
             "- **Taskstream**: `consume_events` (Kafka → PostgreSQL → channels-redis group per "
-            "user) → per-process hub → SSE, under uvicorn and under daphne.",
+            "user) → per-process hub → SSE, under uvicorn (`manage.py serve`, the documented "
+            "server, since 2026-11-30; plain `uvicorn config.asgi:application` before) and "
+            "under daphne.",
             "- **U**: `bench/peers/uvicorn_min.py`, raw ASGI on uvicorn (uvloop, httptools): one "
             "Redis pub/sub subscription per process, bounded per-stream buffers, same JWT check.",
             "- **G**: `bench/peers/gohub`, Go `net/http` hub, RESP subscriber over `net.Conn`, "

@@ -67,6 +67,9 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--proxy-headers", action="store_true")
+        parser.add_argument(
+            "--backlog", type=int, default=2048, help="pending connections the kernel queues"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         tracing.setup("taskstream-web", conf.get().OTEL_ENDPOINT)
@@ -77,6 +80,7 @@ class Command(BaseCommand):
             # The hub leaves its bus groups at shutdown (realtime/lifespan.py).
             lifespan="on",
             proxy_headers=options["proxy_headers"],
+            backlog=options["backlog"],
             access_log=False,
             # uvicorn's own loggers propagate to the root logger and its structlog
             # renderer (config/logs.py) instead of uvicorn's plain-text config.
