@@ -67,6 +67,7 @@ class StreamWriter:
         lifetime = settings.STREAM_MAX_SECONDS * random.uniform(0.8, 1.0)
         deadline = min(self.user.expires_at, time.time() + lifetime)
         reason = "lifetime"
+        subscriber = self.subscriber
         try:
             await self._replay()
             while True:
@@ -74,15 +75,19 @@ class StreamWriter:
                 if now >= deadline:
                     reason = "token-expired" if now >= self.user.expires_at else "lifetime"
                     break
-                wait = min(settings.HEARTBEAT_SECONDS, deadline - now)
-                runs = await self.subscriber.next_runs(wait)
+                # The subscriber's waiter and take, not its next_runs: a coroutine made per
+                # wake would live across the wait, like everything a wait holds (hub.py).
+                waiter = subscriber.waiter(min(settings.HEARTBEAT_SECONDS, deadline - now))
+                if waiter is not None:
+                    await waiter
+                runs = subscriber.take()
                 if time.time() >= self.user.expires_at:
                     reason = "token-expired"  # nothing that arrives after expiry goes out
                     break
                 if runs:
                     await self._deliver(runs)
-                if self.subscriber.closed_reason is not None:
-                    reason = self.subscriber.closed_reason
+                if subscriber.closed_reason is not None:
+                    reason = subscriber.closed_reason
                     break
                 if not runs:
                     await self._heartbeat()
