@@ -43,6 +43,37 @@ logger = logging.getLogger("realtime.stream")
 log = structlog.get_logger("realtime.stream")
 
 
+class _SentCount:
+    """``STREAM_FRAMES_SENT``, added to once per turn of the loop rather than once per
+    write: a fan-out's writes to a user's streams all happen in one turn, and each
+    ``Counter.inc`` (a lock and two checks) was ~2.5 % of its samples. The count reaches the
+    counter when the turn ends (a flush queued behind the turn's writes)."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, count: int, loop: asyncio.AbstractEventLoop | None) -> None:
+        if loop is None or (self.pending and loop is not self.loop):
+            # Not known yet (a replay before the stream's first wait), or another loop
+            # (tests run several): counted at once, with anything pending.
+            metrics.STREAM_FRAMES_SENT.inc(count + self.pending)
+            self.pending = 0
+            return
+        if not self.pending:
+            self.loop = loop
+            loop.call_soon(self.flush)
+        self.pending += count
+
+    def flush(self) -> None:
+        count, self.pending = self.pending, 0
+        if count:
+            metrics.STREAM_FRAMES_SENT.inc(count)
+
+
+sent_count = _SentCount()
+
+
 class StreamWriter:
     """The writer half of the stream consumer (a mixin: the consumer supplies the state
     below and ``send_body``)."""
@@ -158,7 +189,7 @@ class StreamWriter:
         if chunks:
             # One chunk (the usual wake): join returns it as it is, no copy.
             await self._send(b"".join(chunks))
-            metrics.STREAM_FRAMES_SENT.inc(count)
+            sent_count.add(count, self.subscriber.loop)
             self.sent += count
 
     async def _deliver_items(
