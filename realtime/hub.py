@@ -26,6 +26,7 @@ from channels.layers import get_channel_layer
 from realtime import lifecycle
 from realtime.bus import MESSAGE_TYPE, SHARDS, BusItem, shard_group, shard_of
 from realtime.runs import Run, runs_of
+from realtime.wakes import Wakes, wakes_of
 from streaming import conf, metrics
 
 logger = logging.getLogger(__name__)
@@ -43,13 +44,16 @@ class Subscriber:
     The writer waits with ``waiter`` and takes with ``take`` (``next_runs`` is the two in
     one). Per wait only its future is made, no coroutine and no new list: what a stream
     holds across a wait is traversed by every young collection made meanwhile (in M1, with
-    1,000 streams waiting, each gen-0 collection found ~2,000 such objects; #9).
+    1,000 streams waiting, each gen-0 collection found ~2,000 such objects; #9). An offer
+    wakes the stream a few milliseconds later, with the loop's others (realtime.wakes).
     """
 
     __slots__ = (
         "_due",
         "_timer",
         "_waiter",
+        "_wake_due",
+        "_wakes",
         "closed_reason",
         "limit",
         "loop",
@@ -66,7 +70,6 @@ class Subscriber:
         self.limit = limit
         # A list and a future per wait, not a deque and an asyncio.Event: each of those
         # holds a deque of its own, 1.4 KiB of an idle stream's footprint (tracemalloc).
-        # The list is the stream's for its life: ``take`` copies it out and empties it.
         self.runs: list[Run] = []
         self.queued = 0  # items in ``runs``
         self._waiter: asyncio.Future[None] | None = None  # the current (or last) wait's
@@ -79,10 +82,11 @@ class Subscriber:
         # than it fires (``waiter``), not one timer per wait.
         self._due = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        # The stream's loop, looked up at its first wait, then kept: get_running_loop()
-        # costs a getpid() system call per lookup (its fork check), 3 % of a fan-out's
-        # samples when done per wait.
+        # Looked up at the first wait, then kept: get_running_loop() costs a getpid() call
+        # (its fork check), 3 % of a fan-out's samples when done per wait.
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._wakes: Wakes | None = None  # the loop's, set with it
+        self._wake_due = False  # an offer's deferred wake is pending
 
     def offer(self, runs: list[Run], count: int) -> None:
         """Queue ``runs`` (``count`` items in all), shared with the user's other streams."""
@@ -95,7 +99,11 @@ class Subscriber:
             return
         self.runs.extend(runs)
         self.queued += count
-        self.wake()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and not self._wake_due:
+            assert self._wakes is not None  # set before the first wait
+            self._wake_due = True
+            self._wakes.defer(self)
 
     def close(self, reason: str) -> None:
         if self.closed_reason is None:
@@ -106,9 +114,15 @@ class Subscriber:
         """End the current wait, if any (a wake with no wait is moot: the writer looks at
         what is queued before it waits). A wait that ended otherwise (the writer was
         cancelled) left a done future here: nothing to do."""
+        self._wake_due = False
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def wake_if_due(self) -> None:
+        """An offer's deferred wake: moot if the stream was woken since (closed, timed out)."""
+        if self._wake_due:
+            self.wake()
 
     def waiter(self, wait: float) -> asyncio.Future[None] | None:
         """None if there is something to ``take`` (or the stream is closed); else a future
@@ -119,6 +133,7 @@ class Subscriber:
         loop = self.loop
         if loop is None:
             loop = self.loop = asyncio.get_running_loop()
+            self._wakes = wakes_of(loop)
         # Neither wait_for (a task per wake, a quarter of a busy server's CPU) nor a timer
         # per wait (a handle made and cancelled per delivery at low rates,
         # docs/benchmarks.md): the stream's one timer, re-armed only when it fires early.
@@ -132,8 +147,7 @@ class Subscriber:
         return waiter
 
     def take(self) -> list[Run]:
-        """All the runs queued (maybe none), in order; the inbox is then empty. A copy, so
-        that the list kept across waits is the stream's one, not a new one per wake."""
+        """All the runs queued (maybe none), in order, as a copy: the inbox list is kept."""
         runs = self.runs.copy()
         self.runs.clear()
         self.queued = 0
