@@ -101,9 +101,9 @@ class Subscriber:
         self.queued += count
         waiter = self._waiter
         if waiter is not None and not waiter.done() and not self._wake_due:
-            assert self._wakes is not None  # set before the first wait
+            assert self._wakes is not None and self.loop is not None  # set by the first wait
             self._wake_due = True
-            self._wakes.defer(self)
+            self._wakes.defer(self, self.loop)
 
     def close(self, reason: str) -> None:
         if self.closed_reason is None:

@@ -18,8 +18,9 @@ import asyncio
 import weakref
 from typing import Protocol
 
-# Longer than a few hub receives (each a Redis round trip or two, ~1 ms on a busy node);
-# short against the stream's latency goal (250 ms at p99).
+# Meant to be longer than a few hub receives (each one or two Redis round trips) and short
+# against the stream's latency goal (250 ms at p99); 5 ms is the one value measured
+# (bench/notes.md, "#9 M1 per-wake cost").
 LINGER_SECONDS = 0.005
 
 
@@ -28,18 +29,19 @@ class Wakeable(Protocol):
 
 
 class Wakes:
-    """The streams of one loop offered items since the last flush."""
+    """The streams of one loop offered items since the last flush. It does not hold the
+    loop (the loop is the key it is kept under, weakly)."""
 
-    __slots__ = ("_due", "_loop")
+    __slots__ = ("_due",)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
         self._due: list[Wakeable] = []
 
-    def defer(self, subscriber: Wakeable) -> None:
-        """Wake ``subscriber`` at the next flush (the caller adds each one once per flush)."""
+    def defer(self, subscriber: Wakeable, loop: asyncio.AbstractEventLoop) -> None:
+        """Wake ``subscriber`` at the next flush of ``loop``'s wakes (the caller adds each
+        one once per flush)."""
         if not self._due:
-            self._loop.call_later(LINGER_SECONDS, self._flush)
+            loop.call_later(LINGER_SECONDS, self._flush)
         self._due.append(subscriber)
 
     def _flush(self) -> None:
@@ -55,5 +57,5 @@ def wakes_of(loop: asyncio.AbstractEventLoop) -> Wakes:
     """The loop's ``Wakes`` (tests run several loops in one process)."""
     wakes = _by_loop.get(loop)
     if wakes is None:
-        wakes = _by_loop[loop] = Wakes(loop)
+        wakes = _by_loop[loop] = Wakes()
     return wakes

@@ -4,6 +4,8 @@ later, with whatever else the hub received meanwhile, and never by a stale wake.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -88,3 +90,13 @@ async def test_an_offer_while_the_stream_writes_is_taken_without_a_wait() -> Non
     subscriber = Subscriber(7, limit=10)
     subscriber.offer(runs_of([bus.BusItem("t", 0, 1, 0, EPOCH, "")]), 1)
     assert subscriber.waiter(30) is None  # queued: the writer takes it at once
+
+
+def test_the_wakes_of_a_loop_do_not_keep_it_alive() -> None:
+    loop = asyncio.new_event_loop()
+    wakes.wakes_of(loop)
+    ref = weakref.ref(loop)
+    loop.close()
+    del loop
+    gc.collect()
+    assert ref() is None
