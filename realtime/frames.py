@@ -35,7 +35,7 @@ def takes_whole(cursor: Cursor, run: Run) -> bool:
     offsets = cursor.offsets
     if len(offsets) != 1 or cursor.epochs.get(run.source) != run.epoch:
         return False
-    key = (run.source, run.partition)
+    key = run.key
     sent = offsets.get(key)
     if sent is None or run.first <= sent:
         return False

@@ -25,6 +25,7 @@ from channels.layers import get_channel_layer
 
 from realtime import lifecycle
 from realtime.bus import MESSAGE_TYPE, SHARDS, BusItem, shard_group, shard_of
+from realtime.inbox import Subscriber
 from realtime.runs import Run, runs_of
 from streaming import conf, metrics
 
@@ -40,107 +41,6 @@ LAYER_RETRY_SECONDS = 1.0
 LEAVE_TIMEOUT_SECONDS = 2.0
 CANCEL_ATTEMPTS = 3
 CANCEL_WAIT_SECONDS = 0.5
-
-
-class Subscriber:
-    """One stream's inbox: runs of bus items (realtime.runs) in arrival order, bounded by
-    the number of items. The stream itself drops positions it already sent and fills holes
-    (realtime.stream), so this stays dumb."""
-
-    __slots__ = (
-        "_due",
-        "_timer",
-        "_waiter",
-        "closed_reason",
-        "limit",
-        "queued",
-        "runs",
-        "sending_since",
-        "user_id",
-        "writer",
-    )
-
-    def __init__(self, user_id: int | None, limit: int) -> None:
-        # None: a watcher (staff stream), offered every user's items.
-        self.user_id = user_id
-        self.limit = limit
-        # A list and a future per wait, not a deque and an asyncio.Event: each of those
-        # holds a deque of its own, 1.4 KiB of an idle stream's footprint (tracemalloc).
-        self.runs: list[Run] = []
-        self.queued = 0  # items in ``runs``
-        self._waiter: asyncio.Future[None] | None = None  # set while next_runs waits
-        self.closed_reason: str | None = None
-        # Set by the stream around each write (monotonic time; 0.0 when not writing),
-        # so the hub's watchdog can cut a client that stopped reading.
-        self.sending_since = 0.0
-        self.writer: asyncio.Task[None] | None = None
-        # The idle wake-up: one timer per stream, moved only when a wait must end sooner
-        # than it fires (``next_runs``), not one timer per wait.
-        self._due = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-
-    def offer(self, runs: list[Run], count: int) -> None:
-        """Queue ``runs`` (``count`` items in all), shared with the user's other streams."""
-        if self.closed_reason is not None:
-            return
-        if self.queued + count > self.limit:
-            # Never thin a stream: end it, and let the client resume from its last id.
-            metrics.STREAM_OVERFLOWS.inc()
-            self.close("overflow")
-            return
-        self.runs.extend(runs)
-        self.queued += count
-        self.wake()
-
-    def close(self, reason: str) -> None:
-        if self.closed_reason is None:
-            self.closed_reason = reason
-        self.wake()
-
-    def wake(self) -> None:
-        """End the current wait of ``next_runs``, if any (a wake with no wait is moot:
-        ``next_runs`` looks at what is queued before it waits)."""
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def next_runs(self, wait: float) -> list[Run]:
-        """Wait up to ``wait`` seconds for items; return all the runs queued (maybe none)."""
-        if not self.runs and self.closed_reason is None:
-            # Neither wait_for (a task per wake, a quarter of a busy server's CPU) nor a
-            # timer per wait (a handle made and cancelled per delivery at low rates,
-            # docs/benchmarks.md): the stream's one timer, re-armed only when it fires early.
-            loop = asyncio.get_running_loop()
-            self._due = due = loop.time() + wait
-            if self._timer is None or self._timer.when() > due:
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer = loop.call_at(due, self._time_up)
-            self._waiter = loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        runs, self.runs = self.runs, []
-        self.queued = 0
-        return runs
-
-    async def next_items(self, wait: float) -> list[BusItem]:
-        """``next_runs``, item by item."""
-        return [item for run in await self.next_runs(wait) for item in run.items]
-
-    def _time_up(self) -> None:
-        loop = asyncio.get_running_loop()
-        # The loop may run a timer up to its clock resolution early: that counts as due.
-        if loop.time() + 0.001 >= self._due:
-            self._timer = None
-            self.wake()
-        else:  # the current wait began after this timer was set: it ends later
-            self._timer = loop.call_at(self._due, self._time_up)
-
-    def stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 class Hub:

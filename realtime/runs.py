@@ -25,13 +25,25 @@ from realtime.store import UNKNOWN_PREV
 class Run:
     """Consecutive items of one partition and epoch, in order, with no hole between them."""
 
-    __slots__ = ("_data", "epoch", "first", "first_prev", "items", "last", "partition", "source")
+    __slots__ = (
+        "_data",
+        "epoch",
+        "first",
+        "first_prev",
+        "items",
+        "key",
+        "last",
+        "partition",
+        "source",
+    )
 
     def __init__(self, items: list[BusItem]) -> None:
         head = items[0]
         self.items = items
         self.source = head.source
         self.partition = head.partition
+        # The cursor's key for the run's partition, made once per process, not per stream.
+        self.key = (head.source, head.partition)
         self.epoch = head.epoch
         self.first = head.offset
         self.first_prev = head.prev

@@ -34,7 +34,7 @@ from django.http import HttpRequest
 
 from realtime.admission import open_query
 from realtime.auth import AuthFailed, StreamUser, authenticate, cookie, header
-from realtime.hub import Subscriber
+from realtime.inbox import Subscriber
 from realtime.replay.resume import ResumePlan
 from realtime.request import STAFF_SCOPE, StreamRequest
 from realtime.runs import Run

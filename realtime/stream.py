@@ -31,7 +31,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime.admission import Refused, admit, open_query
 from realtime.auth import AuthFailed, StreamUser, authenticate
-from realtime.hub import Hub, Subscriber, get_hub
+from realtime.hub import Hub, get_hub
+from realtime.inbox import Subscriber
 from realtime.leases import lease_keeper
 from realtime.replay.kafka import Unfillable, get_kafka_replayer
 from realtime.replay.resume import ResumePlan, ResumeRefused, plan_resume, plan_since

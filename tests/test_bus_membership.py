@@ -21,7 +21,8 @@ import redis
 from rest_framework_simplejwt.tokens import AccessToken
 
 from realtime import bus
-from realtime.hub import Hub, Subscriber
+from realtime.hub import Hub
+from realtime.inbox import Subscriber
 from realtime.layer import RedisChannelLayer
 from realtime.redis_retry import SOCKET_TIMEOUT
 from tests.nodes import start_node

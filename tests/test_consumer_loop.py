@@ -18,7 +18,8 @@ from django.db import connections
 
 from realtime import bus
 from realtime import ingest_kafka as kafka_side
-from realtime.hub import Hub, Subscriber
+from realtime.hub import Hub
+from realtime.inbox import Subscriber
 from realtime.ingest import EventConsumer
 from realtime.store_memory import MemoryHotStore
 from streaming import metrics

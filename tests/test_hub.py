@@ -1,12 +1,14 @@
-"""The hub's per-stream inbox (realtime.hub.Subscriber): shared runs, bounded, and one idle
+"""The hub's per-stream inbox (realtime.inbox.Subscriber): shared runs, bounded, and one idle
 timer per stream that still ends every wait on time."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from realtime import bus
-from realtime.hub import Hub, Subscriber
+from realtime.hub import Hub
+from realtime.inbox import Subscriber
 from realtime.runs import runs_of
 
 EPOCH = "E1"
@@ -99,3 +101,37 @@ async def test_detaching_stops_the_stream_s_timer() -> None:
     await hub.detach(subscriber)
     assert handle.cancelled()
     await hub.stop()
+
+
+async def test_the_inbox_list_is_the_stream_s_for_its_life() -> None:
+    """``take`` hands out a copy and empties the stream's own list: what a stream keeps
+    across a wait is not made anew per wake (the collector promotes what a wait holds)."""
+    subscriber = Subscriber(7, limit=10)
+    inbox = subscriber.runs
+    for offset in (1, 2, 3):
+        await cut_short(subscriber, 15, offset)
+        assert subscriber.runs is inbox and inbox == []
+    subscriber.offer(runs_of([bus.BusItem("t", 0, 4, 3, EPOCH, "")]), 1)
+    assert subscriber.waiter(15) is None  # something queued: no wait
+    taken = subscriber.take()
+    assert [i.offset for r in taken for i in r.items] == [4]
+    assert taken is not inbox and subscriber.runs is inbox and subscriber.queued == 0
+
+
+async def test_a_wake_after_a_cancelled_wait_is_harmless_and_the_next_wait_works() -> None:
+    subscriber = Subscriber(7, limit=10)
+    waiting = asyncio.create_task(subscriber.next_runs(15))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    async with asyncio.timeout(5):
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+    subscriber.wake()  # the cancelled wait's future is still there, done
+    await cut_short(subscriber, 15, 1)
+
+
+async def test_the_stream_s_loop_is_looked_up_once() -> None:
+    subscriber = Subscriber(7, limit=10)
+    assert subscriber.loop is None
+    await cut_short(subscriber, 15, 1)
+    assert subscriber.loop is asyncio.get_running_loop()
