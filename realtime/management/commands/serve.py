@@ -77,7 +77,8 @@ class Command(BaseCommand):
             build_application(),
             host=options["host"],
             port=options["port"],
-            # The hub leaves its bus groups at shutdown (realtime/lifespan.py).
+            # Start-up objects frozen out of the GC; the hub leaves its bus groups at
+            # shutdown (realtime/lifespan.py).
             lifespan="on",
             proxy_headers=options["proxy_headers"],
             backlog=options["backlog"],
