@@ -30,7 +30,12 @@ class ResumeRefused(Exception):
         self.status, self.code, self.detail = status, code, detail
 
 
-@dataclass
+# What the view holds after the user's newest event in a partition: nothing, and nothing
+# missing. One for every plan (never changed): a plan lasts as long as its stream.
+NOTHING_AFTER = Page([], complete=True)
+
+
+@dataclass(slots=True)  # kept by every open stream: no per-instance dict
 class ResumePlan:
     cursor: Cursor  # deliver everything after these positions
     resumed_from: str  # for the response header: a cursor, "earliest" or "head"
@@ -71,7 +76,7 @@ async def plan_resume(
         head_cursor.advance(key[0], key[1], offset, epoch or UNKNOWN_EPOCH)
     # From the user's newest: the view holds nothing after its own positions.
     at_head = ResumePlan(
-        head_cursor, str(head_cursor) or "head", pages={k: Page([], complete=True) for k in last}
+        head_cursor, str(head_cursor) or "head", pages=dict.fromkeys(last, NOTHING_AFTER)
     )
     if requested is None:
         return at_head
