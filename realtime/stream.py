@@ -243,31 +243,42 @@ class EventStreamConsumer(StreamWriter, AsyncHttpConsumer):  # type: ignore[misc
 async def _until_disconnected_or_ended(receive: Any, writer: asyncio.Task[None]) -> None:
     """Until the client is gone or ``writer`` has ended, whichever comes first.
 
-    Watched from the stream's own task: a watcher task per stream and ``asyncio.wait``'s
-    waiter and callbacks were ~1.5 KiB and ~20 objects of every idle stream, all scanned by
-    every garbage collection (issue #9, M4). The writer's end cancels the wait instead.
+    Watched from the stream's own task, not from a watcher task of its own with
+    ``asyncio.wait`` (a task, coroutines, a waiter future, done callbacks and their
+    contexts per idle stream, all scanned by every garbage collection: issue #9, M4).
+    The writer's end cancels the wait instead.
     """
     task = asyncio.current_task()
     assert task is not None
-    watching, ended = True, False
-
-    def writer_ended(_: asyncio.Task[None]) -> None:
-        # A done callback runs in a later turn of the loop: by then the disconnect may have
-        # ended the wait, and a cancel would hit the stream's clean-up instead.
-        nonlocal ended
-        if watching:
-            ended = True
-            task.cancel()
-
-    writer.add_done_callback(writer_ended)
+    on_end = _WriterEnd(task)
+    writer.add_done_callback(on_end)
     try:
         # The request's own messages come first, and are ignored.
         while (await receive())["type"] != "http.disconnect":
             pass
     except asyncio.CancelledError:
         # Ours (the writer ended): swallowed. Anyone else's (a server shutting down) goes on.
-        if not ended or task.uncancel() > 0:
+        if not on_end.ended or task.uncancel() > 0:
             raise
     finally:
-        watching = False
-        writer.remove_done_callback(writer_ended)
+        on_end.watching = False
+        writer.remove_done_callback(on_end)
+
+
+class _WriterEnd:
+    """The writer's done callback: cancels the stream's wait. One small object per stream
+    (a closure was a function, three cells and a tuple)."""
+
+    __slots__ = ("ended", "task", "watching")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.watching = True
+        self.ended = False
+
+    def __call__(self, _: asyncio.Task[None]) -> None:
+        # A done callback runs in a later turn of the loop: by then the disconnect may have
+        # ended the wait, and a cancel would hit the stream's clean-up instead.
+        if self.watching:
+            self.ended = True
+            self.task.cancel()
