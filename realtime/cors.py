@@ -25,8 +25,7 @@ class CorsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers", ()))
-        origin = headers.get(b"origin")
+        origin = _header(scope, b"origin")
         if origin is None or origin.decode("latin-1") not in conf.get().CORS_ALLOWED_ORIGINS:
             await self.app(scope, receive, send)
             return
@@ -35,7 +34,8 @@ class CorsMiddleware:
             (b"access-control-allow-credentials", b"true"),
             (b"vary", b"Origin"),
         ]
-        if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
+        preflight = _header(scope, b"access-control-request-method") is not None
+        if scope["method"] == "OPTIONS" and preflight:
             await send(
                 {
                     "type": "http.response.start",
@@ -64,3 +64,14 @@ class CorsMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+
+def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    """The last value of header ``name``. Looked up, not gathered into a dict: this
+    middleware's frame lasts as long as the response, an event stream's for hours, and
+    kept that dict per stream (issue #9, M4)."""
+    found = None
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            found = value
+    return found

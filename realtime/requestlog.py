@@ -26,7 +26,6 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.functional import empty
 
 REQUEST_ID_HEADER: Final = b"x-request-id"
-SCOPE_KEY: Final = "taskstream.request_id"
 _SANE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 # Probes and scrapes: one line per hit would drown the rest, so only at debug level.
 QUIET_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -57,8 +56,9 @@ class RequestIdMiddleware:
         rid = request_id(offered)
         # A fresh context per request: nothing of another request's binds leaks in.
         structlog.contextvars.clear_contextvars()
+        # AccessLogMiddleware reads it from there too. Not added to a copy of the scope: the
+        # copy lived as long as the response, an event stream's for hours (issue #9, M4).
         structlog.contextvars.bind_contextvars(request_id=rid)
-        scope = {**scope, SCOPE_KEY: rid}  # for AccessLogMiddleware
 
         async def send_with_id(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -82,7 +82,9 @@ class AccessLogMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        given = getattr(request, "scope", {}).get(SCOPE_KEY)
+        # Bound by RequestIdMiddleware for the whole request (Django runs this in a copy of
+        # that context); absent when Django runs without it.
+        given = structlog.contextvars.get_contextvars().get("request_id")
         owner = not isinstance(given, str)
         rid = given if isinstance(given, str) else ""
         if owner:

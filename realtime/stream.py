@@ -81,11 +81,7 @@ class EventStreamConsumer(StreamWriter, AsyncHttpConsumer):  # type: ignore[misc
             # would hold receive() until a body the client announced arrives.
             await self.http_request({"type": "http.request", "more_body": announces_body(scope)})
             assert self.writer is not None  # http_request either started it or raised
-            disconnect = asyncio.ensure_future(_disconnected(receive))
-            try:
-                await asyncio.wait({disconnect, self.writer}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                disconnect.cancel()
+            await _until_disconnected_or_ended(receive, self.writer)
         except StopConsumer:
             pass
         finally:
@@ -245,7 +241,45 @@ class EventStreamConsumer(StreamWriter, AsyncHttpConsumer):  # type: ignore[misc
         raise StopConsumer
 
 
-async def _disconnected(receive: Any) -> None:
-    """Until the client is gone (the request's own messages come first, and are ignored)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+async def _until_disconnected_or_ended(receive: Any, writer: asyncio.Task[None]) -> None:
+    """Until the client is gone or ``writer`` has ended, whichever comes first.
+
+    Watched from the stream's own task, not from a watcher task of its own with
+    ``asyncio.wait`` (a task, coroutines, a waiter future, done callbacks and their
+    contexts per idle stream, all scanned by every garbage collection: issue #9, M4).
+    The writer's end cancels the wait instead.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    on_end = _WriterEnd(task)
+    writer.add_done_callback(on_end)
+    try:
+        # The request's own messages come first, and are ignored.
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except asyncio.CancelledError:
+        # Ours (the writer ended): swallowed. Anyone else's (a server shutting down) goes on.
+        if not on_end.ended or task.uncancel() > 0:
+            raise
+    finally:
+        on_end.watching = False
+        writer.remove_done_callback(on_end)
+
+
+class _WriterEnd:
+    """The writer's done callback: cancels the stream's wait. One small object per stream
+    (a closure was a function, three cells and a tuple)."""
+
+    __slots__ = ("ended", "task", "watching")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.watching = True
+        self.ended = False
+
+    def __call__(self, _: asyncio.Task[None]) -> None:
+        # A done callback runs in a later turn of the loop: by then the disconnect may have
+        # ended the wait, and a cancel would hit the stream's clean-up instead.
+        if self.watching:
+            self.ended = True
+            self.task.cancel()

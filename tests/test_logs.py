@@ -258,3 +258,32 @@ async def test_dead_letters_are_counted_by_class_once_their_batch_commits(alice:
         "contract": 1,
         "unknown-user": 1,
     }
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_django_request_behind_the_asgi_middleware_logs_the_id_it_echoes() -> None:
+    """The access line takes the id RequestIdMiddleware bound (not a new one of its own),
+    and the response carries it once. An id the middleware replaces: the access line
+    would make another."""
+    from channels.testing import HttpCommunicator
+    from django.core.asgi import get_asgi_application
+
+    django_app = get_asgi_application()
+    bound: list[str] = []
+
+    async def recording(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        bound.append(structlog.contextvars.get_contextvars()["request_id"])
+        await django_app(scope, receive, send)
+
+    app = RequestIdMiddleware(recording)
+    with json_logs() as captured:
+        response = await HttpCommunicator(
+            app,
+            "GET",
+            "/api/v1/tasks/",
+            headers=[(b"host", b"testserver"), (b"x-request-id", b"not sane")],
+        ).get_response(timeout=10)
+    (line,) = captured.events("request")
+    echoed = [v for k, v in response["headers"] if k.lower() == REQUEST_ID_HEADER]
+    assert [line["request_id"]] == bound and line["status"] == 401
+    assert echoed == [bound[0].encode()]
