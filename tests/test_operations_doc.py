@@ -21,7 +21,7 @@ def test_every_dashboard_panel_is_explained() -> None:
 
 def test_every_stream_close_reason_is_explained() -> None:
     reasons: set[str] = set()
-    for name in ("stream.py", "writer.py", "hub.py"):
+    for name in ("stream.py", "writer.py", "hub.py", "inbox.py"):
         for line in (ROOT / "realtime" / name).read_text().splitlines():
             # reason = "…", closed_reason = "…", close("…"), close_all("…"), close, "…"
             if re.search(r'reason = |\.close\(|close_all\(|\.close, "', line):
