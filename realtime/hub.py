@@ -202,12 +202,12 @@ class Hub:
                 continue
             self.deliver(message)
 
-    def refresh_seconds(self) -> float:
+    def _refresh_seconds(self) -> float:
         return float(getattr(self.layer, "group_expiry", 86400)) / REFRESHES_PER_EXPIRY
 
     async def _refresh_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.refresh_seconds())
+            await asyncio.sleep(self._refresh_seconds())
             await self._rejoin()
 
     async def _rejoin(self) -> None:

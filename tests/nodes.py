@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+from rest_framework_simplejwt.tokens import AccessToken
 
 from tests.conftest import Proc, free_port
-from tests.sse import wait_until
+from tests.sse import StreamReader, wait_until
 
 
 def serving(base: str) -> bool:
@@ -25,3 +26,13 @@ def start_node(env: dict[str, str], log_dir: Path, name: str = "serve") -> tuple
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: serving(base), 60, f"{name} to answer /healthz")
     return proc, base
+
+
+def open_stream(base: str, user_id: int) -> StreamReader:
+    """A started reader of ``user_id``'s stream on the node at ``base`` (a token signed
+    with the test settings' key, which the node shares)."""
+    access = AccessToken()
+    access["user_id"] = user_id
+    return StreamReader(
+        f"{base}/api/v1/events/stream", {"Authorization": f"Bearer {access}"}
+    ).start()

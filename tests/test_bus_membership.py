@@ -18,15 +18,14 @@ from typing import Any
 
 import pytest
 import redis
-from rest_framework_simplejwt.tokens import AccessToken
 
 from realtime import bus
 from realtime.hub import Hub
 from realtime.inbox import Subscriber
 from realtime.layer import RedisChannelLayer
 from realtime.redis_retry import SOCKET_TIMEOUT
-from tests.nodes import start_node
-from tests.sse import StreamReader, wait_until
+from tests.nodes import open_stream, start_node
+from tests.sse import wait_until
 
 pytestmark = pytest.mark.services
 
@@ -160,11 +159,7 @@ def test_a_drained_server_leaves_the_bus_group(tmp_path: Path) -> None:
     group_key = f"{prefix}:asgi:group:{GROUP}"
     proc, base = start_node(env, tmp_path)
     try:
-        access = AccessToken()
-        access["user_id"] = 41
-        reader = StreamReader(
-            f"{base}/api/v1/events/stream", {"Authorization": f"Bearer {access}"}
-        ).start()
+        reader = open_stream(base, 41)
         reader.wait_for(lambda r: any(e.event == "stream-open" for e in r.events), 20)
         assert client.zcard(group_key) == 1
         assert proc.popen is not None

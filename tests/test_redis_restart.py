@@ -14,11 +14,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from rest_framework_simplejwt.tokens import AccessToken
 
 from tests.conftest import Proc
-from tests.nodes import start_node
-from tests.sse import StreamReader
+from tests.nodes import open_stream, start_node
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.services
@@ -47,11 +45,7 @@ def node(tmp_path: Path) -> Iterator[tuple[str, TcpProxy, Proc]]:
 
 
 def open_and_close(base: str, user_id: int) -> int | None:
-    access = AccessToken()
-    access["user_id"] = user_id
-    reader = StreamReader(
-        f"{base}/api/v1/events/stream", {"Authorization": f"Bearer {access}"}
-    ).start()
+    reader = open_stream(base, user_id)
     try:
         reader.wait_for(lambda r: r.ended or any(e.event == "stream-open" for e in r.events), 20)
         return reader.status
@@ -78,11 +72,7 @@ def test_a_stream_opened_while_redis_is_down_is_told_to_retry_not_a_500(
     assert open_and_close(base, 3000) == 200
     proxy.cut()  # Redis down: connections dropped, new ones refused
     try:
-        access = AccessToken()
-        access["user_id"] = 3001
-        reader = StreamReader(
-            f"{base}/api/v1/events/stream", {"Authorization": f"Bearer {access}"}
-        ).start()
+        reader = open_stream(base, 3001)
         reader.wait_for(lambda r: r.ended, 20)
         # A 200 that ends at once with a retry hint: EventSource comes back by itself.
         assert reader.status == 200
