@@ -395,6 +395,10 @@ TASKSTREAM: dict[str, Any] = {
     # Records per consume_events batch. At most STREAM_QUEUE_SIZE (checked below): one
     # user's events of one batch reach a stream at once and must fit its buffer.
     "CONSUMER_BATCH": env_int("TASKSTREAM_CONSUMER_BATCH", 1000, minimum=1),
+    # While records keep coming, consume_events starts at most one batch per this many ms
+    # (realtime/ingest.py, "pacing"): a batch's fixed costs, and every server's wake per
+    # layer message, are then paid once per interval, not once per record.
+    "CONSUMER_LINGER_MS": env_int("TASKSTREAM_CONSUMER_LINGER_MS", 50, minimum=0),
     "HEARTBEAT_SECONDS": env_float("TASKSTREAM_HEARTBEAT_SECONDS", 15.0, minimum=0.05),
     "RETRY_MS": env_int("TASKSTREAM_RETRY_MS", 3000, minimum=0),
     "STREAM_QUEUE_SIZE": env_int("TASKSTREAM_STREAM_QUEUE_SIZE", 1000, minimum=1),
@@ -438,6 +442,12 @@ if TASKSTREAM["CONSUMER_BATCH"] > TASKSTREAM["STREAM_QUEUE_SIZE"]:
         f"TASKSTREAM_CONSUMER_BATCH={TASKSTREAM['CONSUMER_BATCH']} is over "
         f"TASKSTREAM_STREAM_QUEUE_SIZE={TASKSTREAM['STREAM_QUEUE_SIZE']}: one user's events of "
         "one batch reach a stream at once, and a stream whose buffer they overflow is closed"
+    )
+
+if TASKSTREAM["CONSUMER_LINGER_MS"] > 1000:
+    raise ImproperlyConfigured(
+        f"TASKSTREAM_CONSUMER_LINGER_MS={TASKSTREAM['CONSUMER_LINGER_MS']} is over 1000: "
+        "every event of a steady flow could wait that long before it is applied"
     )
 
 # --- Logs: structlog renders every line (config/logs.py, docs/operations.md) -------------

@@ -14,11 +14,17 @@ Per batch, in this order (the order is the guarantee):
 A crash anywhere before 5 re-reads the batch on restart: state changes nothing the second
 time, streams drop positions they already sent, so nothing is lost and nothing repeats.
 
+Pacing: while records keep coming, a batch is read at most once per ``linger`` (setting
+TASKSTREAM_CONSUMER_LINGER_MS). A batch costs a fixed time here, in the stores and in every
+server (one wake per layer message): read eagerly, a flow of a few hundred events/s came as
+1-5-event batches, 50 a second at any rate (issue #8). A record after a quiet spell is read
+at once, and so is the batch after a full one (a backlog drains at full speed).
+
 An outage (PostgreSQL, Redis, the layer or the dead-letter topic unreachable) is not
 poison: the batch is rewound and retried with backoff, nothing is dead-lettered and
 nothing committed until the dependency is back. So is any other error outside the
-adapter and the database's refusals: it names no record, and a retry loses nothing. The loop
-(``run_once``) so tests never start a forever loop.
+adapter and the database's refusals: it names no record, and a retry loses nothing.
+``run_once`` drives the loop one batch at a time, so tests never start a forever loop.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import gc
 import logging
 import random
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -61,7 +68,6 @@ from tasks.apply import Applied, apply_events
 
 logger = logging.getLogger(__name__)
 
-
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 10.0
 
@@ -79,6 +85,7 @@ class EventConsumer:
         batch_size: int = 500,
         poll_timeout: float = 0.2,
         apply: Callable[..., list[Applied]] = apply_events,
+        linger: float = 0.0,
     ) -> None:
         self.consumer = consumer
         self.dlq_producer = dlq_producer
@@ -88,10 +95,11 @@ class EventConsumer:
         self.dlq_topic = dlq_topic
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
+        # Pacing (above): when the last read of records returned, and whether it was full.
+        self.linger, self._last_read, self._last_full = linger, float("-inf"), False
         self._apply_batch = database_sync_to_async(functools.partial(apply, epoch=epoch))
-        # librdkafka calls that block (a read that waits, rewinds, close) run on one
-        # dedicated thread, off the event loop; the ones that cannot block (a read of what
-        # is buffered, queuing a commit) run on the loop.
+        # librdkafka calls that block (a waiting read, rewinds, close) run on a dedicated
+        # thread; those that cannot (a read of what is buffered, a queued commit), on the loop.
         self._kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
         # Dead letters wait for their acks on a thread of their own: the Kafka thread may
         # be holding a read that waits for records.
@@ -180,13 +188,19 @@ class EventConsumer:
         return batch.result
 
     async def _read(self) -> Batch | None:
-        """The next batch, adapted; None when no record came within the poll timeout.
-        What librdkafka has buffered is taken here (the call does not block: no thread hop
-        per batch under load); only a read that must wait goes to the Kafka thread."""
+        """The next batch, adapted, or None (no record within the poll timeout). What
+        librdkafka has buffered is taken on the loop (no thread hop per batch under load);
+        only a read that must wait goes to the Kafka thread."""
+        wait = self._last_read + self.linger - time.monotonic()
+        if wait > 0 and not self._last_full:
+            await self._pause(wait)  # pacing (module docstring): at most ``linger``
         messages = self._buffered()
         if not messages:
             loop = asyncio.get_running_loop()
             messages = await loop.run_in_executor(self._kafka_thread, self._next_batch)
+        if messages:  # an empty read is quiet: the next record goes at once
+            self._last_read = time.monotonic()
+            self._last_full = len(messages) >= self.batch_size
         # Revoked before or during this read: forgotten once every earlier batch is done.
         revoked, self.revoked = self.revoked, []
         records: list[Record] = []
@@ -314,9 +328,12 @@ class EventConsumer:
         )
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._kafka_thread, kafka_side.rewind, self.consumer, records)
-        stopping = self._stopping or asyncio.Event()
+        await self._pause(delay)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or until a stop is requested."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), delay)
+            await asyncio.wait_for((self._stopping or asyncio.Event()).wait(), seconds)
 
     def _next_batch(self) -> list[Any]:
         return next_batch(self.consumer, self.batch_size, self.poll_timeout)
@@ -355,6 +372,7 @@ async def build_event_consumer(epoch: str | None = None) -> EventConsumer:
         epoch=epoch,
         dlq_topic=settings.TOPIC_DLQ,
         batch_size=settings.CONSUMER_BATCH,
+        linger=settings.CONSUMER_LINGER_MS / 1000,
     )
     subscribe(consumer, [settings.TOPIC_EVENTS], on_revoke=event_consumer.on_revoke)
     return event_consumer

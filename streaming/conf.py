@@ -27,6 +27,7 @@ class TaskstreamSettings:
     CONSUMER_INSTANCE_ID: str
     WORKER_INSTANCE_ID: str
     CONSUMER_BATCH: int
+    CONSUMER_LINGER_MS: int
     HEARTBEAT_SECONDS: float
     RETRY_MS: int
     STREAM_QUEUE_SIZE: int

@@ -140,3 +140,16 @@ def test_a_consumer_batch_larger_than_a_streams_buffer_is_refused() -> None:
         refused.stderr
     )
     assert manage({**env, "TASKSTREAM_CONSUMER_BATCH": "500"}, "check").returncode == 0
+
+
+def test_a_consumer_linger_over_a_second_is_refused() -> None:
+    """Pacing holds a steady flow's events up to the linger before they are applied: a
+    value over a second is a typo (seconds for milliseconds), refused by name."""
+    env = {
+        "DJANGO_SECRET_KEY": PLACEHOLDER_VALUES["DJANGO_SECRET_KEY"],
+        "TASKSTREAM_CONSUMER_LINGER_MS": "5000",
+    }
+    refused = manage(env, "check")
+    assert refused.returncode != 0
+    assert "TASKSTREAM_CONSUMER_LINGER_MS=5000 is over 1000" in refused.stderr
+    assert manage({**env, "TASKSTREAM_CONSUMER_LINGER_MS": "0"}, "check").returncode == 0
