@@ -56,6 +56,7 @@ class Hub:
         # The shards whose group this process's channel is in (see ``wants``).
         self.joined: set[int] = set()
         self._membership_locks = [asyncio.Lock() for _ in range(SHARDS)]
+        self._joining: dict[int, asyncio.Future[None]] = {}  # joins under way, by shard
         self._receiver: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -86,12 +87,36 @@ class Hub:
             metrics.STREAMS_OPEN.inc()
             return
         shard = shard_of(uid)
-        async with self._membership_locks[shard]:
-            # Join before registering: from here on every event for uid reaches us.
-            await self._join(shard, channel)
-            self.shard_users.setdefault(shard, set()).add(uid)
-            self.by_user.setdefault(uid, set()).add(subscriber)
+        # Join before registering: from here on every event for uid reaches us. Checked
+        # after the last await, so no leave comes between the check and the registration
+        # (a leave forgets the shard before its own await). The opens that arrive while a
+        # join is under way wait on that one join together: on the membership lock they
+        # went on one per turn of the loop, a reconnect storm's opens queued behind each
+        # other's turns (#9, M5).
+        while shard not in self.joined:
+            await self._join_shared(shard, channel)
+        self.shard_users.setdefault(shard, set()).add(uid)
+        self.by_user.setdefault(uid, set()).add(subscriber)
         metrics.STREAMS_OPEN.inc()
+
+    async def _join_shared(self, shard: int, channel: str) -> None:
+        """Join ``shard``'s group, or wait for the join already under way (one per shard)."""
+        joining = self._joining.get(shard)
+        if joining is None or joining.done():
+            joining = asyncio.ensure_future(self._join_locked(shard, channel))
+            self._joining[shard] = joining
+            joining.add_done_callback(_retrieve)
+        # Shielded: an open that gives up (its client left) does not cancel the others' join.
+        await asyncio.shield(joining)
+
+    async def _join_locked(self, shard: int, channel: str) -> None:
+        try:
+            async with self._membership_locks[shard]:
+                await self._join(shard, channel)
+        finally:
+            # Forgotten before it is done: an attach that finds the shard left again
+            # starts a new join instead of awaiting this finished one in a loop.
+            self._joining.pop(shard, None)
 
     async def detach(self, subscriber: Subscriber) -> None:
         subscriber.stop_timer()  # not left holding the stream until it would have fired
@@ -278,6 +303,12 @@ class Hub:
                     shard,
                     exc_info=True,
                 )
+
+
+def _retrieve(joining: asyncio.Future[None]) -> None:
+    """A failed join's error is its waiters'; retrieved here in case all of them gave up."""
+    if not joining.cancelled():
+        joining.exception()
 
 
 # One hub per event loop (tests run several loops in one process).

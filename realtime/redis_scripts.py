@@ -67,64 +67,79 @@ return 1
 # ...}; heads one per cursor entry (nil: none); pages one {member, after, complete,
 # entries} per cursor entry, then per partition of the source the user has events in that
 # the cursor does not name (after -1).
+#
+# Called for many opens at once (the opens of a turn of the loop, realtime.store_open):
+# ARGV is, per open, its argument count and then its arguments as above; the reply is
+# one reply as above per open, in order. Each open still runs as it would alone, one
+# after another (a second open of a user sees the first one's count and lease).
 OPEN = (
     _LEASE
     + """
-local p, user = ARGV[1], ARGV[2]
-local opens = 0
-if ARGV[7] ~= '' then
-  opens = redis.call('INCR', ARGV[3])
-  redis.call('EXPIRE', ARGV[3], ARGV[4])
-  if opens > tonumber(ARGV[5]) or acquire(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]) == 0 then
-    return {opens, 0}
-  end
-end
-local source, size = ARGV[11], ARGV[12]
-local epoch = redis.call('GET', p .. ':epoch:' .. source)
-local index = p .. ':rp:' .. user
-local last, mine = {}, {}
-for _, member in ipairs(redis.call('SMEMBERS', index)) do
-  local newest = redis.call('XREVRANGE', p .. ':r:' .. user .. ':' .. member, '+', '-', 'COUNT', 1)
-  if #newest > 0 then
-    last[#last + 1] = member
-    last[#last + 1] = newest[1][1]
-    mine[#mine + 1] = member
-  end
-end
-if ARGV[13] ~= '1' then
-  return {opens, 1, epoch, last}
-end
-local function page(member, after)
-  local stream = p .. ':r:' .. user .. ':' .. member
-  local from = '-'
-  if tonumber(after) >= 0 then from = '(' .. after .. '-1' end
-  local entries = redis.call('XRANGE', stream, from, '+', 'COUNT', size)
-  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
-  local complete = 0
-  if #first > 0 then
-    -- The oldest entry kept names the user's event before it (field p).
-    local fields = first[1][2]
-    for i = 1, #fields, 2 do
-      if fields[i] == 'p' and tonumber(fields[i + 1]) <= tonumber(after) then complete = 1 end
+local function open_one(ARGV)
+  local p, user = ARGV[1], ARGV[2]
+  local opens = 0
+  if ARGV[7] ~= '' then
+    opens = redis.call('INCR', ARGV[3])
+    redis.call('EXPIRE', ARGV[3], ARGV[4])
+    if opens > tonumber(ARGV[5]) or acquire(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]) == 0 then
+      return {opens, 0}
     end
-  elseif redis.call('EXISTS', index) == 1 and redis.call('SISMEMBER', index, member) == 0 then
-    complete = 1
   end
-  return {member, after, complete, entries}
-end
-local heads, pages, named = {}, {}, {}
-for i = 14, #ARGV, 3 do
-  local member = ARGV[i] .. ':' .. ARGV[i + 1]
-  named[member] = true
-  heads[#heads + 1] = redis.call('GET', p .. ':head:' .. member)
-  pages[#pages + 1] = page(member, ARGV[i + 2])
-end
-for _, member in ipairs(mine) do
-  if not named[member] and string.sub(member, 1, #source + 1) == source .. ':'
-     and string.find(member, ':', #source + 2, true) == nil then
-    pages[#pages + 1] = page(member, '-1')
+  local source, size = ARGV[11], ARGV[12]
+  local epoch = redis.call('GET', p .. ':epoch:' .. source)
+  local index = p .. ':rp:' .. user
+  local last, mine = {}, {}
+  for _, member in ipairs(redis.call('SMEMBERS', index)) do
+    local stream = p .. ':r:' .. user .. ':' .. member
+    local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+    if #newest > 0 then
+      last[#last + 1] = member
+      last[#last + 1] = newest[1][1]
+      mine[#mine + 1] = member
+    end
   end
+  if ARGV[13] ~= '1' then
+    return {opens, 1, epoch, last}
+  end
+  local function page(member, after)
+    local stream = p .. ':r:' .. user .. ':' .. member
+    local from = '-'
+    if tonumber(after) >= 0 then from = '(' .. after .. '-1' end
+    local entries = redis.call('XRANGE', stream, from, '+', 'COUNT', size)
+    local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+    local complete = 0
+    if #first > 0 then
+      -- The oldest entry kept names the user's event before it (field p).
+      local fields = first[1][2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'p' and tonumber(fields[i + 1]) <= tonumber(after) then complete = 1 end
+      end
+    elseif redis.call('EXISTS', index) == 1 and redis.call('SISMEMBER', index, member) == 0 then
+      complete = 1
+    end
+    return {member, after, complete, entries}
+  end
+  local heads, pages, named = {}, {}, {}
+  for i = 14, #ARGV, 3 do
+    local member = ARGV[i] .. ':' .. ARGV[i + 1]
+    named[member] = true
+    heads[#heads + 1] = redis.call('GET', p .. ':head:' .. member)
+    pages[#pages + 1] = page(member, ARGV[i + 2])
+  end
+  for _, member in ipairs(mine) do
+    if not named[member] and string.sub(member, 1, #source + 1) == source .. ':'
+       and string.find(member, ':', #source + 2, true) == nil then
+      pages[#pages + 1] = page(member, '-1')
+    end
+  end
+  return {opens, 1, epoch, last, heads, pages}
 end
-return {opens, 1, epoch, last, heads, pages}
+local replies, i = {}, 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  replies[#replies + 1] = open_one({unpack(ARGV, i + 1, i + n)})
+  i = i + n + 1
+end
+return replies
 """
 )

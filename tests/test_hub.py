@@ -135,3 +135,88 @@ async def test_the_stream_s_loop_is_looked_up_once() -> None:
     assert subscriber.loop is None
     await cut_short(subscriber, 15, 1)
     assert subscriber.loop is asyncio.get_running_loop()
+
+
+class GatedLayer:
+    """A layer whose group joins wait for ``gate``; counts them."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.joins = 0
+
+    async def new_channel(self, prefix: str) -> str:
+        return prefix + "x"
+
+    async def group_add(self, group: str, channel: str) -> None:
+        self.joins += 1
+        await self.gate.wait()
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        pass
+
+    async def receive(self, channel: str) -> dict[str, object]:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+
+async def test_opens_waiting_on_a_join_all_go_on_together_when_it_is_done() -> None:
+    """A reconnect storm: the first open joins the group, the others arrive meanwhile.
+    Once the join is done they are all registered within a few turns of the loop, not
+    one per turn (they queued on the membership lock: #9, M5)."""
+    layer = GatedLayer()
+    hub = Hub(layer)
+    subscribers = [Subscriber(7 + n, limit=10) for n in range(50)]
+    attaching = [asyncio.create_task(hub.attach(s)) for s in subscribers]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert layer.joins == 1 and not any(t.done() for t in attaching)
+    layer.gate.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert all(t.done() for t in attaching)
+    assert layer.joins == 1
+    assert sum(len(s) for s in hub.by_user.values()) == 50
+    await hub.stop()
+
+
+async def test_an_open_after_the_group_was_left_joins_it_again() -> None:
+    """The last stream's detach leaves the group; the next open joins again before it
+    is registered, and one that gave up waiting does not stop the join for the others."""
+    layer = GatedLayer()
+    layer.gate.set()
+    hub = Hub(layer)
+    first = Subscriber(7, limit=10)
+    await hub.attach(first)
+    await hub.detach(first)
+    assert hub.joined == set()
+    layer.gate.clear()
+    quitter = asyncio.create_task(hub.attach(Subscriber(8, limit=10)))
+    stayer = asyncio.create_task(hub.attach(Subscriber(9, limit=10)))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    quitter.cancel()
+    layer.gate.set()
+    async with asyncio.timeout(5):
+        await stayer
+    assert quitter.cancelled()
+    assert layer.joins == 2 and hub.joined == {0}
+    assert set(hub.by_user) == {9}
+    await hub.stop()
+
+
+async def test_a_failed_join_fails_every_open_waiting_on_it() -> None:
+    class Failing(GatedLayer):
+        async def group_add(self, group: str, channel: str) -> None:
+            self.joins += 1
+            await self.gate.wait()
+            raise ConnectionError("Redis is gone")
+
+    layer = Failing()
+    hub = Hub(layer)
+    attaching = [asyncio.create_task(hub.attach(Subscriber(7 + n, limit=10))) for n in range(3)]
+    await asyncio.sleep(0)
+    layer.gate.set()
+    results = await asyncio.gather(*attaching, return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert hub.by_user == {} and hub.joined == set() and layer.joins == 1
+    await hub.stop()

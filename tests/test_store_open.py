@@ -3,16 +3,18 @@ methods find one after another, for the same contents, in one round trip."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from realtime.store import HotStore, RedisHotStore
 from realtime.store_memory import MemoryHotStore
-from realtime.store_open import OpenQuery, OpenView, gather, read_open
+from realtime.store_open import BATCH, OpenQuery, OpenView, gather, read_open
 from streaming.events import Position
 from tests.fakes import task_event
 
@@ -140,3 +142,66 @@ async def test_a_redis_that_forgot_the_script_is_given_it_again(
     view = await read_open(store, query(cursor={P0: 2}))
     assert refused and view.leased
     assert [e.offset for e in view.pages[P0].events] == [3, 4, 5]
+
+
+async def test_the_opens_of_one_turn_of_the_loop_are_read_in_one_call(
+    redis_stores: Callable[[], RedisHotStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconnect storm's opens arrive together: they share script calls (at most
+    ``BATCH`` opens each) instead of one call, and one pooled connection, each (#9, M5).
+    Each still finds what it would find alone."""
+    store = redis_stores()
+    await fill(False, store)
+    real = store.redis.evalsha
+    calls: list[int] = []
+
+    async def counted(sha: str, *args: object) -> object:
+        calls.append(len(args))
+        return await real(sha, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.redis, "evalsha", counted)
+    asked = [
+        query(lease=f"L{n}", opens_limit=1000, streams_limit=200, cursor={P0: n % 5})
+        for n in range(120)
+    ]
+    views = await asyncio.gather(*(read_open(store, q) for q in asked))
+    assert all(v.leased for v in views)
+    assert len(calls) == -(-len(asked) // BATCH)  # 3 calls for 120 opens
+    # Each open counted once; within a call in order (the calls themselves go concurrently).
+    assert sorted(v.opens for v in views) == list(range(1, 121))
+    assert [v.opens for v in views[:BATCH]] == sorted(v.opens for v in views[:BATCH])
+    alone = await gather(
+        store, query(lease="L-alone", opens_limit=1000, streams_limit=200, cursor={P0: 3})
+    )
+    assert views[3].pages == alone.pages and views[3].heads == alone.heads
+    assert views[3].last == alone.last and views[3].epoch == alone.epoch
+
+
+async def test_two_opens_of_a_user_in_one_call_take_one_slot_each(
+    redis_stores: Callable[[], RedisHotStore],
+) -> None:
+    """The user's last free slot goes to the first open of the call; the second is refused,
+    as when they came one after another."""
+    store = redis_stores()
+    await fill(False, store)
+    first, second = await asyncio.gather(
+        read_open(store, query(lease="A", streams_limit=1)),
+        read_open(store, query(lease="B", streams_limit=1)),
+    )
+    assert (first.leased, second.leased) == (True, False)
+    assert (first.opens, second.opens) == (1, 2)
+
+
+async def test_a_failed_call_fails_each_open_in_it(
+    redis_stores: Callable[[], RedisHotStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = redis_stores()
+
+    async def unreachable(sha: str, *args: object) -> object:
+        raise RedisConnectionError("Redis is restarting")
+
+    monkeypatch.setattr(store.redis, "evalsha", unreachable)
+    results = await asyncio.gather(
+        *(read_open(store, query(lease=f"L{n}")) for n in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, RedisConnectionError) for r in results)

@@ -16,9 +16,10 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from realtime.hub import get_hub
+from realtime.listeners import bind_listeners
 from realtime.routing import build_application
 from realtime.server import BoundedHttpProtocol
 from streaming import conf, tracing
@@ -94,5 +95,19 @@ class Command(BaseCommand):
             # even when a dependency hangs its clean-up (Redis down: tests/test_chaos.py).
             timeout_graceful_shutdown=2,
         )
-        DrainingServer(config).run()
+        # Several sockets on the address, so that a burst of connections is accepted
+        # several per turn of the loop (realtime/listeners.py).
+        try:
+            sockets = bind_listeners(options["host"], options["port"], options["backlog"])
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen on {options['host']}:{options['port']}: {exc}"
+            ) from exc
+        logger.info(
+            "serving on %s:%s (%d listening sockets)",
+            options["host"],
+            sockets[0].getsockname()[1],
+            len(sockets),
+        )
+        DrainingServer(config).run(sockets=sockets)
         logger.info("serve stopped")
