@@ -23,9 +23,9 @@ logger = logging.getLogger(__name__)
 # Net allocations of tracked objects between young collections (Python's default: 700).
 # A full collection is considered only every 100 young ones, and walks every object the
 # process holds: opening 10,000 idle streams (~68 objects each), the default made 7 full
-# collections of up to 0.6 s, 2.4 s of the opens' ~12 s of CPU; M4's run made 14 at the
-# default and 2 at 7,000 (bench/notes.md, "#9 M4"). A stream's objects mostly die by
-# reference count, so the garbage left for a later collection stays small.
+# collections of up to 0.6 s, 2.4 s of the opens' ~12 s of CPU; after start-up, M4's run
+# made 11 at the default and 1 at 7,000 (bench/notes.md, "#9 M4"). A stream's objects
+# mostly die by reference count, so the garbage left for a later collection stays small.
 YOUNG_THRESHOLD = 7000
 
 
