@@ -8,6 +8,7 @@ header excludes, so browsers may preflight a reconnect (whatwg/fetch#568).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from streaming import conf
@@ -18,17 +19,22 @@ EXPOSE_HEADERS = b"taskstream-resumed-from, retry-after, x-request-id"
 
 
 class CorsMiddleware:
+    """A plain callable that returns the inner app's coroutine (or the preflight's): no frame
+    of its own stays suspended for a response's life, an event stream's for hours (a
+    coroutine per idle stream, issue #9, M4). Its caller awaits what it returns."""
+
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
+        inner: Awaitable[None]
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            inner = self.app(scope, receive, send)
+            return inner
         origin = _header(scope, b"origin")
         if origin is None or origin.decode("latin-1") not in conf.get().CORS_ALLOWED_ORIGINS:
-            await self.app(scope, receive, send)
-            return
+            inner = self.app(scope, receive, send)
+            return inner
         cors = [
             (b"access-control-allow-origin", origin),
             (b"access-control-allow-credentials", b"true"),
@@ -36,20 +42,7 @@ class CorsMiddleware:
         ]
         preflight = _header(scope, b"access-control-request-method") is not None
         if scope["method"] == "OPTIONS" and preflight:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 204,
-                    "headers": [
-                        *cors,
-                        (b"access-control-allow-methods", ALLOW_METHODS),
-                        (b"access-control-allow-headers", ALLOW_HEADERS),
-                        (b"access-control-max-age", b"600"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
-            return
+            return _preflight(send, cors)
 
         async def send_with_cors(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -63,7 +56,24 @@ class CorsMiddleware:
                 }
             await send(message)
 
-        await self.app(scope, receive, send_with_cors)
+        inner = self.app(scope, receive, send_with_cors)
+        return inner
+
+
+async def _preflight(send: Any, cors: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 204,
+            "headers": [
+                *cors,
+                (b"access-control-allow-methods", ALLOW_METHODS),
+                (b"access-control-allow-headers", ALLOW_HEADERS),
+                (b"access-control-max-age", b"600"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _header(scope: dict[str, Any], name: bytes) -> bytes | None:

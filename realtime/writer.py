@@ -92,7 +92,10 @@ class StreamWriter:
 
     async def _write_loop(self) -> None:
         settings = conf.get()
-        self.cursor = self.plan.cursor.copy()
+        # The plan's own cursor, not a copy: every plan makes a new one, and nothing reads
+        # it once the writer runs. A copy was a second ``Cursor`` and two dicts (~0.4 KiB)
+        # for each stream's whole life (issue #9, M4).
+        self.cursor = self.plan.cursor
         opened = time.monotonic()
         lifetime = settings.STREAM_MAX_SECONDS * random.uniform(0.8, 1.0)
         deadline = min(self.user.expires_at, time.time() + lifetime)

@@ -466,3 +466,15 @@ async def test_a_draining_node_behind_a_retrying_proxy_refuses_new_streams_with_
     assert json.loads((await late.comm.receive_output(5))["body"])["code"] == "draining"
     get_hub().draining = False
     lifecycle.draining.clear()
+
+
+async def test_the_writer_keeps_the_plans_cursor_not_a_copy(alice_stream: Stream) -> None:
+    """One cursor per open stream: the plan's, advanced by the writer (issue #9, M4)."""
+    await push([event(ALICE, 0)])
+    assert len(await alice_stream.events(1)) == 1
+    coroutine = alice_stream.comm.future.get_coro()  # type: ignore[attr-defined]
+    while coroutine.cr_code.co_qualname != "EventStreamConsumer.__call__":
+        coroutine = coroutine.cr_await
+    consumer = coroutine.cr_frame.f_locals["self"]
+    assert consumer.cursor is consumer.plan.cursor
+    assert consumer.cursor.offsets == {("task.events", 0): 0}
