@@ -226,6 +226,10 @@ class Hub:
                 await self._rejoin()
                 continue
             self.deliver(message)
+            # The layer takes a backlog in one round trip and hands its messages out without
+            # another (realtime.layer): the loop runs between them, so the streams' wakes and
+            # writes keep pace with the offers, as when each message cost a round trip.
+            await asyncio.sleep(0)
 
     def _refresh_seconds(self) -> float:
         return float(getattr(self.layer, "group_expiry", 86400)) / REFRESHES_PER_EXPIRY

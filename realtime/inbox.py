@@ -76,7 +76,14 @@ class Subscriber:
         self.runs.extend(runs)
         self.queued += count
         waiter = self._waiter
-        if waiter is not None and not waiter.done() and not self._wake_due:
+        if waiter is None or waiter.done():
+            return
+        if self.queued * 2 > self.limit:
+            # Half full: now, not after the linger. The layer hands the hub a backlog's
+            # messages back to back (realtime.layer), and the hub lets the loop run between
+            # them: a writer woken now takes this before the next one can overflow it.
+            self.wake()
+        elif not self._wake_due:
             assert self._wakes is not None and self.loop is not None  # set by the first wait
             self._wake_due = True
             self._wakes.defer(self, self.loop)

@@ -1,4 +1,5 @@
-"""The channel layer: channels-redis's, with ``group_send`` in two round trips instead of four.
+"""The channel layer: channels-redis's, with ``group_send`` in two round trips instead of four,
+and a process channel's receive taking every queued message in one.
 
 Every ``consume_events`` batch ends in one ``group_send`` (realtime/bus.py). channels-redis
 4.3 sends it as four commands, one after the other: drop the group's expired members, read
@@ -8,7 +9,16 @@ PostgreSQL, each round trip also waits for Redis to be scheduled, and a batch's 
 the sum of its round trips (docs/benchmarks.md, issue #8). Here the first two commands run
 as one script and the last two as another: the same keys, the same stored data, the same
 expiry and capacity rules, so the receiving side (channels-redis's own ``receive``, which
-the hubs use) is untouched. Everything else is channels-redis's.
+the hubs use) is untouched.
+
+The receiving side of a process-specific channel (the hubs', ``name!suffix``): channels-redis
+4.3 takes one message per four round trips (put back the backup queue, BZPOPMIN, back the
+message up, a cleaner task that drops the backup), and a hub's loop can make only one round
+trip per turn: with the streams' writes in between, a hub that fell behind read its backlog
+one message per wake (#9 M1). ``receive_single`` here takes up to ``TAKE_MAX`` queued
+messages in one script, backed up the same way, and blocks in BZPOPMIN only when the channel
+is empty. ``receive`` itself (its lock, the per-channel buffers it hands messages out of)
+is channels-redis's. Everything else is channels-redis's.
 
 It relies on channels-redis internals (``_group_key``, ``_map_channel_keys_to_connection``),
 hence the exact pin in requirements.txt; tests/test_layer.py sends with it and receives with
@@ -50,7 +60,80 @@ return over_capacity
 """
 
 
+# KEYS[1]: the channel, KEYS[2]: its backup queue; ARGV[1]: '1' if what the backup holds
+# reached the receiver (it is dropped), else it goes back in front of the channel, as in
+# channels-redis's cleanup script; ARGV[2]: how many to take. The messages taken are backed
+# up, so a receive cancelled while the reply is in flight loses nothing.
+_TAKE = """
+if ARGV[1] == '1' then
+  redis.call('DEL', KEYS[2])
+else
+  local backed_up = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  for i = #backed_up, 1, -2 do
+    redis.call('ZADD', KEYS[1], backed_up[i], backed_up[i - 1])
+  end
+  redis.call('DEL', KEYS[2])
+end
+local taken = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[2]))
+for i = 1, #taken, 2 do
+  redis.call('ZADD', KEYS[2], taken[i + 1], taken[i])
+end
+return taken
+"""
+
+# Messages taken per round trip (each a consume_events batch); the receive buffers hold
+# ``capacity`` per channel, so never more than that.
+TAKE_MAX = 100
+
+
 class RedisChannelLayer(core.RedisChannelLayer):  # type: ignore[misc]  # channels-redis is untyped
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Channel keys whose backup queue holds only messages that reached the receive
+        # buffers (the last take's reply arrived): the next take drops it.
+        self._landed: set[str] = set()
+
+    async def receive_single(self, channel: str) -> tuple[Any, dict[str, Any]]:
+        """A process channel's next message; any others queued with it go to the receive
+        buffers (in order, before this one returns: ``receive`` queues the one returned
+        after them). Other channels: channels-redis's."""
+        if "!" not in channel:
+            upstream: tuple[Any, dict[str, Any]] = await super().receive_single(channel)
+            return upstream
+        assert self.require_valid_channel_name(channel, receive=True), "Channel name invalid"
+        index = self.consistent_hash(channel)
+        key = self.prefix + channel
+        connection = self.connection(index)
+        await self.receive_clean_locks.acquire(key)
+        try:
+            landed = "1" if key in self._landed else "0"
+            self._landed.discard(key)  # until this reply is in: it may be cancelled
+            taken = await connection.eval(
+                _TAKE, 2, key, self._backup_channel_name(key), landed, min(TAKE_MAX, self.capacity)
+            )
+            self._landed.add(key)
+            contents = taken[::2]
+            while not contents:
+                # Nothing queued: block. The popped message reaches the buffers without
+                # another await, so it needs no backup (channels-redis backs it up after a
+                # round trip that could be cancelled).
+                popped = await connection.bzpopmin(key, timeout=self.brpop_timeout)
+                if popped is not None:
+                    contents = [popped[1]]
+        finally:
+            self.receive_clean_locks.release(key)
+        *earlier, last = [self._unpack(content, channel) for content in contents]
+        for target, message in earlier:
+            for name in target if isinstance(target, list) else [target]:
+                self.receive_buffer[name].put_nowait(message)
+        return last
+
+    def _unpack(self, content: bytes, channel: str) -> tuple[Any, dict[str, Any]]:
+        # channels-redis's receive_single does the same after its deserialize.
+        message = self.deserialize(content)
+        target = message.pop("__asgi_channel__", channel)
+        return target, message
+
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """Send ``message`` to every member of ``group`` (channels-redis's rules)."""
         assert self.require_valid_group_name(group), "Group name not valid"

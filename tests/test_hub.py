@@ -77,22 +77,25 @@ async def test_a_longer_wait_after_a_shorter_one_does_not_end_early() -> None:
     assert [i.offset for r in await longer for i in r.items] == [2]
 
 
+class QuietLayer:
+    """A channel layer on which nothing arrives."""
+
+    async def new_channel(self, prefix: str) -> str:
+        return prefix + "x"
+
+    async def group_add(self, group: str, channel: str) -> None:
+        pass
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        pass
+
+    async def receive(self, channel: str) -> dict[str, object]:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+
 async def test_detaching_stops_the_stream_s_timer() -> None:
-    class Layer:
-        async def new_channel(self, prefix: str) -> str:
-            return prefix + "x"
-
-        async def group_add(self, group: str, channel: str) -> None:
-            pass
-
-        async def group_discard(self, group: str, channel: str) -> None:
-            pass
-
-        async def receive(self, channel: str) -> dict[str, object]:
-            await asyncio.Event().wait()
-            raise AssertionError
-
-    hub = Hub(Layer())
+    hub = Hub(QuietLayer())
     subscriber = Subscriber(7, limit=10)
     await hub.attach(subscriber)
     await cut_short(subscriber, 30, 1)

@@ -14,6 +14,7 @@ from realtime import bus, wakes
 from realtime.hub import Hub
 from realtime.inbox import Subscriber
 from realtime.runs import Run, runs_of
+from tests.test_hub import QuietLayer
 
 EPOCH = "E1"
 
@@ -101,3 +102,41 @@ def test_the_wakes_of_a_loop_do_not_keep_it_alive() -> None:
     del loop
     gc.collect()
     assert ref() is None
+
+
+async def test_a_backlog_handed_out_at_once_reaches_a_smaller_inbox_whole() -> None:
+    """The layer hands a backlog's messages to the hub back to back, with no round trip
+    between them (realtime.layer): the hub lets the loop run after each, and a half-full
+    inbox wakes its stream at once, so a stream takes a backlog larger than its bound
+    without being closed for overflow."""
+    gate = asyncio.Event()
+    backlog = [message(7, [2 * n + 1, 2 * n + 2]) for n in range(5)]  # 10 items
+
+    class Layer(QuietLayer):
+        async def receive(self, channel: str) -> dict[str, object]:
+            if not gate.is_set():
+                await gate.wait()
+            if backlog:
+                return backlog.pop(0)  # no suspension, like a buffered message
+            return await super().receive(channel)
+
+    hub = Hub(Layer())
+    subscriber = Subscriber(7, limit=4)
+    await hub.attach(subscriber)
+    got: list[int] = []
+
+    async def writer() -> None:
+        while len(got) < 10 and subscriber.closed_reason is None:
+            waiter = subscriber.waiter(30)
+            if waiter is not None:
+                await waiter
+            got.extend(item.offset for run in subscriber.take() for item in run.items)
+
+    task = asyncio.create_task(writer())
+    await asyncio.sleep(0)  # in its wait
+    gate.set()
+    async with asyncio.timeout(5):
+        await task
+    assert subscriber.closed_reason is None
+    assert got == list(range(1, 11))
+    await hub.stop()
