@@ -34,7 +34,8 @@ def request_scope(path: str, headers: list[tuple[bytes, bytes]], **extra: Any) -
 def suspended(task: asyncio.Future[Any]) -> list[Any]:
     """The coroutines a task is suspended in, outermost first."""
     assert isinstance(task, asyncio.Task)
-    chain, awaited = [], task.get_coro()
+    chain: list[Any] = []
+    awaited: Any = task.get_coro()
     while hasattr(awaited, "cr_frame"):
         chain.append(awaited)
         awaited = awaited.cr_await
@@ -97,8 +98,8 @@ async def test_the_stream_path_goes_to_the_stream_and_anything_else_to_django(
 async def test_the_routers_are_taken_for_asgi_3_apps() -> None:
     """Plain functions returning a coroutine: marked, or a server would take them for
     ASGI 2 apps (uvicorn, asgiref's ``guarantee_single_callable``)."""
-    assert not is_double_callable(stream_application())
-    assert not is_double_callable(http_application(None, None))
+    assert not is_double_callable(stream_application())  # type: ignore[no-untyped-call]
+    assert not is_double_callable(http_application(None, None))  # type: ignore[no-untyped-call]
 
 
 async def test_cors_headers_reach_a_stream_and_a_preflight_is_answered(settings: Any) -> None:

@@ -67,8 +67,9 @@ async def test_a_streamed_response_waits_on_lists_and_still_sees_the_disconnect(
         (protocol,) = server.server_state.connections
         assert isinstance(protocol, BoundedHttpProtocol)
         assert type(protocol.pipeline) is not deque
-        assert type(protocol.flow._is_writable_event._waiters) is list  # type: ignore[attr-defined]
-        waiting = protocol.cycle.message_event._waiters  # type: ignore[attr-defined]
+        writable: Any = protocol.flow._is_writable_event._waiters
+        assert type(writable) is list
+        waiting: Any = protocol.cycle.message_event._waiters
         assert type(waiting) is list
         assert len(waiting) == 1  # the application's receive()
 

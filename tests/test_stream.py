@@ -472,7 +472,7 @@ async def test_the_writer_keeps_the_plans_cursor_not_a_copy(alice_stream: Stream
     """One cursor per open stream: the plan's, advanced by the writer (issue #9, M4)."""
     await push([event(ALICE, 0)])
     assert len(await alice_stream.events(1)) == 1
-    coroutine = alice_stream.comm.future.get_coro()  # type: ignore[attr-defined]
+    coroutine: Any = alice_stream.comm.future.get_coro()
     while coroutine.cr_code.co_qualname != "EventStreamConsumer.__call__":
         coroutine = coroutine.cr_await
     consumer = coroutine.cr_frame.f_locals["self"]
