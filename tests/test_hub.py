@@ -140,26 +140,16 @@ async def test_the_stream_s_loop_is_looked_up_once() -> None:
     assert subscriber.loop is asyncio.get_running_loop()
 
 
-class GatedLayer:
-    """A layer whose group joins wait for ``gate``; counts them."""
+class GatedLayer(QuietLayer):
+    """A quiet layer whose group joins wait for ``gate``; counts them."""
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.joins = 0
 
-    async def new_channel(self, prefix: str) -> str:
-        return prefix + "x"
-
     async def group_add(self, group: str, channel: str) -> None:
         self.joins += 1
         await self.gate.wait()
-
-    async def group_discard(self, group: str, channel: str) -> None:
-        pass
-
-    async def receive(self, channel: str) -> dict[str, object]:
-        await asyncio.Event().wait()
-        raise AssertionError
 
 
 async def test_opens_waiting_on_a_join_all_go_on_together_when_it_is_done() -> None:
