@@ -56,7 +56,10 @@ _shared: weakref.WeakKeyDictionary[
 def shared_heads(store: HotStore) -> SharedHeads:
     """The heads of ``store`` for this event loop's streams (fresh to within a second, or a
     heartbeat when heartbeats are shorter)."""
-    per_store = _shared.setdefault(asyncio.get_running_loop(), weakref.WeakKeyDictionary())
+    loop = asyncio.get_running_loop()
+    per_store = _shared.get(loop)
+    if per_store is None:  # not ``setdefault``: it would build a dictionary per open
+        per_store = _shared[loop] = weakref.WeakKeyDictionary()
     heads = per_store.get(store)
     if heads is None:
         heads = per_store[store] = SharedHeads(store, min(1.0, conf.get().HEARTBEAT_SECONDS))
