@@ -213,9 +213,12 @@ async def test_a_member_that_joins_between_sends_gets_the_next(ours: Any, other:
 async def test_a_member_that_leaves_between_sends_gets_nothing_more(ours: Any, other: Any) -> None:
     staying, leaving = await joined_then_sent(ours, other, 2)
     await other.group_discard("g", leaving)
+    joining = await other.new_channel(prefix="hub.")  # as many members, not the same ones
+    await other.group_add("g", joining)
     await ours.group_send("g", {"type": "t", "n": 1})
     assert [m["n"] for m in await drain(other, staying)] == [0, 1]
     assert [m["n"] for m in await drain(other, leaving)] == [0]
+    assert [m["n"] for m in await drain(other, joining)] == [1]
 
 
 async def test_a_member_that_expires_between_sends_is_dropped(ours: Any, other: Any) -> None:
