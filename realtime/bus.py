@@ -7,10 +7,11 @@ per user (at 500 events of 500 users, group sends were a tenth of ingest's CPU),
 per process, not per browser. A message carries each user's events in Kafka order, already
 encoded as SSE frames, so no server re-serialises them per connection.
 
-There is one shard. A ``group_send`` costs about a millisecond of the consumer's CPU and
-four Redis round trips whatever the message's size, so 16 shards cost a 70-event batch
-15 ms of CPU where one costs 1.5 ms (docs/benchmarks.md); and a process that serves 16
-users or more was in every shard's group anyway, so the shards saved the servers nothing.
+There is one shard. A ``group_send`` costs about a millisecond of the consumer's CPU and a
+Redis round trip (realtime/layer.py) whatever the message's size, so 16 shards cost a
+70-event batch 15 ms of CPU where one costs 1.5 ms (docs/benchmarks.md); and a process that
+serves 16 users or more was in every shard's group anyway, so the shards saved the servers
+nothing.
 
 ``SHARDS`` is part of the contract: every consumer and server of a deployment must agree on
 it, so it is a constant, not a setting (docs/deployment.md says how to upgrade across a

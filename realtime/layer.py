@@ -1,15 +1,24 @@
-"""The channel layer: channels-redis's, with ``group_send`` in two round trips instead of four,
-and a process channel's receive taking every queued message in one.
+"""The channel layer: channels-redis's, with ``group_send`` in one round trip instead of four
+while the group's members stay the same, and a process channel's receive taking every queued
+message in one.
 
 Every ``consume_events`` batch ends in one ``group_send`` (realtime/bus.py). channels-redis
 4.3 sends it as four commands, one after the other: drop the group's expired members, read
 the members, drop each member channel's expired messages, then a script that adds the
 message under the channel's capacity. On the core the ingest shares with Redis, Kafka and
 PostgreSQL, each round trip also waits for Redis to be scheduled, and a batch's latency is
-the sum of its round trips (docs/benchmarks.md, issue #8). Here the first two commands run
-as one script and the last two as another: the same keys, the same stored data, the same
-expiry and capacity rules, so the receiving side (channels-redis's own ``receive``, which
-the hubs use) is untouched.
+the sum of its round trips (docs/benchmarks.md, issue #8). The channel keys and messages
+depend on the members, so the client must know them before it sends; it remembers the
+members of the group's last send and sends with them in one script, which drops the expired
+members, compares the rest with those, and only if they are the same does the send (else it
+returns the members, and the client derives the keys and messages again and resends). A member
+that joined or left since gets, or stops getting, messages from the next send on, as with
+channels-redis. A group not sent to yet is expected empty (one round trip if it is, two if
+not). The two-step path (one script for the members, one per host to send) remains for
+members on other Redis hosts than the group (one script reaches one host) and for members
+that changed at every attempt. The same keys, the same stored data, the same expiry and
+capacity rules, so the receiving side (channels-redis's own ``receive``, which the hubs use)
+is untouched.
 
 The receiving side of a process-specific channel (the hubs', ``name!suffix``): channels-redis
 4.3 takes one message per four round trips (put back the backup queue, BZPOPMIN, back the
@@ -27,11 +36,13 @@ the unchanged code, over capacity and past the expiries.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import Any
 
 from channels_redis import core
+from redis.exceptions import NoScriptError
 
 logger = logging.getLogger(__name__)
 
@@ -41,23 +52,62 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
-# KEYS: channel keys; ARGV: a message per key, a capacity per key, then the time now, the
-# message expiry (s) and the time at or before which a queued message has expired.
-_SEND = """
-local n = #KEYS
-local now, expiry, stale = ARGV[2 * n + 1], ARGV[2 * n + 2], ARGV[2 * n + 3]
+# The send's loop: KEYS[k0 + 1 .. k0 + n] are channel keys; from ARGV[a0 + 1]: a message per
+# key, a capacity per key, then the time now, the message expiry (s) and the time at or before
+# which a queued message has expired. Returns how many channels were over capacity.
+_ADD = """
+local now, expiry, stale = ARGV[a0 + 2 * n + 1], ARGV[a0 + 2 * n + 2], ARGV[a0 + 2 * n + 3]
 local over_capacity = 0
 for i = 1, n do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, stale)
-  if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + n]) then
-    redis.call('ZADD', KEYS[i], now, ARGV[i])
-    redis.call('EXPIRE', KEYS[i], expiry)
+  local key = KEYS[k0 + i]
+  redis.call('ZREMRANGEBYSCORE', key, 0, stale)
+  if redis.call('ZCOUNT', key, '-inf', '+inf') < tonumber(ARGV[a0 + n + i]) then
+    redis.call('ZADD', key, now, ARGV[a0 + i])
+    redis.call('EXPIRE', key, expiry)
   else
     over_capacity = over_capacity + 1
   end
 end
 return over_capacity
 """
+
+# KEYS: channel keys only; ARGV as in _ADD.
+_SEND = "local n, k0, a0 = #KEYS, 0, 0\n" + _ADD
+
+# _MEMBERS then _SEND in one script, if the group's members are the ones the client derived
+# the channel keys and messages from. KEYS[1]: the group, then the channel keys; ARGV[1]: as
+# in _MEMBERS; ARGV[2]: how many members the client expects, then their names, then ARGV as in
+# _ADD. Returns the over-capacity count (an integer), or, sending nothing, the members now (a
+# list) when they differ: compared as sets, since a member's refresh (group_add) reorders it.
+_SEND_TO_MEMBERS = (
+    """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local m = tonumber(ARGV[2])
+if #members ~= m then
+  return members
+end
+local expected = {}
+for i = 3, m + 2 do
+  expected[ARGV[i]] = true
+end
+for _, name in ipairs(members) do
+  if not expected[name] then
+    return members
+  end
+end
+local n, k0, a0 = #KEYS - 1, 1, m + 2
+"""
+    + _ADD
+)
+_SEND_TO_MEMBERS_SHA = hashlib.sha1(_SEND_TO_MEMBERS.encode()).hexdigest()
+
+# One-script sends per group_send before the two-step path: the first may find the cached
+# members out of date, the second normally succeeds; a group whose members change faster than
+# that is read and sent to in two round trips, as before.
+SEND_ATTEMPTS = 3
+# Groups whose members are remembered (the bus sends to one per shard).
+REMEMBERED_GROUPS = 256
 
 
 # KEYS[1]: the channel, KEYS[2]: its backup queue; ARGV[1]: '1' if what the backup holds
@@ -92,6 +142,8 @@ class RedisChannelLayer(core.RedisChannelLayer):  # type: ignore[misc]  # channe
         # Channel keys whose backup queue holds only messages that reached the receive
         # buffers (the last take's reply arrived): the next take drops it.
         self._landed: set[str] = set()
+        # Per group, the member names it had at the last send (what the next send expects).
+        self._members: dict[str, list[str]] = {}
 
     async def receive_single(self, channel: str) -> tuple[Any, dict[str, Any]]:
         """A process channel's next message; any others queued with it go to the receive
@@ -135,23 +187,62 @@ class RedisChannelLayer(core.RedisChannelLayer):  # type: ignore[misc]  # channe
         return target, message
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
-        """Send ``message`` to every member of ``group`` (channels-redis's rules)."""
+        """Send ``message`` to every member of ``group`` (channels-redis's rules), in one round
+        trip while the group's members are those of the last send."""
         assert self.require_valid_group_name(group), "Group name not valid"
         key = self._group_key(group)
-        connection = self.connection(self.consistent_hash(group))
+        index = self.consistent_hash(group)
+        connection = self.connection(index)
         now = time.time()
-        members = await connection.eval(_MEMBERS, 1, key, int(now) - self.group_expiry)
-        channel_names = [name.decode("utf8") for name in members]
-        by_connection, messages, capacities = self._map_channel_keys_to_connection(
-            channel_names, message
-        )
-        for index, keys in by_connection.items():
+        group_stale = int(now) - self.group_expiry
+        # A group not sent to yet is expected empty: one round trip if it is, else the reply
+        # holds its members and the next attempt sends.
+        names = self._members.get(group, [])
+        for _ in range(SEND_ATTEMPTS):
+            # Serialized for this send (each carries a random prefix, so each ZADD member
+            # is new); only the member names are remembered.
+            by_connection, messages, capacities = self._map_channel_keys_to_connection(
+                names, message
+            )
+            if set(by_connection) - {index}:
+                # Members on other hosts than the group: one script cannot reach them.
+                break
+            keys = by_connection.get(index, [])
+            args = [group_stale, len(names), *names]
+            args += [messages[k] for k in keys] + [capacities[k] for k in keys]
+            args += [now, self.expiry, int(now) - int(self.expiry)]
+            reply = await self._evalsha(connection, len(keys) + 1, key, *keys, *args)
+            if isinstance(reply, int):
+                self._log_over_capacity(reply, len(names), group)
+                return
+            names = self._remember(group, reply)
+        # The two-step path: read the members, then send to each host's.
+        members = await connection.eval(_MEMBERS, 1, key, group_stale)
+        names = self._remember(group, members)
+        by_connection, messages, capacities = self._map_channel_keys_to_connection(names, message)
+        for host, keys in by_connection.items():
             args = [messages[k] for k in keys] + [capacities[k] for k in keys]
             args += [now, self.expiry, int(now) - int(self.expiry)]
-            over = await self.connection(index).eval(_SEND, len(keys), *keys, *args)
-            if over > 0:
-                # channels-redis's own line: a channel over capacity drops the message
-                # (the streams see the gap and fill it from the hot store).
-                logger.info(
-                    "%s of %s channels over capacity in group %s", over, len(channel_names), group
-                )
+            over = await self.connection(host).eval(_SEND, len(keys), *keys, *args)
+            self._log_over_capacity(over, len(names), group)
+
+    def _remember(self, group: str, members: list[bytes]) -> list[str]:
+        if group not in self._members and len(self._members) >= REMEMBERED_GROUPS:
+            del self._members[next(iter(self._members))]  # the oldest remembered
+        names = self._members[group] = [name.decode("utf8") for name in members]
+        return names
+
+    @staticmethod
+    async def _evalsha(connection: Any, numkeys: int, *keys_and_args: Any) -> Any:
+        # The script's text is sent once per Redis (EVAL caches it), not with every send.
+        try:
+            return await connection.evalsha(_SEND_TO_MEMBERS_SHA, numkeys, *keys_and_args)
+        except NoScriptError:
+            return await connection.eval(_SEND_TO_MEMBERS, numkeys, *keys_and_args)
+
+    @staticmethod
+    def _log_over_capacity(over: int, members: int, group: str) -> None:
+        if over > 0:
+            # channels-redis's own line: a channel over capacity drops the message (the
+            # streams see the gap and fill it from the hot store).
+            logger.info("%s of %s channels over capacity in group %s", over, members, group)
