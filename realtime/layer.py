@@ -47,10 +47,11 @@ from redis.exceptions import NoScriptError
 logger = logging.getLogger(__name__)
 
 # KEYS[1]: the group; ARGV[1]: members that joined at or before this time have expired.
-_MEMBERS = """
+_READ_MEMBERS = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 """
+_MEMBERS = _READ_MEMBERS + "return members\n"
 
 # The send's loop: KEYS[k0 + 1 .. k0 + n] are channel keys; from ARGV[a0 + 1]: a message per
 # key, a capacity per key, then the time now, the message expiry (s) and the time at or before
@@ -80,10 +81,8 @@ _SEND = "local n, k0, a0 = #KEYS, 0, 0\n" + _ADD
 # _ADD. Returns the over-capacity count (an integer), or, sending nothing, the members now (a
 # list) when they differ: compared as sets, since a member's refresh (group_add) reorders it.
 _SEND_TO_MEMBERS = (
-    """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
-local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-local m = tonumber(ARGV[2])
+    _READ_MEMBERS
+    + """local m = tonumber(ARGV[2])
 if #members ~= m then
   return members
 end
