@@ -189,7 +189,9 @@ class RedisHotStore(HotStore):
             # docs/benchmarks.md); the heads ride along (a round trip less per batch). The
             # script names keys it was not given, so the hot store needs a single Redis
             # (not Redis Cluster), like channels-redis.
-            await self.redis.eval(scripts.APPEND, 0, self.max_events, self.ttl_seconds, payload)
+            await scripts.run(
+                self.redis, scripts.APPEND, 0, self.max_events, self.ttl_seconds, payload
+            )
         except BaseException:
             # The cache ran ahead of Redis: forget it, so a retry re-reads what was stored.
             self._last.clear()
@@ -251,19 +253,26 @@ class RedisHotStore(HotStore):
         return None if value is None else str(value)
 
     async def acquire_lease(self, user_id: int, lease: str, limit: int, ttl: float) -> bool:
-        acquired = await self.redis.eval(
-            scripts.ACQUIRE_LEASE, 1, f"{self.p}:lease:{user_id}", lease, limit, ttl, time.time()
+        acquired = await scripts.run(
+            self.redis,
+            scripts.ACQUIRE_LEASE,
+            1,
+            f"{self.p}:lease:{user_id}",
+            lease,
+            limit,
+            ttl,
+            time.time(),
         )
         return bool(acquired)
 
     async def renew_leases(self, leases: Sequence[tuple[int, str]], limit: int, ttl: float) -> None:
         if leases:
             pairs = self._lease_pairs(leases)
-            await self.redis.eval(scripts.RENEW_LEASES, 0, limit, ttl, time.time(), *pairs)
+            await scripts.run(self.redis, scripts.RENEW_LEASES, 0, limit, ttl, time.time(), *pairs)
 
     async def release_leases(self, leases: Sequence[tuple[int, str]]) -> None:
         if leases:  # one reply: a pipeline's 1,000 replies each armed a read timeout
-            await self.redis.eval(scripts.RELEASE_LEASES, 0, *self._lease_pairs(leases))
+            await scripts.run(self.redis, scripts.RELEASE_LEASES, 0, *self._lease_pairs(leases))
 
     def _lease_pairs(self, leases: Sequence[tuple[int, str]]) -> list[str]:
         return [v for user_id, lease in leases for v in (f"{self.p}:lease:{user_id}", lease)]

@@ -12,22 +12,16 @@ against). It only gathers: admission (``realtime.admission``) and the resume rul
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
-
-from redis.exceptions import NoScriptError
 
 from realtime import redis_scripts as scripts
 from realtime.store import HotStore, Page, RedisHotStore, StoredEvent, _offset, _partition_key
 from streaming.cursor import PartitionKey
 
 OPENS_WINDOW = 60  # seconds: the open throttle counts opens per minute
-# Called by its SHA1 directly: redis-py's Script object spent a Protocol isinstance check
-# per call (3 % of a reconnect storm's samples).
-OPEN_SHA = hashlib.sha1(scripts.OPEN.encode()).hexdigest()
 # Opens per script call: a script holds Redis for its whole run (~0.1 ms per open), so a
 # storm's thousand opens go as several calls, not one that stalls every other client.
 BATCH = 50
@@ -155,11 +149,7 @@ class _OpenBatch:
     async def _send(self, batch: list[tuple[list[Any], asyncio.Future[Any]]]) -> None:
         argv = [v for args, _ in batch for v in (len(args), *args)]
         try:
-            try:
-                replies = await self.store.redis.evalsha(OPEN_SHA, 0, *argv)
-            except NoScriptError:  # a Redis that never saw it, or restarted since
-                await self.store.redis.script_load(scripts.OPEN)
-                replies = await self.store.redis.evalsha(OPEN_SHA, 0, *argv)
+            replies = await scripts.run(self.store.redis, scripts.OPEN, 0, *argv)
         except asyncio.CancelledError:  # the loop is shutting down
             for _, reply in batch:
                 reply.cancel()

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.exceptions import NoScriptError
 
 from realtime.store import NO_PREV, UNKNOWN_PREV, HotStore, RedisHotStore
 from realtime.store_memory import MemoryHotStore
@@ -26,6 +27,17 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[HotStore]:
     if request.param == "memory":
         yield MemoryHotStore(max_events=10)
         return
+    async for redis_store in _redis_store():
+        yield redis_store
+
+
+@pytest.fixture
+async def redis_store() -> AsyncIterator[RedisHotStore]:
+    async for store in _redis_store():
+        yield store
+
+
+async def _redis_store() -> AsyncIterator[RedisHotStore]:
     url = os.environ.get("REDIS_URL")
     if not url:
         raise pytest.UsageError("REDIS_URL is not set: run `make test` (it starts Redis)")
@@ -114,3 +126,36 @@ async def test_leases_renewed_together_outlive_their_first_ttl(store: HotStore) 
     await asyncio.sleep(0.5)  # past the first ttl: what was not renewed has expired
     assert not await store.acquire_lease(1, "c", limit=1, ttl=30)  # "a" still holds it
     assert await store.acquire_lease(2, "c", limit=1, ttl=30)  # "b" lapsed
+
+
+@pytest.mark.services
+async def test_scripts_go_by_sha_and_a_redis_that_forgot_them_gets_them_again(
+    redis_store: RedisHotStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's scripts are called by SHA1 (their text is not sent on every call); after
+    a restart or SCRIPT FLUSH, EVALSHA fails once per script and EVAL runs (and caches) it."""
+    store = redis_store
+    real_evalsha, real_eval = store.redis.evalsha, store.redis.eval
+    refused: list[str] = []
+    evals: list[str] = []
+
+    async def forgetful(sha: str, *args: object) -> object:
+        if sha not in refused:  # as after a restart (SCRIPT FLUSH is not for a shared Redis)
+            refused.append(sha)
+            raise NoScriptError("NOSCRIPT No matching script.")
+        return await real_evalsha(sha, *args)  # type: ignore[arg-type]
+
+    async def counted(script: str, *args: object) -> object:
+        evals.append(script)
+        return await real_eval(script, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.redis, "evalsha", forgetful)
+    monkeypatch.setattr(store.redis, "eval", counted)
+    assert await store.append([event(1, 5)]) == [NO_PREV]
+    assert await store.append([event(1, 7)]) == [5]  # by SHA now: no second EVAL
+    assert await store.acquire_lease(1, "a", limit=1, ttl=30)
+    assert not await store.acquire_lease(1, "b", limit=1, ttl=30)
+    await store.release_leases([(1, "a")])
+    assert await store.acquire_lease(1, "b", limit=1, ttl=30)
+    assert len(refused) == 3 and len(evals) == 3  # append, acquire, release: once each
+    assert [e.offset for e in (await store.read_after(1, KEY, -1, 10)).events] == [5, 7]
