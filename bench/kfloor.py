@@ -4,6 +4,13 @@
 the value) for ``--seconds``; prints p50/p99/p99.9 in µs.
 ``drain``: read ``--count`` records from the start with ``consume(500)`` and do nothing else;
 prints the rate.
+``stateful``: M3's floor for a consumer that commits state before it publishes, the order
+Taskstream's delivery rule sets (tasks/delivery.py): per record, a PostgreSQL transaction in
+two round trips as ``tasks.postgres`` sends them (BEGIN and a locked read of the task; the
+log row, the task's update and COMMIT), then one Redis PUBLISH; a subscriber thread records
+produce → receipt. Its tables (``bench_floor_*``, a log with Taskstream's four indexes) are
+its own. No adapter, no hot store, no channel layer, no threads between the steps: what is
+left is the round trips themselves.
 """
 
 from __future__ import annotations
@@ -11,7 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import threading
 import time
+import uuid
+from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
@@ -27,7 +37,9 @@ def pct(values: list[int], q: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["latency", "drain"])
+    ap.add_argument("mode", choices=["latency", "drain", "stateful"])
+    ap.add_argument("--dsn", default="", help="stateful: PostgreSQL")
+    ap.add_argument("--redis", default="", help="stateful: Redis")
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--topic", required=True)
     ap.add_argument("--group", required=True)
@@ -44,8 +56,13 @@ def main() -> None:
             "fetch.error.backoff.ms": 10,
         }
     )
-    start = OFFSET_END if args.mode == "latency" else 0
+    start = 0 if args.mode == "drain" else OFFSET_END
     consumer.assign([TopicPartition(args.topic, p, start) for p in range(args.partitions)])
+    if args.mode == "stateful":
+        out = stateful(consumer, args)
+        consumer.close()
+        print(json.dumps(out), flush=True)
+        return
     print("ready", flush=True)
     if args.mode == "latency":
         lat: list[int] = []
@@ -69,6 +86,72 @@ def main() -> None:
         out = {"records": seen, "seconds": time.monotonic() - first}
     consumer.close()
     print(json.dumps(out), flush=True)
+
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS bench_floor_task (id uuid PRIMARY KEY, progress integer NOT NULL,
+    updated_at timestamptz NOT NULL);
+CREATE TABLE IF NOT EXISTS bench_floor_log (id bigserial PRIMARY KEY, event_id uuid UNIQUE,
+    task_id uuid NOT NULL REFERENCES bench_floor_task (id), source text NOT NULL,
+    part integer NOT NULL, "offset" bigint NOT NULL, data jsonb NOT NULL,
+    UNIQUE (source, part, "offset"));
+CREATE INDEX IF NOT EXISTS bench_floor_log_task ON bench_floor_log (task_id);
+"""
+
+
+def stateful(consumer: Any, args: argparse.Namespace) -> dict[str, Any]:
+    import psycopg
+    import redis
+
+    db = psycopg.connect(args.dsn, autocommit=True)
+    db.execute(_TABLES)
+    task = str(uuid.uuid4())
+    db.execute("INSERT INTO bench_floor_task VALUES (%s, 0, now())", [task])
+    channel = f"bench:floor:{uuid.uuid4().hex}"
+    publisher = redis.Redis.from_url(args.redis)
+    pubsub = redis.Redis.from_url(args.redis).pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(channel)
+    lat: list[int] = []
+
+    def receive() -> None:
+        while True:
+            msg = pubsub.get_message(timeout=1.0)
+            if msg is None:
+                continue
+            if msg["data"] == b"end":
+                return
+            lat.append((time.time_ns() - int(msg["data"])) // 1000)
+
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
+    print("ready", flush=True)
+    deadline = time.monotonic() + args.seconds
+    with db.cursor() as cur:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.1)
+            if msg is None or msg.error() is not None:
+                continue
+            m = T_NS.search(msg.value() or b"")
+            if not m:
+                continue
+            # Literals in the text, one execute per round trip, as tasks.postgres does.
+            data = json.dumps({"t_ns": int(m.group(1))}).replace("'", "''")
+            cur.execute(
+                f"BEGIN; SELECT progress FROM bench_floor_task WHERE id = '{task}' "
+                "FOR NO KEY UPDATE"
+            )
+            cur.execute(
+                'INSERT INTO bench_floor_log (event_id, task_id, source, part, "offset", data) '
+                f"VALUES ('{uuid.uuid4()}', '{task}', '{msg.topic()}', {msg.partition()}, "
+                f"{msg.offset()}, '{data}'); UPDATE bench_floor_task SET progress = progress + 1, "
+                f"updated_at = now() WHERE id = '{task}'; COMMIT"
+            )
+            publisher.publish(channel, m.group(1))
+    publisher.publish(channel, b"end")
+    receiver.join(5)
+    db.execute("DELETE FROM bench_floor_log WHERE task_id = %s", [task])
+    db.execute("DELETE FROM bench_floor_task WHERE id = %s", [task])
+    return {"count": len(lat), **{k: pct(lat, q) for k, q in (("p50", 0.5), ("p99", 0.99))}}
 
 
 if __name__ == "__main__":

@@ -484,7 +484,11 @@ class Report:
             f"({cfg['m3_rate'] * cfg['m1_clients']:,} deliveries/s) for {cfg['m3_s']:.0f} s in "
             f"{cfg.get('reps', 1)} step(s) (client cells: median, range in brackets), "
             "producer `linger.ms=0`. Stages, all measured from the producer's `t_ns` in the same "
-            "run: **Kafka** = a bare consumer of the same topic (the floor); **ingest+layer** = "
+            "run: **Kafka** = a bare consumer of the same topic (the floor); **stateful** = a "
+            "bare consumer that commits state before it publishes, as Taskstream's delivery rule "
+            "orders it (`bench/kfloor.py stateful`: per record a PostgreSQL transaction in two "
+            "round trips, then one Redis PUBLISH to a subscriber; no adapter, store, layer or "
+            "thread hops), the floor of Taskstream's stage; **ingest+layer** = "
             "a probe that receives what the server's ingress receives (for Taskstream a second "
             "member of the user's channels-redis group, for U/G/D a Redis subscriber); "
             "**client** = the load client. push = client - ingest+layer.",
@@ -494,9 +498,10 @@ class Report:
         for k in self.keys:
             m = self.t[k].get("m3") if self.ok(k) else None
             if not m:
-                rows.append([self.label(k), "not measured"] + [""] * 5)
+                rows.append([self.label(k), "not measured"] + [""] * 6)
                 continue
             c, kf, ly = m["client"], m.get("kafka", {}), m.get("layer", {})
+            sf = m.get("stateful", {})
             push = c["p50_ms"] - ly["p50"] / 1000 if ly.get("count") else None
             layer = (
                 f"{fmt(ly['p50'] / 1000, 1)} / {fmt(ly['p99'] / 1000, 1)}"
@@ -510,6 +515,9 @@ class Report:
                     f"{med_cell(field_values(runs, 'p50_ms'), 1)} / "
                     f"{med_cell(field_values(runs, 'p99_ms'), 1)} / {fmt(c['p999_ms'], 1)}",
                     f"{fmt(kf.get('p50', 0) / 1000, 1)} / {fmt(kf.get('p99', 0) / 1000, 1)}",
+                    f"{fmt(sf['p50'] / 1000, 1)} / {fmt(sf['p99'] / 1000, 1)}"
+                    if sf.get("count")
+                    else "-",
                     layer,
                     fmt(push, 1),
                     f"{fmt(c['lost'])} / {fmt(c['gaps'])}",
@@ -521,6 +529,7 @@ class Report:
                 "server",
                 "client p50 / p99 / p99.9 ms",
                 "Kafka floor p50 / p99 ms",
+                "stateful floor p50 / p99 ms",
                 "ingest+layer p50 / p99 ms",
                 "push p50 ms",
                 "lost / gaps",
@@ -801,6 +810,10 @@ class Report:
             ly = target.get("m3", {}).get("layer", {})
             return fmt(ly["p50"] / 1000, 1) if ly.get("count") else "-"
 
+        def stateful_p50(target: dict[str, Any]) -> str:
+            sf = target.get("m3", {}).get("stateful", {})
+            return fmt(sf["p50"] / 1000, 1) if sf.get("count") else "-"
+
         after = [
             (after_m6, f"bridge {fmt(bridge_per_s)}"),
             (m2_at(t, 1000), f"U {m2_at(u, 1000)}"),
@@ -808,7 +821,7 @@ class Report:
                 ceiling_cell(self.ceiling("T_uv"), self.ceiling("U")) if t and u else "-",
                 f"U {fmt(self.ceiling('U')[0]) if u and self.ceiling('U') else '-'}",
             ),
-            (layer_p50(t), f"U {layer_p50(u)}"),
+            (layer_p50(t), f"U {layer_p50(u)}; stateful floor {stateful_p50(t)}"),
         ]
         rows = [
             [metric, target, before, now, peer_before, peer_now]

@@ -981,6 +981,29 @@ class Bench:
             cpu=OTHER_CPU,
             stdout_pipe=True,
         )
+        # The floor of a consumer that commits state before it publishes (kfloor.py).
+        stateful = self.procs.start(
+            f"sfloor-{t.key}",
+            [
+                PY,
+                str(BENCH / "kfloor.py"),
+                "stateful",
+                "--bootstrap",
+                self.bootstrap,
+                "--topic",
+                topic,
+                "--group",
+                f"bench.{self.run_id}.sfloor",
+                "--seconds",
+                str(secs + 3),
+                "--dsn",
+                self.db_url,
+                "--redis",
+                REDIS_URL,
+            ],
+            cpu=OTHER_CPU,
+            stdout_pipe=True,
+        )
         if t.ingest == "taskstream":
             probe_cmd = ["channels", "--uid", str(self.users[0])]
         elif t.ingest == "bridge-des":
@@ -1004,6 +1027,7 @@ class Bench:
             stdout_pipe=True,
         )
         wait_ready(floor)
+        wait_ready(stateful)
         wait_ready(probe)
         time.sleep(0.5)
         # The window in reps steps: "client" is their median (field by field), "runs" each.
@@ -1026,6 +1050,7 @@ class Bench:
             "client": median_run(runs),
             "runs": runs,
             "kafka": read_json_line(floor, 20),
+            "stateful": read_json_line(stateful, 20),
             "layer": read_json_line(probe, 20),
         }
 
