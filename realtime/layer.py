@@ -36,13 +36,13 @@ the unchanged code, over capacity and past the expiries.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from typing import Any
 
 from channels_redis import core
-from redis.exceptions import NoScriptError
+
+from realtime import redis_scripts as scripts
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,6 @@ local n, k0, a0 = #KEYS - 1, 1, m + 2
 """
     + _ADD
 )
-_SEND_TO_MEMBERS_SHA = hashlib.sha1(_SEND_TO_MEMBERS.encode()).hexdigest()
 
 # One-script sends per group_send before the two-step path: the first may find the cached
 # members out of date, the second normally succeeds; a group whose members change faster than
@@ -210,7 +209,10 @@ class RedisChannelLayer(core.RedisChannelLayer):  # type: ignore[misc]  # channe
             args = [group_stale, len(names), *names]
             args += [messages[k] for k in keys] + [capacities[k] for k in keys]
             args += [now, self.expiry, int(now) - int(self.expiry)]
-            reply = await self._evalsha(connection, len(keys) + 1, key, *keys, *args)
+            # By SHA1: the script's text goes once per Redis, not with every send.
+            reply = await scripts.run(
+                connection, _SEND_TO_MEMBERS, len(keys) + 1, key, *keys, *args
+            )
             if isinstance(reply, int):
                 self._log_over_capacity(reply, len(names), group)
                 return
@@ -230,14 +232,6 @@ class RedisChannelLayer(core.RedisChannelLayer):  # type: ignore[misc]  # channe
             del self._members[next(iter(self._members))]  # the oldest remembered
         names = self._members[group] = [name.decode("utf8") for name in members]
         return names
-
-    @staticmethod
-    async def _evalsha(connection: Any, numkeys: int, *keys_and_args: Any) -> Any:
-        # The script's text is sent once per Redis (EVAL caches it), not with every send.
-        try:
-            return await connection.evalsha(_SEND_TO_MEMBERS_SHA, numkeys, *keys_and_args)
-        except NoScriptError:
-            return await connection.eval(_SEND_TO_MEMBERS, numkeys, *keys_and_args)
 
     @staticmethod
     def _log_over_capacity(over: int, members: int, group: str) -> None:

@@ -1,5 +1,6 @@
 """The hot store's Lua scripts (``realtime.store.RedisHotStore``): each runs atomically
-in Redis, in one round trip, by its SHA1 (``run``)."""
+in Redis, in one round trip. ``run`` calls a script by its SHA1, for these and for the
+channel layer's (``realtime.layer``)."""
 
 from __future__ import annotations
 

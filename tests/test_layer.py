@@ -18,6 +18,7 @@ import pytest
 from channels_redis.core import RedisChannelLayer as Upstream
 
 from realtime import layer as layer_module
+from realtime import redis_scripts
 from realtime.layer import RedisChannelLayer
 
 pytestmark = pytest.mark.services
@@ -297,7 +298,7 @@ async def test_a_script_missing_from_redis_is_sent_whole(
     ours: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As after a SCRIPT FLUSH or a Redis restart: EVALSHA fails, EVAL runs (and caches) it.
-    monkeypatch.setattr(layer_module, "_SEND_TO_MEMBERS_SHA", "0" * 40)
+    monkeypatch.setattr(redis_scripts, "_sha", lambda script: "0" * 40)
     hub = await ours.new_channel(prefix="hub.")
     await ours.group_add("g", hub)
     await ours.group_send("g", {"type": "t", "n": 0})
