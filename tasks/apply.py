@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from streaming.events import EVENT_TYPES, TaskEvent
 from tasks import postgres
-from tasks.delivery import is_delivered
+from tasks.delivery import LoggedPosition, is_delivered, same_position
 from tasks.models import TERMINAL_STATUSES, AsyncTask, TaskEventLog, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -122,13 +122,13 @@ def _apply(
 ) -> list[Applied]:
     task_ids = sorted({e.task_id for e in events})
     with batch:
-        rows, found = batch.read(task_ids, events)
+        rows, found = batch.read(task_ids, events, epoch)
         tasks = {str(row[0]): TaskRow(*row) for row in rows}
         logged, taken = _log_index(found)
         results, new_logs, changed = _decide(events, tasks, logged, taken, epoch)
         if any(a.reason in _MAYBE_NO_USER for a in results):
             results = _name_unknown_users(results)
-        batch.write(new_logs, list(changed.values()), timezone.now())
+        batch.write(new_logs, list(changed.values()), timezone.now(), epoch)
     return results
 
 
@@ -152,26 +152,31 @@ class _PostgresBatch:
         self._tx.__exit__(*exc)
 
     def read(
-        self, task_ids: list[str], events: Sequence[TaskEvent]
+        self, task_ids: list[str], events: Sequence[TaskEvent], epoch: str
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The tasks (locked, in id order: one lock order for every process), and the log
-        rows holding any of the events' ids or positions (each branch uses a unique index)."""
+        rows holding any of the events' ids or positions in ``epoch`` (each branch uses a
+        unique index)."""
         locked = postgres.locked_tasks(task_ids, _TASK_COLUMNS)
         if not self._look_up:
             (rows,) = self._tx.read(locked)
             return postgres.task_rows(rows, _TASK_COLUMNS), []
         event_ids, offsets = _ids_and_offsets(events)
-        rows, found = self._tx.read(locked, postgres.log_entries(event_ids, offsets))
+        rows, found = self._tx.read(locked, postgres.log_entries(event_ids, offsets, epoch))
         return postgres.task_rows(rows, _TASK_COLUMNS), found
 
     def write(
-        self, new_logs: list[tuple[TaskRow, TaskEvent, bool]], changed: list[TaskRow], now: datetime
+        self,
+        new_logs: list[tuple[TaskRow, TaskEvent, bool]],
+        changed: list[TaskRow],
+        now: datetime,
+        epoch: str,
     ) -> None:
         """Every new log row in one INSERT and every changed task in one UPDATE, then
         commit."""
         statements = []
         if new_logs:
-            statements.append(postgres.insert_logs(new_logs, now))
+            statements.append(postgres.insert_logs(new_logs, now, epoch))
         if changed:
             statements.append(postgres.update_tasks(changed, STATE_FIELDS, now))
         self._tx.write(*statements)
@@ -189,7 +194,7 @@ class _OrmBatch:
         self._atomic.__exit__(*exc)
 
     def read(
-        self, task_ids: list[str], events: Sequence[TaskEvent]
+        self, task_ids: list[str], events: Sequence[TaskEvent], epoch: str
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         event_ids, offsets = _ids_and_offsets(events)
         rows = list(
@@ -200,16 +205,20 @@ class _OrmBatch:
         )
         match = Q(event_id__in=event_ids)
         for (source, partition), values in offsets.items():
-            match |= Q(source=source, partition=partition, offset__in=values)
+            match |= Q(source=source, partition=partition, offset__in=values, epoch=epoch)
         found = list(
             TaskEventLog.objects.filter(match).values_list(
-                "event_id", "source", "partition", "offset"
+                "event_id", "source", "partition", "offset", "epoch"
             )
         )
         return rows, found
 
     def write(
-        self, new_logs: list[tuple[TaskRow, TaskEvent, bool]], changed: list[TaskRow], now: datetime
+        self,
+        new_logs: list[tuple[TaskRow, TaskEvent, bool]],
+        changed: list[TaskRow],
+        now: datetime,
+        epoch: str,
     ) -> None:
         TaskEventLog.objects.bulk_create(
             TaskEventLog(
@@ -219,6 +228,7 @@ class _OrmBatch:
                 source=event.position.source,
                 partition=event.position.partition,
                 offset=event.position.offset,
+                epoch=epoch,
                 occurred_at=event.occurred_at,
                 data=event.data,
                 changed_task=moved,
@@ -244,22 +254,22 @@ def _ids_and_offsets(
 
 def _log_index(
     found: list[tuple[Any, ...]],
-) -> tuple[dict[str, tuple[str, int, int]], set[tuple[str, int, int]]]:
+) -> tuple[dict[str, LoggedPosition], set[LoggedPosition]]:
     """What the log holds already: where each of the batch's event ids was recorded, and
-    which of its positions are taken."""
-    logged: dict[str, tuple[str, int, int]] = {}
-    taken: set[tuple[str, int, int]] = set()
-    for event_id, source, partition, offset in found:
-        logged[str(event_id)] = (source, partition, offset)
-        taken.add((source, partition, offset))
+    which of its positions (in the batch's epoch: the read asks for no other) are taken."""
+    logged: dict[str, LoggedPosition] = {}
+    taken: set[LoggedPosition] = set()
+    for event_id, source, partition, offset, epoch in found:
+        logged[str(event_id)] = (source, partition, offset, epoch)
+        taken.add((source, partition, offset, epoch))
     return logged, taken
 
 
 def _decide(
     events: Sequence[TaskEvent],
     tasks: dict[str, TaskRow],
-    logged: dict[str, tuple[str, int, int]],
-    taken: set[tuple[str, int, int]],
+    logged: dict[str, LoggedPosition],
+    taken: set[LoggedPosition],
     epoch: str,
 ) -> tuple[list[Applied], list[tuple[TaskRow, TaskEvent, bool]], dict[str, TaskRow]]:
     """Every event's outcome, the log rows to add and the tasks that changed (in memory)."""
@@ -268,7 +278,7 @@ def _decide(
     changed: dict[str, TaskRow] = {}
     for event in events:
         pos = event.position
-        where = (pos.source, pos.partition, pos.offset)
+        where = (pos.source, pos.partition, pos.offset, epoch)
         task = tasks.get(event.task_id)
         if task is None:
             results.append(Applied(event, Outcome.REJECTED, "unknown task"))
@@ -278,23 +288,26 @@ def _decide(
             continue
         previous = logged.get(event.event_id)
         if previous is not None:
-            outcome = Outcome.REDELIVERED if previous == where else Outcome.DUPLICATE
-            results.append(Applied(event, outcome, deliver=is_delivered(event, logged)))
+            if same_position(previous, event, epoch):
+                outcome = Outcome.REDELIVERED
+            else:
+                outcome = Outcome.DUPLICATE
+            results.append(Applied(event, outcome, deliver=is_delivered(event, logged, epoch)))
             continue
         if where in taken:
-            # A position taken by another event id: the topic was rebuilt and its offsets
-            # reused. Refuse rather than fail the batch on the unique constraint.
+            # A position of this epoch taken by another event id: a forged or corrupted
+            # record (a re-created topic has another epoch). Refuse rather than fail the
+            # batch on the unique constraint.
             results.append(Applied(event, Outcome.REJECTED, "position used by another event"))
             continue
         logged[event.event_id] = where
         taken.add(where)
-        moved = _transition(task, event)
+        moved = _transition(task, event, epoch)
         if moved:
-            task.last_event_epoch = epoch
             changed[event.task_id] = task
         new_logs.append((task, event, moved))
         outcome = Outcome.APPLIED if moved else Outcome.STALE
-        results.append(Applied(event, outcome, deliver=is_delivered(event, logged)))
+        results.append(Applied(event, outcome, deliver=is_delivered(event, logged, epoch)))
     return results, new_logs, changed
 
 
@@ -314,13 +327,16 @@ def _name_unknown_users(results: list[Applied]) -> list[Applied]:
     ]
 
 
-def _transition(task: TaskRow, event: TaskEvent) -> bool:
-    """Move ``task`` by ``event`` in memory; return False when the event changes nothing."""
+def _transition(task: TaskRow, event: TaskEvent, epoch: str) -> bool:
+    """Move ``task`` by ``event`` (read from the topic in ``epoch``) in memory; return False
+    when the event changes nothing. Offsets compare only within one epoch: a re-created
+    topic's records come after everything of the old one, whatever their offsets."""
     pos = event.position
     if (
         task.last_event_offset is not None
         and task.last_event_source == pos.source
         and task.last_event_partition == pos.partition
+        and task.last_event_epoch in (epoch, "")
         and pos.offset <= task.last_event_offset
     ):
         return False
@@ -348,4 +364,5 @@ def _transition(task: TaskRow, event: TaskEvent) -> bool:
     task.last_event_source = pos.source
     task.last_event_partition = pos.partition
     task.last_event_offset = pos.offset
+    task.last_event_epoch = epoch
     return True

@@ -114,6 +114,10 @@ class TaskEventLog(models.Model):
     source = models.CharField(max_length=249)
     partition = models.IntegerField()
     offset = models.BigIntegerField()
+    # The topic's identity when the event was applied (``streaming.kafka.topic_epoch``):
+    # offsets start again at 0 when the topic is re-created, so a position is complete only
+    # with it. Blank on rows logged before it was recorded whose task knew no epoch either.
+    epoch = models.CharField(max_length=64, blank=True, default="")
     occurred_at = models.DateTimeField()
     data = models.JSONField(default=dict)
     applied_at = models.DateTimeField(auto_now_add=True)
@@ -126,12 +130,12 @@ class TaskEventLog(models.Model):
         ordering = ["source", "partition", "offset"]
         constraints = [
             models.UniqueConstraint(
-                fields=["source", "partition", "offset"], name="unique_event_position"
+                fields=["source", "partition", "offset", "epoch"], name="unique_event_position"
             )
         ]
 
     def __str__(self) -> str:
-        return f"{self.event_type} @ {self.source}:{self.partition}:{self.offset}"
+        return f"{self.event_type} @ {self.source}:{self.partition}:{self.offset}@{self.epoch}"
 
 
 class OutboxMessage(models.Model):

@@ -73,25 +73,29 @@ def task_rows(fetched: list[tuple[Any, ...]], fields: list[str]) -> list[tuple[A
 _TIMESTAMPS = frozenset({"created_at", "started_at", "finished_at", "updated_at"})
 
 
-def log_entries(event_ids: list[str], offsets: dict[tuple[str, int], list[int]]) -> Statement:
-    """(event id, source, partition, offset) of the log rows holding any of ``event_ids``
-    or any of the positions ``offsets`` names; each branch uses a unique index."""
+def log_entries(
+    event_ids: list[str], offsets: dict[tuple[str, int], list[int]], epoch: str
+) -> Statement:
+    """(event id, source, partition, offset, epoch) of the log rows holding any of
+    ``event_ids`` or any of the positions ``offsets`` names in ``epoch``; each branch uses a
+    unique index."""
     params: list[Any] = [_array(event_ids)]
     for (source, partition), values in offsets.items():
-        params += [source, partition, _array(values)]
+        params += [source, partition, _array(values), epoch]
     return _log_sql(len(offsets)), params
 
 
 @functools.cache
 def _log_sql(partitions: int) -> str:
     pick = ", ".join(
-        _column(TaskEventLog, n) for n in ("event_id", "source", "partition", "offset")
+        _column(TaskEventLog, n) for n in ("event_id", "source", "partition", "offset", "epoch")
     )
     where = [f"{_column(TaskEventLog, 'event_id')} = ANY(%s::uuid[])"]
     where += [
         f"({_column(TaskEventLog, 'source')} = %s AND "
         f"{_column(TaskEventLog, 'partition')} = %s AND "
-        f"{_column(TaskEventLog, 'offset')} = ANY(%s::bigint[]))"
+        f"{_column(TaskEventLog, 'offset')} = ANY(%s::bigint[]) AND "
+        f"{_column(TaskEventLog, 'epoch')} = %s)"
     ] * partitions
     return f"SELECT {pick} FROM {_table(TaskEventLog)} WHERE {' OR '.join(where)}"
 
@@ -103,6 +107,7 @@ _LOG_KINDS = {
     "source": "text",
     "partition": "integer",
     "offset": "bigint",
+    "epoch": "text",
     "occurred_at": "timestamptz",
     "data": "jsonb",
     "changed_task": "boolean",
@@ -120,8 +125,11 @@ _TASK_KINDS = {
 }
 
 
-def insert_logs(rows: Sequence[tuple[TaskRow, TaskEvent, bool]], now: datetime) -> Statement:
-    """One INSERT for the batch's new log rows (there is at least one), in order."""
+def insert_logs(
+    rows: Sequence[tuple[TaskRow, TaskEvent, bool]], now: datetime, epoch: str
+) -> Statement:
+    """One INSERT for the batch's new log rows (there is at least one), in order, all of
+    the topic's ``epoch``."""
     values = [
         (
             task.id,
@@ -130,6 +138,7 @@ def insert_logs(rows: Sequence[tuple[TaskRow, TaskEvent, bool]], now: datetime) 
             event.position.source,
             event.position.partition,
             event.position.offset,
+            epoch,
             event.occurred_at,
             event.data,
             moved,

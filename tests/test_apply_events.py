@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from typing import Any
 
 import pytest
+from django.apps import apps as django_apps
 from django.contrib.auth.models import User
 
 from streaming.adapter import adapt
 from streaming.cursor import UNKNOWN_EPOCH, parse
 from streaming.events import TaskEvent
 from tasks.apply import Outcome, apply_events
+from tasks.delivery import deliverable
 from tasks.models import AsyncTask, TaskEventLog, TaskStatus
 from tests.fakes import event_value, record
 
@@ -167,13 +170,6 @@ def _logged_events_are_decided_again(alice: User) -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect, not fixed yet: the event log's positions and the task's last position "
-    "are compared without the topic's epoch, so after the events topic is re-created its "
-    "records at offsets the old topic used are rejected ('position used by another event') "
-    "or stale (docs/operations.md, 'Known defect: re-creating the events topic')",
-)
 def test_a_re_created_topics_records_apply_at_offsets_the_old_topic_used(alice: User) -> None:
     task = AsyncTask.objects.create(owner=alice, kind="demo")
     old = [make_event(task, n, data={"progress": 10 * n, "message": ""}) for n in range(3)]
@@ -190,3 +186,53 @@ def test_a_re_created_topics_records_apply_at_offsets_the_old_topic_used(alice: 
     assert all(a.deliver for a in results)
     task.refresh_from_db()
     assert task.progress == 50
+    assert task.last_event_id == "task.events:0:2@NewTopic"
+    assert sorted(TaskEventLog.objects.values_list("offset", "epoch")) == [
+        (0, "NewTopic"),
+        (0, "OldTopic"),
+        (1, "NewTopic"),
+        (1, "OldTopic"),
+        (2, "NewTopic"),
+        (2, "OldTopic"),
+    ]
+    # Read again (a restart before the commit): redelivered, at the new topic's positions.
+    again = apply_events(new, epoch="NewTopic")
+    assert [(a.outcome, a.deliver) for a in again] == [(Outcome.REDELIVERED, True)] * 3
+    # Each topic's records are delivered in their own epoch only: a Kafka replay reading
+    # one topic never sends what the log holds for the other at the same offsets.
+    assert deliverable(new, "NewTopic") == [True] * 3
+    assert deliverable(new, "OldTopic") == [False] * 3
+    assert deliverable(old, "OldTopic") == [True] * 3
+    # Within the new topic, offsets order the task's events again.
+    ahead = make_event(task, 5, data={"progress": 60, "message": ""})
+    behind = make_event(task, 4, data={"progress": 55, "message": ""})
+    outcomes = [a.outcome for a in apply_events([ahead, behind], "NewTopic")]
+    assert outcomes == [Outcome.APPLIED, Outcome.STALE]
+
+
+def test_a_log_row_from_before_epochs_were_recorded_matches_its_position_in_any_epoch(
+    alice: User,
+) -> None:
+    task = AsyncTask.objects.create(owner=alice, kind="demo")
+    first = make_event(task, 0, data={"progress": 10, "message": ""})
+    apply_events([first], epoch="")  # as logged before tasks/migrations/0007, task unknown
+    assert TaskEventLog.objects.get().epoch == ""
+    (again,) = apply_events([first], epoch="TheTopic")
+    assert (again.outcome, again.deliver) == (Outcome.REDELIVERED, True)
+    assert deliverable([first], "TheTopic") == [True]
+
+
+def test_the_migration_gives_old_log_rows_their_tasks_epoch_where_the_task_knows_it(
+    alice: User,
+) -> None:
+    backfill = importlib.import_module("tasks.migrations.0007_event_log_epoch")._backfill
+    known = AsyncTask.objects.create(owner=alice, kind="demo")
+    unknown = AsyncTask.objects.create(owner=alice, kind="demo")
+    apply_events([make_event(known, 0, data={"progress": 1, "message": ""})], epoch="")
+    apply_events([make_event(unknown, 1, data={"progress": 1, "message": ""})], epoch="")
+    AsyncTask.objects.filter(pk=known.pk).update(last_event_epoch="TheTopic")
+    backfill(django_apps, None)
+    assert dict(TaskEventLog.objects.values_list("task_id", "epoch")) == {
+        known.pk: "TheTopic",
+        unknown.pk: "",
+    }

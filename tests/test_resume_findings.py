@@ -58,7 +58,12 @@ class CountingKafka:
         return None
 
     async def read(
-        self, user_id: int, key: PartitionKey, after: int, before: int | None
+        self,
+        user_id: int,
+        key: PartitionKey,
+        after: int,
+        before: int | None,
+        epoch: str | None,
     ) -> list[StoredEvent]:
         self.reads += 1
         return []

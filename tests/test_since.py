@@ -50,7 +50,12 @@ class TimeKafka:
         return None
 
     async def read(
-        self, user_id: int, key: PartitionKey, after: int, before: int | None
+        self,
+        user_id: int,
+        key: PartitionKey,
+        after: int,
+        before: int | None,
+        epoch: str | None,
     ) -> list[StoredEvent]:
         return []
 

@@ -150,7 +150,7 @@ class EventReplay:
         """Decide which events streams get and build each one's frame, as a stream does."""
         task_id = None if self.selection.task_id is None else str(uuid.UUID(self.selection.task_id))
         epoch = report.start.epochs.get(self.source, report.epoch)
-        ok = deliverable(report.events)
+        ok = deliverable(report.events, report.epoch)
         report.items = []
         report.skipped["not delivered by consume_events"] = ok.count(False)
         report.skipped["other task"] = 0

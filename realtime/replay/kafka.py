@@ -51,15 +51,17 @@ class KafkaReplayer:
         self._owns_reader = reader is None
 
     async def read(
-        self, user_id: int, key: PartitionKey, after: int, before: int | None
+        self, user_id: int, key: PartitionKey, after: int, before: int | None, epoch: str | None
     ) -> list[StoredEvent]:
         """The user's delivered events with ``after < offset < before`` (``before`` None:
-        up to the partition's end), in order; ``Unfillable`` when Kafka cannot serve it."""
+        up to the partition's end), in order; ``Unfillable`` when Kafka cannot serve it.
+        ``epoch``: the topic's as the hot store knows it (``consume_events`` applied and
+        logged the topic's records in it; None: not known)."""
         loop = asyncio.get_running_loop()
         events = await loop.run_in_executor(self._thread, self._read, user_id, key, after, before)
         if not events:
             return []
-        delivered = await database_sync_to_async(deliverable)(events)
+        delivered = await database_sync_to_async(deliverable)(events, epoch)
         return [
             StoredEvent(*key, e.position.offset, UNKNOWN_PREV, e.sse_body())
             for e, ok in zip(events, delivered, strict=True)

@@ -225,7 +225,8 @@ async def backfill(
         until = page.events[0].offset if page.events else before
         if charge and not await kafka_budget_left(store, user_id):
             raise Unfillable("replay-limit")
-        events.extend(await kafka.read(user_id, key, after, until))
+        epoch = await store.epoch(key[0])
+        events.extend(await kafka.read(user_id, key, after, until, epoch))
         REPLAYED_FROM_KAFKA.inc()
     else:
         REPLAYED_FROM_STORE.inc()
