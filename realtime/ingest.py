@@ -361,8 +361,8 @@ async def build_event_consumer(epoch: str | None = None) -> EventConsumer:
         loop = asyncio.get_running_loop()
         epoch = await loop.run_in_executor(None, topic_epoch, settings.TOPIC_EVENTS)
     store = get_store()
-    await store.set_epoch(settings.TOPIC_EVENTS, epoch)
-    logger.info("epoch of %s is %s", settings.TOPIC_EVENTS, epoch)
+    # A new epoch (a re-created topic): the store forgets the old topic's events (logged).
+    await store.switch_epoch(settings.TOPIC_EVENTS, epoch)
     consumer = Consumer(consumer_config(settings.CONSUMER_GROUP, on_commit=kafka_side.committed))
     event_consumer = EventConsumer(
         consumer,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 import time
 import weakref
 from collections.abc import Sequence
@@ -23,10 +24,13 @@ from typing import Any
 import orjson
 
 from realtime import redis_scripts as scripts
+from realtime.redis_purge import purge_source
 from realtime.redis_retry import CONNECT_TIMEOUT, DRIVER_INFO, SOCKET_TIMEOUT, redis_retry
 from streaming import conf
 from streaming.cursor import PartitionKey
 from streaming.events import TaskEvent
+
+logger = logging.getLogger(__name__)
 
 NO_PREV = -1  # the user's first event in this partition (as far as the store knows)
 UNKNOWN_PREV = -2  # a redelivered record: it was stored before; skip the gap check
@@ -89,6 +93,14 @@ class HotStore(abc.ABC):
 
     @abc.abstractmethod
     async def epoch(self, source: str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def switch_epoch(self, source: str, epoch: str) -> str | None:
+        """Make ``epoch`` the source's (``consume_events`` at start). When it replaces
+        another, the topic was re-created: first forget every user's events of the source,
+        their partition index entries and the source's heads, which name offsets of a topic
+        that is gone (docs/operations.md, "Re-creating the events topic"). Return the
+        replaced epoch, or None when nothing was replaced."""
 
     @abc.abstractmethod
     async def acquire_lease(self, user_id: int, lease: str, limit: int, ttl: float) -> bool:
@@ -251,6 +263,26 @@ class RedisHotStore(HotStore):
     async def epoch(self, source: str) -> str | None:
         value = await self.redis.get(f"{self.p}:epoch:{source}")
         return None if value is None else str(value)
+
+    async def switch_epoch(self, source: str, epoch: str) -> str | None:
+        # One process at a time: a consumer that switched and began to append must not
+        # lose its events to another consumer's purge, started on the same old epoch.
+        lock = self.redis.lock(f"{self.p}:epoch-lock:{source}", timeout=600, blocking_timeout=660)
+        async with lock:
+            replaced = await self.epoch(source)
+            if replaced not in (None, epoch):
+                keys, indexes = await purge_source(self.redis, self.p, source)
+                logger.warning(
+                    "the topic %s was re-created: epoch %s replaces %s; forgot %d keys and "
+                    "%d users' entries of the old topic",
+                    source, epoch, replaced, keys, indexes,
+                )  # fmt: skip
+            # The epoch moves last: a stream opening meanwhile sees the old epoch with fewer
+            # events, then the new epoch's first event closes it (epoch-changed).
+            await self.set_epoch(source, epoch)
+        self._last.clear()
+        logger.info("epoch of %s is %s", source, epoch)
+        return None if replaced == epoch else replaced
 
     async def acquire_lease(self, user_id: int, lease: str, limit: int, ttl: float) -> bool:
         acquired = await scripts.run(

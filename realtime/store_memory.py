@@ -75,6 +75,17 @@ class MemoryHotStore(HotStore):
     async def epoch(self, source: str) -> str | None:
         return self._epochs.get(source)
 
+    async def switch_epoch(self, source: str, epoch: str) -> str | None:
+        replaced = self._epochs.get(source)
+        if replaced not in (None, epoch):
+            for stored in (self._events, self._trimmed, self._last):
+                for key in [k for k in stored if k[1][0] == source]:
+                    del stored[key]
+            for head in [k for k in self._heads if k[0] == source]:
+                del self._heads[head]
+        self._epochs[source] = epoch
+        return None if replaced == epoch else replaced
+
     async def acquire_lease(self, user_id: int, lease: str, limit: int, ttl: float) -> bool:
         now = time.monotonic()
         leases = self._leases[user_id]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from redis.exceptions import NoScriptError
 
 from realtime.store import NO_PREV, UNKNOWN_PREV, HotStore, RedisHotStore
 from realtime.store_memory import MemoryHotStore
-from streaming.events import TaskEvent
+from streaming.events import Position, TaskEvent
 from tests.fakes import task_event
 
 KEY = ("task.events", 1)
@@ -90,6 +91,51 @@ async def test_heads_only_move_forward_and_epochs_are_kept(store: HotStore) -> N
     await store.set_epoch("task.events", "E1")
     assert await store.epoch("task.events") == "E1"
     assert await store.epoch("other") is None
+
+
+async def test_a_new_epoch_forgets_the_old_topics_events_indexes_and_heads_only(
+    store: HotStore,
+) -> None:
+    # Another topic whose name starts the same: its keys match the same patterns.
+    other = ("task.events.b", 1)
+
+    def elsewhere(user_id: int, offset: int) -> TaskEvent:
+        return dataclasses.replace(event(user_id, offset), position=Position(*other, offset))
+
+    assert await store.switch_epoch("task.events", "E1") is None
+    await store.append([event(1, 4), event(2, 5), elsewhere(1, 7)], heads={KEY: 5, other: 7})
+    assert await store.switch_epoch("task.events", "E1") is None  # a restart: nothing lost
+    assert await store.last(1) == {KEY: 4, other: 7}
+
+    assert await store.switch_epoch("task.events", "E2") == "E1"  # the topic was re-created
+    assert await store.epoch("task.events") == "E2"
+    assert await store.last(1) == {other: 7}
+    assert await store.last(2) == {}
+    assert await store.heads([KEY, other]) == {other: 7}
+    # Nothing of the user's is missing in the new topic's partition: complete, empty.
+    page = await store.read_after(1, KEY, -1, limit=5)
+    assert page.events == [] and page.complete
+    # The new topic's offsets start again, below the old ones: stored, as first events.
+    assert await store.append([event(1, 0), event(1, 2)], heads={KEY: 2}) == [NO_PREV, 0]
+    assert [e.offset for e in (await store.read_after(1, KEY, -1, limit=5)).events] == [0, 2]
+    assert await store.heads([KEY]) == {KEY: 2}
+
+
+@pytest.mark.services
+async def test_consumers_starting_together_on_a_new_epoch_purge_once(
+    redis_store: RedisHotStore,
+) -> None:
+    await redis_store.set_epoch("task.events", "E1")
+    await redis_store.append([event(1, 4)])
+    other = RedisHotStore(os.environ["REDIS_URL"], redis_store.p, max_events=10)
+    try:
+        replaced = await asyncio.gather(
+            redis_store.switch_epoch("task.events", "E2"), other.switch_epoch("task.events", "E2")
+        )
+    finally:
+        await other.close()
+    assert sorted(replaced, key=str) == ["E1", None]
+    assert await redis_store.last(1) == {}
 
 
 async def test_append_raises_the_heads_with_the_events_never_lowers_them(store: HotStore) -> None:
