@@ -399,6 +399,9 @@ TASKSTREAM: dict[str, Any] = {
     # (realtime/ingest.py, "pacing"): a batch's fixed costs, and every server's wake per
     # layer message, are then paid once per interval, not once per record.
     "CONSUMER_LINGER_MS": env_int("TASKSTREAM_CONSUMER_LINGER_MS", 50, minimum=0),
+    # How often a running consume_events asks Kafka whether the events topic was re-created
+    # (realtime/epoch_watch.py): it then stops, to be started again on the new epoch.
+    "EPOCH_CHECK_SECONDS": env_float("TASKSTREAM_EPOCH_CHECK_SECONDS", 5.0, minimum=0.1),
     "HEARTBEAT_SECONDS": env_float("TASKSTREAM_HEARTBEAT_SECONDS", 15.0, minimum=0.05),
     "RETRY_MS": env_int("TASKSTREAM_RETRY_MS", 3000, minimum=0),
     "STREAM_QUEUE_SIZE": env_int("TASKSTREAM_STREAM_QUEUE_SIZE", 1000, minimum=1),

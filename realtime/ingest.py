@@ -32,10 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import logging
 import random
-import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +61,6 @@ from streaming.kafka import (
     subscribe,
     topic_epoch,
 )
-from streaming.loop import exit_by_deadline
 from tasks.apply import Applied, apply_events
 
 logger = logging.getLogger(__name__)
@@ -376,25 +373,3 @@ async def build_event_consumer(epoch: str | None = None) -> EventConsumer:
     )
     subscribe(consumer, [settings.TOPIC_EVENTS], on_revoke=event_consumer.on_revoke)
     return event_consumer
-
-
-async def run_consumer() -> None:
-    event_consumer = await build_event_consumer()
-    # Everything alive now (Django, the libraries, the clients) lives as long as the
-    # process: out of the collector's sight, a full collection no longer walks it while
-    # batches allocate (CPython's advice for long-running servers, gc.freeze).
-    gc.freeze()
-    loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        if not event_consumer.stopping:
-            # Whatever Kafka does (a commit can block for its socket timeout), the
-            # process exits by the stop deadline.
-            exit_by_deadline("consume_events")
-        event_consumer.request_stop()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop)
-    logger.info("consume_events started on %s", conf.get().TOPIC_EVENTS)
-    await event_consumer.run()
-    logger.info("consume_events stopped")

@@ -28,6 +28,7 @@ class TaskstreamSettings:
     WORKER_INSTANCE_ID: str
     CONSUMER_BATCH: int
     CONSUMER_LINGER_MS: int
+    EPOCH_CHECK_SECONDS: float
     HEARTBEAT_SECONDS: float
     RETRY_MS: int
     STREAM_QUEUE_SIZE: int

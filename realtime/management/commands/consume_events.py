@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from prometheus_client import start_http_server
 
-from realtime.ingest import run_consumer
+from realtime.consumer_process import run_consumer
+from realtime.epoch_watch import TopicRecreated
 from streaming import conf, tracing
 from streaming.kafka import ensure_project_topics
 
@@ -24,4 +25,8 @@ class Command(BaseCommand):
             start_http_server(options["metrics_port"], addr="127.0.0.1")
         tracing.setup("taskstream-consumer", conf.get().OTEL_ENDPOINT)
         ensure_project_topics()
-        asyncio.run(run_consumer())
+        try:
+            asyncio.run(run_consumer())
+        except TopicRecreated as exc:
+            # A non-zero exit: the supervisor (systemd's Restart=always) starts it again.
+            raise CommandError(str(exc)) from None
