@@ -322,14 +322,15 @@ def _own_cache(settings: Any) -> None:
 
 
 def open_stream(
-    stack: Stack, user: User, cursor: str | None = None, query: str = ""
+    stack: Stack | str, user: User, cursor: str | None = None, query: str = ""
 ) -> StreamReader:
-    """A stream of ``user`` on ``stack``, once it has said ``stream-open`` (or ended: a
-    refusal's status and body are then on the reader)."""
+    """A stream of ``user`` on ``stack`` (or a server's base URL), once it has said
+    ``stream-open`` (or ended: a refusal's status and body are then on the reader)."""
     headers = {"Authorization": f"Bearer {access_token(user)}"}
     if cursor is not None:
         headers["Last-Event-ID"] = cursor
-    reader = StreamReader(f"{stack.base}/api/v1/events/stream{query}", headers).start()
+    base = stack if isinstance(stack, str) else stack.base
+    reader = StreamReader(f"{base}/api/v1/events/stream{query}", headers).start()
     reader.wait_for(lambda r: r.ended or any(e.event == "stream-open" for e in r.events), 20)
     return reader
 
