@@ -61,15 +61,18 @@ def widget(task: AsyncTask, field: str) -> SafeString:
 
 
 def timeline(task: AsyncTask) -> SafeString:
-    """The task's events in log order, each with its Kafka position (and trace id)."""
+    """The task's events in the order they were applied, each with its Kafka position (with
+    the topic's epoch: a re-created topic's offsets start again) and trace id."""
     trace = _trace_field()
     columns = ["event", "position", "occurred at", "changed task", "data"]
     head = format_html_join("", "<th>{}</th>", ((c,) for c in columns))
     if trace is not None:
         head += SafeString('<th data-ts-col="trace">trace id</th>')
     rows = []
-    for event in task.events.order_by("source", "partition", "offset"):
+    for event in task.events.order_by("id"):
         position = f"{event.source}:{event.partition}:{event.offset}"
+        if event.epoch:
+            position += f"@{event.epoch}"
         cells = [
             event.event_type,
             position,

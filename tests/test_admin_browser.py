@@ -16,6 +16,8 @@ import pytest
 from django.contrib.auth.models import User
 from selenium.webdriver.common.by import By
 
+from streaming import conf
+from streaming.kafka import topic_epoch
 from tests.browser import chromium, e2e_user, own_server, wait_js
 from tests.conftest import ROOT, Proc, Stack, access_token, start_task
 
@@ -72,6 +74,13 @@ def wait_live(driver: Any) -> None:
     )
 
 
+def log_in(driver: Any, base: str, staff: dict[str, str]) -> None:
+    driver.get(f"{base}/admin/login/?next=/admin/tasks/asynctask/")
+    driver.find_element(By.ID, "id_username").send_keys(staff["username"])
+    driver.find_element(By.ID, "id_password").send_keys(staff["password"])
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+
+
 def bar_trail(driver: Any, task_id: str) -> list[tuple[int, str]]:
     trail: list[list[Any]] = driver.execute_script(
         "return window.tsBars[arguments[0]] ?? [];", task_id
@@ -87,10 +96,7 @@ def test_the_task_lists_progress_bar_moves_live_while_a_task_runs(
     owner = django_user_model.objects.create_user("admin-owner")
     with chromium() as driver:
         try:
-            driver.get(f"{base}/admin/login/?next=/admin/tasks/asynctask/")
-            driver.find_element(By.ID, "id_username").send_keys(staff["username"])
-            driver.find_element(By.ID, "id_password").send_keys(staff["password"])
-            driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+            log_in(driver, base, staff)
             wait_live(driver)
             # Logged in and warmed up, start the task (ten steps a second apart), then open
             # the list showing it: from there on the page is never reloaded.
@@ -139,3 +145,44 @@ def test_the_staff_stream_refuses_non_staff_with_403_and_anonymous_with_401(
     anonymous = httpx.get(f"{base}{STAFF_STREAM}", timeout=10)
     assert anonymous.status_code == 401
     assert anonymous.json()["code"] == "not_authenticated"
+
+
+TIMELINE = "[...document.querySelectorAll('[data-ts-timeline] tbody tr[data-position]')]"
+
+
+def test_the_task_pages_timeline_gains_each_event_live_keyed_as_the_log_keys_it(
+    stack: Stack, admin_server: tuple[Proc, str], django_user_model: type[User]
+) -> None:
+    server, base = admin_server
+    staff = staff_login(django_user_model)
+    owner = django_user_model.objects.create_user("timeline-owner")
+    with chromium() as driver:
+        try:
+            log_in(driver, base, staff)
+            wait_live(driver)
+            task_id = start_task(stack, owner, "demo", {"steps": 4, "step_ms": 1000})
+            driver.get(f"{base}/admin/tasks/asynctask/{task_id}/change/")
+            wait_live(driver)
+            driver.execute_script("window.tsSamePage = true;")
+            at_load = driver.execute_script(f"return {TIMELINE}.length;")
+            wait_js(
+                driver,
+                f"{TIMELINE}.some((r) => r.cells[0].textContent === 'task.succeeded')",
+                60,
+                "the timeline to show the task's last event",
+            )
+            live = driver.execute_script(f"return {TIMELINE}.map((r) => r.dataset.position);")
+            same_page = driver.execute_script("return window.tsSamePage === true;")
+            driver.refresh()
+            logged = driver.execute_script(f"return {TIMELINE}.map((r) => r.dataset.position);")
+        except Exception:
+            print(f"--- {server.name}\n{server.log()[-4000:]}")
+            raise
+
+    assert same_page and len(live) > at_load, (at_load, live)
+    # The rows added live are keyed exactly as the log's rows a reload renders (position and
+    # the topic's epoch), in the same order, none twice.
+    assert live == logged
+    assert len(set(live)) == len(live)
+    epoch = topic_epoch(conf.get().TOPIC_EVENTS)
+    assert all(position.endswith(f"@{epoch}") for position in live), live

@@ -70,7 +70,13 @@ def test_the_task_page_shows_a_timeline_with_positions_and_follows_the_owner(
 ) -> None:
     task = running_task(alice)
     trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    for offset, kind in ((3, "task.started"), (17, "task.progress")):
+    # Logged before epochs were recorded, then in the topic's epoch, then after the topic
+    # was re-created (its offsets start again): shown in the order they were applied.
+    for offset, epoch, kind in (
+        (3, "", "task.started"),
+        (17, "Epoch1", "task.progress"),
+        (2, "Epoch2", "task.progress"),
+    ):
         TaskEventLog.objects.create(
             traceparent=trace if offset == 17 else None,
             task=task,
@@ -79,6 +85,7 @@ def test_the_task_page_shows_a_timeline_with_positions_and_follows_the_owner(
             source="task.events",
             partition=1,
             offset=offset,
+            epoch=epoch,
             occurred_at="2026-01-01T00:00:00Z",
             data={"progress": offset},
         )
@@ -87,7 +94,11 @@ def test_the_task_page_shows_a_timeline_with_positions_and_follows_the_owner(
     assert f'data-stream="/api/v1/events/stream?scope=staff&amp;user={alice.pk}"' in text
     assert f'data-ts-timeline="{task.id}"' in text
     rows = re.findall(r'<tr data-position="([^"]+)"><td>([a-z.]+)</td>', text)
-    assert rows == [("task.events:1:3", "task.started"), ("task.events:1:17", "task.progress")]
+    assert rows == [
+        ("task.events:1:3", "task.started"),
+        ("task.events:1:17@Epoch1", "task.progress"),
+        ("task.events:1:2@Epoch2", "task.progress"),
+    ]
     assert f"<td>{trace}</td></tr>" in text
     assert 'data-ts-col="trace"' in text  # the event log's traceparent, empty here
     # The trace column is optional: without one in the model, the timeline has none.

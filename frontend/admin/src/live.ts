@@ -98,22 +98,32 @@ function fold(now: Shown, event: TaskEvent, position: string): Shown | null {
   return { status: next.status, progress: next.progress, message: next.message ?? "", position };
 }
 
-/** `source:partition:offset`: an event's position without its epoch, as the event log has it. */
-function positionKey(cursor: string): string {
-  const at = cursor.lastIndexOf("@");
-  return at < 0 ? cursor : cursor.slice(0, at);
+/**
+ * An event's position `source:partition:offset@epoch` (the event log's, the epoch blank on
+ * rows logged before it was recorded) as `[source, partition, offset, epoch]`.
+ */
+function parts(key: string): [string, number, number, string] {
+  const at = key.lastIndexOf("@");
+  const position = at < 0 ? key : key.slice(0, at);
+  const last = position.lastIndexOf(":");
+  const middle = position.lastIndexOf(":", last - 1);
+  return [
+    position.slice(0, middle),
+    Number(position.slice(middle + 1, last)),
+    Number(position.slice(last + 1)),
+    at < 0 ? "" : key.slice(at + 1),
+  ];
 }
 
-/** A position key as `[source, partition, offset]`, for ordering rows as the log does. */
-function parts(key: string): [string, number, number] {
-  const last = key.lastIndexOf(":");
-  const middle = key.lastIndexOf(":", last - 1);
-  return [key.slice(0, middle), Number(key.slice(middle + 1, last)), Number(key.slice(last + 1))];
-}
-
+/**
+ * Whether row `a` goes before row `b` in the log's order: by position within one epoch of
+ * the topic. Offsets of another epoch (a re-created topic) do not compare: an event goes
+ * after those rows.
+ */
 function before(a: string, b: string): boolean {
-  const [sa, pa, oa] = parts(a);
-  const [sb, pb, ob] = parts(b);
+  const [sa, pa, oa, ea] = parts(a);
+  const [sb, pb, ob, eb] = parts(b);
+  if (ea !== eb) return false;
   return sa !== sb ? sa < sb : pa !== pb ? pa < pb : oa < ob;
 }
 
@@ -197,7 +207,7 @@ class LiveAdmin {
       `[data-ts-timeline="${CSS.escape(event.task_id)}"]`,
     )) {
       const body = table.tBodies[0];
-      if (body !== undefined) placeRow(body, timelineRow(table, event, positionKey(position), changed));
+      if (body !== undefined) placeRow(body, timelineRow(table, event, position, changed));
     }
     if (found.length === 0 && document.querySelector("[data-ts-rows]") !== null) {
       this.refresh(); // a task this list does not show yet
