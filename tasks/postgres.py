@@ -107,7 +107,6 @@ _LOG_KINDS = {
     "source": "text",
     "partition": "integer",
     "offset": "bigint",
-    "epoch": "text",
     "occurred_at": "timestamptz",
     "data": "jsonb",
     "changed_task": "boolean",
@@ -138,7 +137,6 @@ def insert_logs(
             event.position.source,
             event.position.partition,
             event.position.offset,
-            epoch,
             event.occurred_at,
             event.data,
             moved,
@@ -146,15 +144,16 @@ def insert_logs(
         )
         for task, event, moved in rows
     ]
-    return _insert_sql(), [now, _rows_json(values)]
+    return _insert_sql(), [epoch, now, _rows_json(values)]
 
 
 @functools.cache
 def _insert_sql() -> str:
-    targets = ", ".join(_column(TaskEventLog, n) for n in [*_LOG_KINDS, "applied_at"])
+    # The epoch and the time are the batch's: one parameter each, not one per row.
+    targets = ", ".join(_column(TaskEventLog, n) for n in [*_LOG_KINDS, "epoch", "applied_at"])
     return (
         f"INSERT INTO {_table(TaskEventLog)} ({targets}) "
-        f"SELECT {', '.join(_fields(_LOG_KINDS.values()))}, %s::timestamptz "
+        f"SELECT {', '.join(_fields(_LOG_KINDS.values()))}, %s::text, %s::timestamptz "
         f"FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS v(r, n) ORDER BY n"
     )
 
