@@ -116,8 +116,9 @@ class TaskEventLog(models.Model):
     offset = models.BigIntegerField()
     # The topic's identity when the event was applied (``streaming.kafka.topic_epoch``):
     # offsets start again at 0 when the topic is re-created, so a position is complete only
-    # with it. Blank on rows logged before it was recorded whose task knew no epoch either.
-    epoch = models.CharField(max_length=64, blank=True, default="")
+    # with it. Blank on rows logged before it was recorded whose task knew no epoch either,
+    # and, by the database's default, on rows the previous release writes during a rollout.
+    epoch = models.CharField(max_length=64, blank=True, default="", db_default="")
     occurred_at = models.DateTimeField()
     data = models.JSONField(default=dict)
     applied_at = models.DateTimeField(auto_now_add=True)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.apps import apps as django_apps
 from django.contrib.auth.models import User
+from django.db import connection
 
 from streaming.adapter import adapt
 from streaming.cursor import UNKNOWN_EPOCH, parse
@@ -236,3 +237,32 @@ def test_the_migration_gives_old_log_rows_their_tasks_epoch_where_the_task_knows
         known.pk: "TheTopic",
         unknown.pk: "",
     }
+
+
+def test_the_previous_releases_insert_without_the_epoch_still_works(alice: User) -> None:
+    # During a rollout the old consume_events (before migration 0007) inserts log rows
+    # without the column: the database's default fills it, and the rule matches it.
+    task = AsyncTask.objects.create(owner=alice, kind="demo")
+    event = make_event(task, 0, data={"progress": 1, "message": ""})
+    table = TaskEventLog._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (task_id, event_id, event_type, source, partition, "
+            '"offset", occurred_at, data, applied_at, changed_task) '
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                # 32 hex digits: a UUID both PostgreSQL and SQLite's column read
+                task.pk.hex,
+                uuid.UUID(event.event_id).hex,
+                event.event_type,
+                "task.events",
+                0,
+                0,
+                event.occurred_at,
+                "{}",
+                event.occurred_at,
+                True,
+            ],
+        )
+    assert TaskEventLog.objects.get().epoch == ""
+    assert deliverable([event], "TheTopic") == [True]

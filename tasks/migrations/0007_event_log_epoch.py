@@ -6,6 +6,9 @@ Rows logged before this migration get their task's last epoch when the task's la
 came from the same topic (one UPDATE): the epoch the consumer held when it applied them,
 unless the topic was re-created in between. The rest stay blank, which the delivery rule
 (``tasks.delivery``) matches with any epoch, as before.
+
+It updates every row once and builds the new unique index; on a large log, writes to the
+log wait until it is done (not measured here: run it in a quiet hour, docs/operations.md).
 """
 
 from typing import Any
@@ -31,7 +34,10 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="taskeventlog",
             name="epoch",
-            field=models.CharField(blank=True, default="", max_length=64),
+            # A default in the database too: the previous release's consume_events, still
+            # running during a rollout (docs/deployment.md, "Migrations first"), inserts
+            # log rows without the column.
+            field=models.CharField(blank=True, db_default="", default="", max_length=64),
         ),
         migrations.RunPython(_backfill, migrations.RunPython.noop),
         migrations.RemoveConstraint(model_name="taskeventlog", name="unique_event_position"),
