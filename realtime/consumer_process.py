@@ -39,6 +39,7 @@ async def run_consumer() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     watch = EpochWatch(settings.TOPIC_EVENTS, event_consumer.epoch, settings.EPOCH_CHECK_SECONDS)
+    event_consumer.epoch_check = watch.check  # also before records whose offsets went back
     watching = asyncio.create_task(watch.run(stop))
     logger.info("consume_events started on %s", settings.TOPIC_EVENTS)
     try:

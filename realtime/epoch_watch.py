@@ -5,11 +5,12 @@ consumer. Measured with Kafka 4.4 and librdkafka 2.16: after a gap of seconds th
 rebalances, but re-created at once, the fetch position resets to the new topic's start
 (out of range) with no rebalance, and a position the new topic already holds would simply be
 read on. Records applied then would be logged under the old topic's epoch. So the consumer
-asks Kafka for the topic's id every TASKSTREAM_EPOCH_CHECK_SECONDS; when it changed, the
-process stops after its current batch and exits with an error, and its supervisor starts it
-again on the new epoch, where the hot store forgets the old topic
-(``realtime.store.HotStore.switch_epoch``; docs/operations.md, "Re-creating the events
-topic").
+asks Kafka for the topic's id before applying records whose offsets went back
+(``realtime.ingest``, ``EventConsumer.epoch_check``), and every
+TASKSTREAM_EPOCH_CHECK_SECONDS (``run``). When it changed, the process applies and commits
+nothing more and exits with an error, and its supervisor starts it again on the new epoch,
+where the hot store forgets the old topic (``realtime.store.HotStore.switch_epoch``;
+docs/operations.md, "Re-creating the events topic").
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from realtime import bus
 from realtime import ingest_kafka as kafka_side
+from realtime.epoch_watch import TopicRecreated
 from realtime.ingest_batch import Batch, BatchResult
 from realtime.ingest_kafka import Record
 from realtime.isolation import OUTAGES, apply_isolating
@@ -106,6 +107,10 @@ class EventConsumer:
         self.outages_in_a_row = 0
         # Partitions revoked by a rebalance (appended by a Kafka call's callback, read here).
         self.revoked: list[PartitionKey] = []
+        # Whether the topic still has ``epoch`` (blocking; ``realtime.epoch_watch``), asked
+        # before applying records whose offsets went back; and the highest offsets read.
+        self.epoch_check: Callable[[], bool] | None = None
+        self._highest: dict[PartitionKey, int] = {}
 
     @property
     def stopping(self) -> bool:
@@ -221,7 +226,16 @@ class EventConsumer:
 
     async def _apply(self, batch: Batch) -> None:
         """Apply the batch's events to task state. An outage is recorded on the batch, not
-        raised."""
+        raised. Offsets that went back are checked against the topic's id first: a topic
+        re-created under the process resets its position with no other sign, and its
+        records must not be applied under the old epoch (then: stop, commit nothing)."""
+        back = kafka_side.went_back(batch.records, self._highest)
+        if back and self.epoch_check is not None:
+            loop = asyncio.get_running_loop()
+            if not await loop.run_in_executor(None, self.epoch_check):
+                self.request_stop()
+                self._note_outage(batch, TopicRecreated(f"{self.epoch} is not the topic's"))
+                return
         try:
             with batch.log.stage("apply"):
                 batch.sort(*await apply_isolating(self._apply_batch, batch.events))
@@ -245,7 +259,7 @@ class EventConsumer:
     def _note_outage(self, batch: Batch, exc: Exception) -> None:
         # Whatever a record is to blame for was dead-lettered already; what escapes is the
         # stores', the layer's or the database's being down: read the batch again later.
-        if not isinstance(exc, OUTAGES):
+        if not isinstance(exc, (*OUTAGES, TopicRecreated)):
             logger.exception("unexpected error while processing a batch; retrying it")
         batch.outage = exc
         batch.result.retried = True

@@ -46,6 +46,29 @@ def heads(records: Sequence[Record]) -> dict[tuple[str, int], int]:
     return found
 
 
+def went_back(records: Sequence[Record], highest: dict[tuple[str, int], int]) -> bool:
+    """Whether any of ``records`` is at or before the highest offset this process read in
+    its partition (then raised to the records'): a rewind, a rebalance's re-read, or a topic
+    re-created under the process (its fetch position reset to the new topic's start)."""
+    back = False
+    for key, (first, last) in _spans(records).items():
+        seen = highest.get(key, -1)
+        back = back or first <= seen
+        highest[key] = max(seen, last)
+    return back
+
+
+def _spans(records: Sequence[Record]) -> dict[tuple[str, int], tuple[int, int]]:
+    """The first and last offset per partition (a batch keeps each partition's order)."""
+    found: dict[tuple[str, int], tuple[int, int]] = {}
+    for record in records:
+        key = (str(record.topic()), int(record.partition() or 0))
+        offset = int(record.offset() or 0)
+        first, last = found.get(key, (offset, offset))
+        found[key] = (min(first, offset), max(last, offset))
+    return found
+
+
 def dead_letter(producer: ProducerPort, topic: str, dead: Sequence[tuple[Record, str]]) -> None:
     """Produce each record with its reason and position as headers; wait for the acks."""
     for record, reason in dead:

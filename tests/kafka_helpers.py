@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -12,7 +13,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from streaming.kafka import producer_config
 
 
-def produce(topic: str, records: list[tuple[str, bytes | str | dict[str, Any]]]) -> None:
+def produce(topic: str, records: Sequence[tuple[str, bytes | str | dict[str, Any]]]) -> None:
     """Write ``(key, value)`` records and wait for the broker to acknowledge them all."""
     producer = Producer(producer_config())
     for key, value in records:

@@ -487,3 +487,42 @@ async def test_a_database_outage_rewinds_the_batch_dead_letters_nothing_and_reco
     assert consumer.commits == [[("task.events", 0, 3)]]
     assert third.delivered == 3
     assert loop.outages_in_a_row == 0
+
+
+async def test_offsets_that_go_back_are_applied_only_once_kafka_confirms_the_topic(
+    alice: User,
+) -> None:
+    # A topic re-created under the process resets its position with no other sign
+    # (realtime/epoch_watch.py): before applying records whose offsets went back, the
+    # consumer asks whether the topic still has its epoch.
+    task = await database_sync_to_async(create_task)(alice)
+
+    def progress(n: int, offset: int) -> Any:
+        value = event_value(user_id=alice.pk, task_id=str(task.id), data={"progress": n})
+        return record(value, offset=offset, partition=1)
+
+    consumer = FakeConsumer()
+    first, second = progress(10, 5), progress(20, 6)
+    consumer.batches += [[first, second], [second], [progress(40, 0)]]
+    loop = make_loop(consumer, FakeProducer())
+    answers = iter([True, False])
+    asked: list[bool] = []
+
+    def same_topic() -> bool:
+        asked.append(answer := next(answers))
+        return answer
+
+    loop.epoch_check = same_topic
+    assert (await loop.run_once()).delivered == 2  # forward: not asked
+    assert asked == []
+    # Offset 6 again (a rebalance's re-read): asked, confirmed, applied as a redelivery.
+    again = await loop.run_once()
+    assert not again.retried and again.delivered == 1 and again.dead_lettered == 0
+    assert asked == [True]
+    # Offset 0: asked, the topic has another id: nothing applied or committed, stopping.
+    result = await loop.run_once()
+    assert result.retried and result.delivered == 0 and loop.stopping
+    assert asked == [True, False]
+    assert consumer.commits == [[("task.events", 1, 7)], [("task.events", 1, 7)]]
+    task = await database_sync_to_async(AsyncTask.objects.get)(id=task.id)
+    assert task.progress == 20
