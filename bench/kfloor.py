@@ -93,9 +93,14 @@ CREATE TABLE IF NOT EXISTS bench_floor_task (id uuid PRIMARY KEY, progress integ
     updated_at timestamptz NOT NULL);
 CREATE TABLE IF NOT EXISTS bench_floor_log (id bigserial PRIMARY KEY, event_id uuid UNIQUE,
     task_id uuid NOT NULL REFERENCES bench_floor_task (id), source text NOT NULL,
-    part integer NOT NULL, "offset" bigint NOT NULL, data jsonb NOT NULL,
-    UNIQUE (source, part, "offset"));
+    part integer NOT NULL, "offset" bigint NOT NULL, data jsonb NOT NULL);
 CREATE INDEX IF NOT EXISTS bench_floor_log_task ON bench_floor_log (task_id);
+-- The position with the topic's epoch, as TaskEventLog's (tasks/migrations/0007); a
+-- bench database from before it had a unique (source, part, "offset") in its place.
+ALTER TABLE bench_floor_log ADD COLUMN IF NOT EXISTS epoch text NOT NULL DEFAULT '';
+ALTER TABLE bench_floor_log DROP CONSTRAINT IF EXISTS bench_floor_log_source_part_offset_key;
+CREATE UNIQUE INDEX IF NOT EXISTS bench_floor_log_position
+    ON bench_floor_log (source, part, "offset", epoch);
 """
 
 
@@ -106,6 +111,7 @@ def stateful(consumer: Any, args: argparse.Namespace) -> dict[str, Any]:
     db = psycopg.connect(args.dsn, autocommit=True)
     db.execute(_TABLES)
     task = str(uuid.uuid4())
+    epoch = uuid.uuid4().hex[:22]  # a topic id's length, new per run (offsets repeat)
     db.execute("INSERT INTO bench_floor_task VALUES (%s, 0, now())", [task])
     channel = f"bench:floor:{uuid.uuid4().hex}"
     publisher = redis.Redis.from_url(args.redis)
@@ -141,9 +147,11 @@ def stateful(consumer: Any, args: argparse.Namespace) -> dict[str, Any]:
                 "FOR NO KEY UPDATE"
             )
             cur.execute(
-                'INSERT INTO bench_floor_log (event_id, task_id, source, part, "offset", data) '
+                "INSERT INTO bench_floor_log "
+                '(event_id, task_id, source, part, "offset", epoch, data) '
                 f"VALUES ('{uuid.uuid4()}', '{task}', '{msg.topic()}', {msg.partition()}, "
-                f"{msg.offset()}, '{data}'); UPDATE bench_floor_task SET progress = progress + 1, "
+                f"{msg.offset()}, '{epoch}', '{data}'); "
+                "UPDATE bench_floor_task SET progress = progress + 1, "
                 f"updated_at = now() WHERE id = '{task}'; COMMIT"
             )
             publisher.publish(channel, m.group(1))
