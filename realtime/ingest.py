@@ -229,7 +229,7 @@ class EventConsumer:
         raised. Offsets that went back are checked against the topic's id first: a topic
         re-created under the process resets its position with no other sign, and its
         records must not be applied under the old epoch (then: stop, commit nothing)."""
-        back = kafka_side.went_back(batch.records, self._highest)
+        back = kafka_side.went_back(batch.spans, self._highest)
         if back and self.epoch_check is not None:
             loop = asyncio.get_running_loop()
             if not await loop.run_in_executor(None, self.epoch_check):
@@ -252,7 +252,7 @@ class EventConsumer:
             self._note_outage(batch, exc)
             return
         self.outages_in_a_row = 0
-        kafka_side.commit(self.consumer, batch.records)  # queued: it does not block
+        kafka_side.commit(self.consumer, batch.heads)  # queued: it does not block
         metrics.CONSUMER_BATCHES.inc()
         batch.log.end(batch.result)
 
@@ -310,8 +310,7 @@ class EventConsumer:
         # Encoded once here; the hot store and every server process reuse the text. The
         # partitions' heads are raised with the events, once they are stored.
         bodies = [event.sse_body() for event in deliverable]
-        heads = kafka_side.heads(batch.records)
-        prevs = await self.store.append(deliverable, bodies, heads)
+        prevs = await self.store.append(deliverable, bodies, batch.heads)
         sent = await bus.publish(self.layer, deliverable, prevs, self.epoch, bodies)
 
         # Counted once the batch's effects are done (a retried batch is not counted twice).

@@ -4,6 +4,7 @@ dead-letter topic with its reason)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -43,6 +44,17 @@ class Batch:
     # The outage that interrupted the batch (it is then rewound and read again).
     outage: BaseException | None = None
     log: ingestlog.BatchLog = field(default_factory=ingestlog.BatchLog)
+
+    @functools.cached_property
+    def spans(self) -> dict[PartitionKey, tuple[int, int]]:
+        """The lowest and highest offset per partition: one pass over the records for the
+        offsets check, the store's heads and the commit."""
+        return kafka_side.spans(self.records)
+
+    @property
+    def heads(self) -> dict[PartitionKey, int]:
+        """The highest offset read per partition."""
+        return {key: high for key, (_, high) in self.spans.items()}
 
     def adapt(self) -> None:
         """Each record's event; a record the adapter refuses, for whatever reason, is that

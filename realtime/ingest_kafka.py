@@ -7,7 +7,7 @@ event loop."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
@@ -15,7 +15,16 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from streaming import metrics
 from streaming.kafka import ConsumerPort, ProducerPort, rewind
 
-__all__ = ["DeadLetterError", "commit", "committed", "dead_letter", "heads", "rewind", "where"]
+__all__ = [
+    "DeadLetterError",
+    "commit",
+    "committed",
+    "dead_letter",
+    "rewind",
+    "spans",
+    "went_back",
+    "where",
+]
 
 logger = logging.getLogger("realtime.ingest")
 
@@ -37,36 +46,30 @@ def where(record: Record) -> str:
     return f"{record.topic()}:{record.partition()}:{record.offset()}"
 
 
-def heads(records: Sequence[Record]) -> dict[tuple[str, int], int]:
-    """The highest offset per partition in ``records``."""
-    found: dict[tuple[str, int], int] = {}
-    for record in records:
-        key = (str(record.topic()), int(record.partition() or 0))
-        found[key] = max(found.get(key, -1), int(record.offset() or 0))
-    return found
-
-
-def went_back(records: Sequence[Record], highest: dict[tuple[str, int], int]) -> bool:
-    """Whether any of ``records`` is at or before the highest offset this process read in
-    its partition (then raised to the records'): a rewind, a rebalance's re-read, or a topic
-    re-created under the process (its fetch position reset to the new topic's start)."""
-    back = False
-    for key, (first, last) in _spans(records).items():
-        seen = highest.get(key, -1)
-        back = back or first <= seen
-        highest[key] = max(seen, last)
-    return back
-
-
-def _spans(records: Sequence[Record]) -> dict[tuple[str, int], tuple[int, int]]:
-    """The first and last offset per partition (a batch keeps each partition's order)."""
+def spans(records: Sequence[Record]) -> dict[tuple[str, int], tuple[int, int]]:
+    """The lowest and the highest offset per partition in ``records``."""
     found: dict[tuple[str, int], tuple[int, int]] = {}
     for record in records:
         key = (str(record.topic()), int(record.partition() or 0))
         offset = int(record.offset() or 0)
-        first, last = found.get(key, (offset, offset))
-        found[key] = (min(first, offset), max(last, offset))
+        low, high = found.get(key, (offset, offset))
+        found[key] = (min(low, offset), max(high, offset))
     return found
+
+
+def went_back(
+    spans: Mapping[tuple[str, int], tuple[int, int]], highest: dict[tuple[str, int], int]
+) -> bool:
+    """Whether a batch (its ``spans``) holds an offset at or before the highest this process
+    read in that partition (then raised to the batch's): a rewind, a rebalance's re-read, or
+    a topic re-created under the process (its fetch position reset to the new topic's
+    start)."""
+    back = False
+    for key, (low, high) in spans.items():
+        seen = highest.get(key, -1)
+        back = back or low <= seen
+        highest[key] = max(seen, high)
+    return back
 
 
 def dead_letter(producer: ProducerPort, topic: str, dead: Sequence[tuple[Record, str]]) -> None:
@@ -85,16 +88,16 @@ def dead_letter(producer: ProducerPort, topic: str, dead: Sequence[tuple[Record,
         raise DeadLetterError(f"{remaining} dead-letter record(s) not acknowledged")
 
 
-def commit(consumer: ConsumerPort, records: Sequence[Record]) -> None:
-    """Commit past the last of ``records`` in each partition, asynchronously: the request
-    is queued and the broker's answer comes to ``committed``. Waiting for it held the
+def commit(consumer: ConsumerPort, heads: Mapping[tuple[str, int], int]) -> None:
+    """Commit past each partition's head (a batch's highest offset), asynchronously: the
+    request is queued and the broker's answer comes to ``committed``. Waiting for it held the
     Kafka thread, and the next batch's read behind it, for a broker round trip per batch.
     Each batch's effects are done before its commit is queued, and a later commit covers
     an earlier one, so a lost answer costs at most a re-read (idempotent); closing the
     consumer waits for the answers still owed."""
     try:
         consumer.commit(
-            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in heads(records).items()],
+            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in heads.items()],
             asynchronous=True,
         )
     except KafkaException as exc:  # refused before it was sent (e.g. nothing assigned)

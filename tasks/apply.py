@@ -256,7 +256,8 @@ def _log_index(
     found: list[tuple[Any, ...]],
 ) -> tuple[dict[str, LoggedPosition], set[LoggedPosition]]:
     """What the log holds already: where each of the batch's event ids was recorded, and
-    which of its positions (in the batch's epoch: the read asks for no other) are taken."""
+    which positions are taken, each with its epoch (a position of another epoch never
+    equals one of the batch's)."""
     logged: dict[str, LoggedPosition] = {}
     taken: set[LoggedPosition] = set()
     for event_id, source, partition, offset, epoch in found:
