@@ -49,7 +49,9 @@ def env_bool(name: str, default: bool) -> bool:
 N = TypeVar("N", int, float)
 
 
-def _env_number(name: str, default: N, kind: type[N], minimum: N | None) -> N:
+def _env_number(
+    name: str, default: N, kind: type[N], minimum: N | None, maximum: N | None = None
+) -> N:
     raw = os.environ.get(name, "")
     if raw == "":
         return default
@@ -62,11 +64,15 @@ def _env_number(name: str, default: N, kind: type[N], minimum: N | None) -> N:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a finite number")
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name}={value} must be at most {maximum}")
     return value
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
-    return _env_number(name, default, int, minimum)
+def env_int(
+    name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    return _env_number(name, default, int, minimum, maximum)
 
 
 def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
@@ -413,6 +419,11 @@ TASKSTREAM: dict[str, Any] = {
     "REDIS_PREFIX": REDIS_PREFIX,
     "REPLAY_MAX_EVENTS": env_int("TASKSTREAM_REPLAY_MAX_EVENTS", 1000, minimum=10),
     "REPLAY_TTL_SECONDS": env_int("TASKSTREAM_REPLAY_TTL_SECONDS", 7 * 86400, minimum=60),
+    # How long history stays in PostgreSQL at least (tasks/retention.py: `prune_history`
+    # deletes event-log and dead-letter rows older than this once Kafka no longer holds
+    # their records, and outbox rows older than this once sent).
+    # (At most a century: the cutoff is a date.)
+    "HISTORY_DAYS": env_int("TASKSTREAM_HISTORY_DAYS", 30, minimum=1, maximum=36_500),
     "REPLAY_PAGE": env_int("TASKSTREAM_REPLAY_PAGE", 500, minimum=1),
     "REPLAY_MAX_SCAN": env_int("TASKSTREAM_REPLAY_MAX_SCAN", 200_000, minimum=0),
     # Stream opens (and hole fills) per user and minute that may read Kafka; past it the

@@ -39,6 +39,7 @@ class TaskstreamSettings:
     REDIS_PREFIX: str
     REPLAY_MAX_EVENTS: int
     REPLAY_TTL_SECONDS: int
+    HISTORY_DAYS: int
     REPLAY_PAGE: int
     REPLAY_MAX_SCAN: int
     REPLAY_KAFKA_PER_MINUTE: int

@@ -59,4 +59,12 @@ OUTBOX_FAILURES_REPORTED = Counter(
     "task.failed events delivered for the tasks of refused outbox rows",
 )
 
+HISTORY_PRUNED = Counter(
+    "taskstream_history_pruned_total", "Rows prune_history deleted, by table", ["table"]
+)
+HISTORY_SKIPPED = Counter(
+    "taskstream_history_prune_skipped_total",
+    "Topics prune_history kept every row of for a pass: Kafka did not answer for them",
+)
+
 WORKER_EVENTS = Counter("taskstream_worker_events_total", "Events produced by the worker", ["type"])

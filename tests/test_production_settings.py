@@ -153,3 +153,18 @@ def test_a_consumer_linger_over_a_second_is_refused() -> None:
     assert refused.returncode != 0
     assert "TASKSTREAM_CONSUMER_LINGER_MS=5000 is over 1000" in refused.stderr
     assert manage({**env, "TASKSTREAM_CONSUMER_LINGER_MS": "0"}, "check").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("TASKSTREAM_HISTORY_DAYS", "nan", "is not an integer"),
+        ("TASKSTREAM_HISTORY_DAYS", "0", "must be at least 1"),
+        # A cutoff a billion days back is before year 1: every prune pass would fail.
+        ("TASKSTREAM_HISTORY_DAYS", "1000000000", "must be at most 36500"),
+    ],
+)
+def test_a_setting_out_of_range_stops_the_start(name: str, value: str, problem: str) -> None:
+    result = manage({**documented_env(), name: value}, "check")
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {name}=" in result.stderr and problem in result.stderr

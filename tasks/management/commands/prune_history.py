@@ -1,0 +1,63 @@
+"""Delete history nothing can need any more (see tasks/retention.py)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from prometheus_client import start_http_server
+
+from streaming.loop import StopFlag, recycle_db_connection
+from tasks.retention import HistoryPruner, KafkaHoldings, Pruned
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete event-log, dead-letter and outbox rows older than TASKSTREAM_HISTORY_DAYS "
+        "that no replay, redrive or relay can need (Kafka no longer holds their records)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--every",
+            type=float,
+            default=0.0,
+            help="run a pass every this many seconds until stopped (default: one pass)",
+        )
+        parser.add_argument("--metrics-port", type=int, default=0, help="serve /metrics here")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        every: float = options["every"]
+        if not every >= 0 or every == float("inf"):  # also NaN
+            raise CommandError(f"--every must be a finite number of seconds >= 0, not {every}")
+        if options["metrics_port"]:
+            start_http_server(options["metrics_port"], addr="127.0.0.1")
+        holdings = KafkaHoldings()
+        pruner = HistoryPruner(holdings)
+        try:
+            if not every:
+                pruned = pruner.run_once()
+                self._report(pruned)
+                if pruned.skipped:
+                    raise CommandError(
+                        f"Kafka did not answer for {', '.join(pruned.skipped)}: their rows "
+                        "were kept; run again once it does"
+                    )
+                return
+            flag = StopFlag("prune_history").install()
+            while not flag.stopped:
+                self._report(pruner.run_once())
+                recycle_db_connection()
+                # A stop is noticed within a second of the signal.
+                due = time.monotonic() + every
+                while not flag.stopped and (left := due - time.monotonic()) > 0:
+                    time.sleep(min(left, 1.0))
+        finally:
+            holdings.close()
+
+    def _report(self, pruned: Pruned) -> None:
+        self.stdout.write(
+            f"pruned {pruned.log} event-log rows, {pruned.dead_letters} dead letters, "
+            f"{pruned.outbox} outbox rows"
+        )
