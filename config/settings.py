@@ -418,7 +418,11 @@ TASKSTREAM: dict[str, Any] = {
     "REDIS_URL": REDIS_URL,
     "REDIS_PREFIX": REDIS_PREFIX,
     "REPLAY_MAX_EVENTS": env_int("TASKSTREAM_REPLAY_MAX_EVENTS", 1000, minimum=10),
-    "REPLAY_TTL_SECONDS": env_int("TASKSTREAM_REPLAY_TTL_SECONDS", 7 * 86400, minimum=60),
+    # At most ten years: Redis refuses an expiry past its range, and every batch's store
+    # write would fail (an outage that never ends).
+    "REPLAY_TTL_SECONDS": env_int(
+        "TASKSTREAM_REPLAY_TTL_SECONDS", 7 * 86400, minimum=60, maximum=10 * 365 * 86400
+    ),
     # How long history stays in PostgreSQL at least (tasks/retention.py: `prune_history`
     # deletes event-log and dead-letter rows older than this once Kafka no longer holds
     # their records, and outbox rows older than this once sent).

@@ -162,6 +162,8 @@ def test_a_consumer_linger_over_a_second_is_refused() -> None:
         ("TASKSTREAM_HISTORY_DAYS", "0", "must be at least 1"),
         # A cutoff a billion days back is before year 1: every prune pass would fail.
         ("TASKSTREAM_HISTORY_DAYS", "1000000000", "must be at most 36500"),
+        # Past Redis's range, every batch's store write would fail, an outage without end.
+        ("TASKSTREAM_REPLAY_TTL_SECONDS", "99999999999999999999", "must be at most 315360000"),
     ],
 )
 def test_a_setting_out_of_range_stops_the_start(name: str, value: str, problem: str) -> None:
