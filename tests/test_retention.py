@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -29,8 +30,11 @@ from tasks.apply import apply_events
 from tasks.delivery import deliverable
 from tasks.models import AsyncTask, DeadLetter, OutboxMessage, TaskEventLog
 from tasks.retention import HistoryPruner, KafkaHoldings, Pruned
+from tests.conftest import Proc
 from tests.fakes import event_value
 from tests.kafka_helpers import read_all
+from tests.sse import wait_until
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db]
 
@@ -197,6 +201,30 @@ def test_the_command_runs_a_pass_and_refuses_a_bad_interval(alice: User, topic: 
     for bad in ("nan", "inf", "-1"):
         with pytest.raises(CommandError, match="--every"):
             call_command("prune_history", "--every", bad)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_loop_outlives_a_postgresql_outage(
+    stack_env: dict[str, str], tmp_path: Path, alice: User
+) -> None:
+    db = settings.DATABASES["default"]
+    proxy = TcpProxy(str(db["HOST"]), int(db["PORT"]))
+    env = dict(stack_env)
+    env["DATABASE_URL"] = (
+        f"postgres://{db['USER']}:{db['PASSWORD']}@127.0.0.1:{proxy.port}/{db['NAME']}"
+    )
+    proc = Proc("prune_history", ["manage.py", "prune_history", "--every", "0.2"], env, tmp_path)
+    try:
+        proc.start().wait_log("history pruned")
+        proxy.cut()
+        proc.wait_log("PostgreSQL unreachable")
+        task = AsyncTask.objects.create(owner=alice, kind="report")
+        age([log_row(task, "test.retention.deleted-topic", 0, 1, "E")])
+        proxy.restore()
+        wait_until(lambda: not TaskEventLog.objects.exists(), 30, "the row pruned after the outage")
+    finally:
+        assert proc.stop() == 0
+        proxy.close()
 
 
 def test_the_loop_stops_on_sigterm(stack_env: dict[str, str]) -> None:

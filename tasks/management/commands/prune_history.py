@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import InterfaceError, OperationalError
 from prometheus_client import start_http_server
 
 from streaming.loop import StopFlag, recycle_db_connection
 from tasks.retention import HistoryPruner, KafkaHoldings, Pruned
+
+logger = logging.getLogger("tasks.retention")
 
 
 class Command(BaseCommand):
@@ -47,7 +51,16 @@ class Command(BaseCommand):
                 return
             flag = StopFlag("prune_history").install()
             while not flag.stopped:
-                self._report(pruner.run_once())
+                try:
+                    self._report(pruner.run_once())
+                except (OperationalError, InterfaceError) as exc:
+                    # PostgreSQL unreachable: what was deleted stays deleted (one statement
+                    # per chunk); the next pass takes up the rest.
+                    logger.warning(
+                        "prune_history: PostgreSQL unreachable (%s); next pass in %.0f s",
+                        exc,
+                        every,
+                    )
                 recycle_db_connection()
                 # A stop is noticed within a second of the signal.
                 due = time.monotonic() + every
