@@ -71,11 +71,16 @@ Holdings = Callable[[str], TopicHolds | None]
 
 
 class KafkaHoldings:
-    """``TopicHolds`` of a topic, asked of the cluster."""
+    """``TopicHolds`` of a topic, asked of the cluster. A project topic (events, requests,
+    dead letters) that the cluster does not list is not taken as gone: consume_events creates
+    them, and a broker restarting can answer without them for a moment. Only another topic
+    (a renamed events topic's old name) is."""
 
     def __init__(self, reader: RangeReader | None = None, timeout: float = 10.0) -> None:
         self.reader = reader or RangeReader("prune-history", timeout=timeout)
         self.timeout = timeout
+        settings = conf.get()
+        self.project = {settings.TOPIC_EVENTS, settings.TOPIC_REQUESTS, settings.TOPIC_DLQ}
 
     def __call__(self, topic: str) -> TopicHolds | None:
         try:
@@ -84,6 +89,8 @@ class KafkaHoldings:
             if found is None or (
                 found.error is not None and found.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
             ):
+                if topic in self.project:
+                    raise KafkaUnanswered(f"{topic}: not listed by the cluster")
                 return None
             if found.error is not None:
                 raise KafkaUnanswered(f"{topic}: {found.error}")

@@ -13,11 +13,12 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from django.conf import settings
+from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -150,6 +151,19 @@ def test_a_topic_kafka_does_not_answer_for_keeps_every_row(alice: User, topic: s
     assert TaskEventLog.objects.count() == 3
 
 
+def test_a_project_topic_the_cluster_does_not_list_keeps_its_rows(
+    alice: User, settings: Any
+) -> None:
+    missing = f"test.retention.{uuid.uuid4().hex[:8]}.never-created"
+    settings.TASKSTREAM = {**settings.TASKSTREAM, "TOPIC_EVENTS": missing}
+    task = AsyncTask.objects.create(owner=alice, kind="report")
+    age([log_row(task, missing, 0, 1, "E"), log_row(task, f"{missing}.old", 0, 1, "E")])
+    pruned = HistoryPruner(KafkaHoldings()).run_once()
+    # The events topic's row waits for Kafka to answer; another topic's is gone.
+    assert pruned == Pruned(log=1, skipped=[missing])
+    assert positions() == {(missing, 0, 1, "E")}
+
+
 def test_dead_letter_ledger_rows_go_once_the_dead_letter_topic_dropped_them(topic: str) -> None:
     old = timezone.now() - OLD
 
@@ -207,7 +221,7 @@ def test_the_command_runs_a_pass_and_refuses_a_bad_interval(alice: User, topic: 
 def test_the_loop_outlives_a_postgresql_outage(
     stack_env: dict[str, str], tmp_path: Path, alice: User
 ) -> None:
-    db = settings.DATABASES["default"]
+    db = django_settings.DATABASES["default"]
     proxy = TcpProxy(str(db["HOST"]), int(db["PORT"]))
     env = dict(stack_env)
     env["DATABASE_URL"] = (
