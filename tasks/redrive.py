@@ -16,6 +16,7 @@ that would only be dead-lettered again is skipped with the reason.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,8 @@ from streaming import conf, tracecontext
 from streaming.adapter import InvalidRecord, adapt
 from streaming.kafka import ProducerPort, RangeReader, producer_config
 from tasks.models import AsyncTask, DeadLetter
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,14 +102,40 @@ class DeadLetterRedrive:
     events_topic: str = field(default_factory=lambda: conf.get().TOPIC_EVENTS)
 
     def read(self) -> list[Letter]:
-        """Every record of the dead-letter topic, recorded in ``DeadLetter``."""
+        """Every record of the dead-letter topic, recorded in ``DeadLetter``.
+
+        A ledger row at a record's position that describes another record (another time,
+        event or reason) is from the topic before it was deleted and created again, whose
+        offsets started over: it is replaced, redrive count and all, so a new record never
+        passes for one already redriven."""
         letters: list[Letter] = []
         for partition in self.reader.partitions(self.topic):
             low, high = self.reader.watermarks(self.topic, partition)
             letters += [_letter(m) for m in self.reader.read(self.topic, partition, low, high - 1)]
-        DeadLetter.objects.bulk_create(
-            [_row(self.topic, letter) for letter in letters], ignore_conflicts=True
-        )
+        rows = [_row(self.topic, letter) for letter in letters]
+        with transaction.atomic():
+            DeadLetter.objects.bulk_create(rows, ignore_conflicts=True)
+            kept = {
+                (row.dlq_partition, row.dlq_offset): row
+                for row in DeadLetter.objects.filter(dlq_topic=self.topic).only(*_SAME)
+            }
+            stale = [
+                kept[(row.dlq_partition, row.dlq_offset)]
+                for row in rows
+                if not _same(kept[(row.dlq_partition, row.dlq_offset)], row)
+            ]
+            if stale:
+                fresh = {(row.dlq_partition, row.dlq_offset): row for row in rows}
+                for old in stale:
+                    new = fresh[(old.dlq_partition, old.dlq_offset)]
+                    new.pk = old.pk
+                    new.save(force_update=True)
+                logger.warning(
+                    "redrive: %d ledger row(s) of %s were an older topic's records at the "
+                    "same positions (the topic was re-created); replaced",
+                    len(stale),
+                    self.topic,
+                )
         return letters
 
     def redriven(self) -> set[str]:
@@ -185,6 +214,15 @@ def _int(text: str | None) -> int | None:
         return int(text) if text is not None else None
     except ValueError:
         return None
+
+
+# What tells two dead-letter records at one position apart: the dead-letter topic's
+# timestamp (milliseconds), the event and the reason.
+_SAME = ("dlq_partition", "dlq_offset", "dead_at", "event_id", "reason")
+
+
+def _same(a: DeadLetter, b: DeadLetter) -> bool:
+    return (a.dead_at, a.event_id, a.reason) == (b.dead_at, b.event_id, b.reason)
 
 
 def _row(topic: str, letter: Letter) -> DeadLetter:

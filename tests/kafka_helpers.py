@@ -9,8 +9,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
-from streaming.kafka import producer_config
+from streaming.kafka import (
+    EpochUnavailable,
+    admin_config,
+    ensure_topics,
+    producer_config,
+    topic_epoch,
+)
+from tests.sse import wait_until
 
 
 def produce(topic: str, records: Sequence[tuple[str, bytes | str | dict[str, Any]]]) -> None:
@@ -20,6 +28,15 @@ def produce(topic: str, records: Sequence[tuple[str, bytes | str | dict[str, Any
         raw = json.dumps(value) if isinstance(value, dict) else value
         producer.produce(topic, key=key, value=raw)
     assert producer.flush(30) == 0, "records not acknowledged"
+
+
+def produce_with_headers(
+    topic: str, value: bytes, headers: list[tuple[str, str | bytes | None]], key: str = "k"
+) -> None:
+    """One record with ``headers`` (a dead letter's reason, say), acknowledged."""
+    producer = Producer(producer_config())
+    producer.produce(topic, key=key, value=value, headers=headers)
+    assert producer.flush(30) == 0, "record not acknowledged"
 
 
 def read_all(topic: str, bootstrap: str) -> list[Any]:
@@ -59,3 +76,23 @@ def read_all(topic: str, bootstrap: str) -> list[Any]:
         return records
     finally:
         consumer.close()
+
+
+def recreate(topic: str, old_epoch: str, partitions: int = 3) -> str:
+    """Delete ``topic`` and create it again; its new epoch (Kafka finishes a deletion in the
+    background: creating it meanwhile fails, and is tried again)."""
+    admin = AdminClient(admin_config())
+    for future in admin.delete_topics([topic]).values():
+        future.result()
+    new: list[str] = []
+
+    def created() -> bool:
+        try:
+            ensure_topics([topic], partitions=partitions, timeout=5)
+            new.append(topic_epoch(topic, timeout=5, admin=admin))
+        except (EpochUnavailable, Exception):
+            return False
+        return new[-1] != old_epoch
+
+    wait_until(created, 60, f"{topic} created again")
+    return new[-1]

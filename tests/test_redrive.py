@@ -9,16 +9,19 @@ import json
 import uuid
 
 import pytest
+from confluent_kafka.admin import AdminClient
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from streaming import conf
+from streaming.kafka import admin_config, ensure_topics, topic_epoch
 from tasks.models import AsyncTask, DeadLetter, TaskEventLog
 from tasks.redrive import DeadLetterRedrive, Letter, Selection
 from tests.conftest import Stack, open_stream
 from tests.fakes import event_value
-from tests.kafka_helpers import produce
+from tests.kafka_helpers import produce, produce_with_headers, recreate
 from tests.sse import StreamReader, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -113,3 +116,38 @@ def test_a_fixup_repairs_a_record_and_the_admin_counts_reasons(
     counts = DeadLetter.objects.filter(reason="task belongs to another user").count()
     assert f"<td>task belongs to another user</td><td>{counts}</td>" in page
     redrive.close()
+
+
+def test_a_re_created_dead_letter_topics_records_replace_the_old_ledger_rows(
+    stack: Stack,
+) -> None:
+    """Deleting and creating the dead-letter topic again (a purge) restarts its offsets: a
+    new record at an offset an old, redriven one had is recorded as itself, not redriven."""
+    topic = f"test.dlq.recreated.{uuid.uuid4().hex[:8]}"
+    ensure_topics([topic], partitions=1)
+    redrive = DeadLetterRedrive(topic=topic)
+    try:
+
+        def dead_letter(reason: str) -> None:
+            produce_with_headers(topic, b"{}", [("reason", reason.encode())])
+
+        dead_letter("unknown task")
+        (old,) = redrive.read()
+        DeadLetter.objects.filter(dlq_topic=topic).update(redriven_at=timezone.now())
+        assert redrive.redriven() == {"0:0"}
+
+        recreate(topic, topic_epoch(topic), partitions=1)
+        dead_letter("unknown user")
+        (new,) = redrive.read()
+
+        assert new.position == old.position == "0:0"
+        row = DeadLetter.objects.get(dlq_topic=topic)
+        assert (row.reason, row.redriven_at, row.redrive_count) == ("unknown user", None, 0)
+        assert redrive.redriven() == set()
+        assert redrive.select([new], Selection()) == [new]
+        # Read again, the same record is the same row: nothing replaced.
+        redrive.read()
+        assert DeadLetter.objects.get(dlq_topic=topic).pk == row.pk
+    finally:
+        redrive.close()
+        AdminClient(admin_config()).delete_topics([topic])

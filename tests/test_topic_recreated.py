@@ -17,11 +17,11 @@ from confluent_kafka.admin import AdminClient
 from django.contrib.auth.models import User
 
 from streaming import conf
-from streaming.kafka import EpochUnavailable, admin_config, ensure_topics, topic_epoch
+from streaming.kafka import admin_config, ensure_topics, topic_epoch
 from tasks.models import AsyncTask, TaskEventLog
 from tests.conftest import Proc, free_port, open_stream
 from tests.fakes import event_value
-from tests.kafka_helpers import produce, read_all
+from tests.kafka_helpers import produce, read_all, recreate
 from tests.sse import StreamReader, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -33,26 +33,6 @@ def topic() -> Iterator[str]:
     ensure_topics([name], partitions=3)
     yield name
     AdminClient(admin_config()).delete_topics([name])
-
-
-def recreate(topic: str, old_epoch: str) -> str:
-    """Delete ``topic`` and create it again; its new epoch (Kafka finishes a deletion in the
-    background: creating it meanwhile fails, and is tried again)."""
-    admin = AdminClient(admin_config())
-    for future in admin.delete_topics([topic]).values():
-        future.result()
-    new: list[str] = []
-
-    def created() -> bool:
-        try:
-            ensure_topics([topic], partitions=3, timeout=5)
-            new.append(topic_epoch(topic, timeout=5, admin=admin))
-        except (EpochUnavailable, Exception):
-            return False
-        return new[-1] != old_epoch
-
-    wait_until(created, 60, f"{topic} created again")
-    return new[-1]
 
 
 def messages(reader: StreamReader) -> list[str]:
