@@ -148,8 +148,11 @@ class HistoryPruner:
         days: int | None = None,
         now: Callable[[], datetime] = timezone.now,
         chunk: int = CHUNK,
+        dry_run: bool = False,
     ) -> None:
         self.holdings = holdings
+        # Count what a pass would delete, and delete nothing (the counts are the same).
+        self.dry_run = dry_run
         self.days = conf.get().HISTORY_DAYS if days is None else days
         self.now = now
         self.chunk = chunk
@@ -175,6 +178,16 @@ class HistoryPruner:
         done = Q(sent_at__lt=cutoff) | (Q(failed_at__lt=cutoff) & reported)
         pruned.outbox = self._sweep(OutboxMessage.objects.filter(done), (), lambda row: True)
         pruned.skipped = sorted(kafka.unanswered)
+        if self.dry_run:
+            logger.info(
+                "history would be pruned: %d event-log rows, %d dead letters, %d outbox rows "
+                "older than %s (dry run)",
+                pruned.log,
+                pruned.dead_letters,
+                pruned.outbox,
+                cutoff.isoformat(),
+            )
+            return pruned
         for table, count in (
             ("event_log", pruned.log),
             ("dead_letters", pruned.dead_letters),
@@ -214,7 +227,9 @@ class HistoryPruner:
                     break
                 if gone(row):
                     doomed.append(row[0])
-            if doomed:
+            if doomed and self.dry_run:
+                deleted += len(doomed)
+            elif doomed:
                 deleted += model._default_manager.filter(pk__in=doomed).delete()[0]
             if ended:
                 return deleted

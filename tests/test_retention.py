@@ -121,6 +121,9 @@ def test_old_log_rows_go_once_kafka_no_longer_holds_their_records(topic: str, al
     young = log_row(task, topic, 0, 900, "OlderEpoch")  # gone from Kafka, but recent
 
     cut(topic, 0, 5)  # Kafka keeps offsets 5-7 of partition 0
+    before = positions()
+    assert HistoryPruner(KafkaHoldings(), chunk=4, dry_run=True).run_once() == Pruned(log=10)
+    assert positions() == before
     pruned = HistoryPruner(KafkaHoldings(), chunk=4).run_once()
 
     assert pruned == Pruned(log=5 + 1 + 3 + 1)
@@ -210,8 +213,15 @@ def test_the_command_runs_a_pass_and_refuses_a_bad_interval(alice: User, topic: 
     task = AsyncTask.objects.create(owner=alice, kind="report")
     age([log_row(task, f"{topic}.deleted", 0, 1, "E")])
     out = io.StringIO()
+    call_command("prune_history", "--dry-run", stdout=out)
+    assert out.getvalue().strip() == "would prune 1 event-log rows, 0 dead letters, 0 outbox rows"
+    assert TaskEventLog.objects.count() == 1
+    out = io.StringIO()
     call_command("prune_history", stdout=out)
     assert out.getvalue().strip() == "pruned 1 event-log rows, 0 dead letters, 0 outbox rows"
+    assert TaskEventLog.objects.count() == 0
+    with pytest.raises(CommandError, match="--dry-run is one pass"):
+        call_command("prune_history", "--dry-run", "--every", "60")
     for bad in ("nan", "inf", "-1"):
         with pytest.raises(CommandError, match="--every"):
             call_command("prune_history", "--every", bad)

@@ -29,6 +29,11 @@ class Command(BaseCommand):
             default=0.0,
             help="run a pass every this many seconds until stopped (default: one pass)",
         )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="count what one pass would delete, and delete nothing",
+        )
         parser.add_argument("--metrics-port", type=int, default=0, help="serve /metrics here")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -37,12 +42,14 @@ class Command(BaseCommand):
             raise CommandError(f"--every must be a finite number of seconds >= 0, not {every}")
         if options["metrics_port"]:
             start_http_server(options["metrics_port"], addr="127.0.0.1")
+        if options["dry_run"] and every:
+            raise CommandError("--dry-run is one pass: it cannot be combined with --every")
         holdings = KafkaHoldings()
-        pruner = HistoryPruner(holdings)
+        pruner = HistoryPruner(holdings, dry_run=options["dry_run"])
         try:
             if not every:
                 pruned = pruner.run_once()
-                self._report(pruned)
+                self._report(pruned, pruner.dry_run)
                 if pruned.skipped:
                     raise CommandError(
                         f"Kafka did not answer for {', '.join(pruned.skipped)}: their rows "
@@ -69,8 +76,8 @@ class Command(BaseCommand):
         finally:
             holdings.close()
 
-    def _report(self, pruned: Pruned) -> None:
+    def _report(self, pruned: Pruned, dry_run: bool = False) -> None:
         self.stdout.write(
-            f"pruned {pruned.log} event-log rows, {pruned.dead_letters} dead letters, "
-            f"{pruned.outbox} outbox rows"
+            f"{'would prune' if dry_run else 'pruned'} {pruned.log} event-log rows, "
+            f"{pruned.dead_letters} dead letters, {pruned.outbox} outbox rows"
         )
