@@ -52,18 +52,20 @@ class KafkaUnanswered(Exception):
 
 @dataclass(frozen=True)
 class TopicHolds:
-    """What a topic still holds: its epoch and, per partition, its earliest offset."""
+    """What a topic still holds: its epoch and, per partition, the offsets of its records
+    (from the earliest kept up to, not including, the next one to be written)."""
 
     epoch: str
-    lows: dict[int, int]
+    spans: dict[int, tuple[int, int]]
 
     def holds(self, partition: int, offset: int, epoch: str | None = None) -> bool:
         """Whether the record at ``partition``/``offset`` (logged in ``epoch``; None: the
-        ledger, which records none) can still be read."""
+        ledger, which records none) can still be read. An offset at or past the end is a
+        record of the topic before it was re-created (the ledger's rows have no epoch)."""
         if epoch not in (None, "", self.epoch):
             return False
-        low = self.lows.get(partition)
-        return low is not None and offset >= low
+        span = self.spans.get(partition)
+        return span is not None and span[0] <= offset < span[1]
 
 
 # None: the topic does not exist, so it holds nothing.
@@ -95,10 +97,10 @@ class KafkaHoldings:
             if found.error is not None:
                 raise KafkaUnanswered(f"{topic}: {found.error}")
             epoch = topic_epoch(topic, timeout=self.timeout)
-            lows = {p: self.reader.watermarks(topic, p)[0] for p in sorted(found.partitions)}
+            spans = {p: self.reader.watermarks(topic, p) for p in sorted(found.partitions)}
         except (KafkaException, EpochUnavailable) as exc:
             raise KafkaUnanswered(f"{topic}: {exc}") from exc
-        return TopicHolds(epoch, lows)
+        return TopicHolds(epoch, spans)
 
     def close(self) -> None:
         self.reader.close()
