@@ -180,25 +180,17 @@ class HistoryPruner:
         done = Q(sent_at__lt=cutoff) | (Q(failed_at__lt=cutoff) & reported)
         pruned.outbox = self._sweep(OutboxMessage.objects.filter(done), (), lambda row: True)
         pruned.skipped = sorted(kafka.unanswered)
-        if self.dry_run:
-            logger.info(
-                "history would be pruned: %d event-log rows, %d dead letters, %d outbox rows "
-                "older than %s (dry run)",
-                pruned.log,
-                pruned.dead_letters,
-                pruned.outbox,
-                cutoff.isoformat(),
-            )
-            return pruned
-        for table, count in (
-            ("event_log", pruned.log),
-            ("dead_letters", pruned.dead_letters),
-            ("outbox", pruned.outbox),
-        ):
-            metrics.HISTORY_PRUNED.labels(table).inc(count)
-        metrics.HISTORY_SKIPPED.inc(len(pruned.skipped))
+        if not self.dry_run:
+            for table, count in (
+                ("event_log", pruned.log),
+                ("dead_letters", pruned.dead_letters),
+                ("outbox", pruned.outbox),
+            ):
+                metrics.HISTORY_PRUNED.labels(table).inc(count)
+            metrics.HISTORY_SKIPPED.inc(len(pruned.skipped))
         logger.info(
-            "history pruned: %d event-log rows, %d dead letters, %d outbox rows older than %s%s",
+            "history %s: %d event-log rows, %d dead letters, %d outbox rows older than %s%s",
+            "would be pruned (dry run)" if self.dry_run else "pruned",
             pruned.log,
             pruned.dead_letters,
             pruned.outbox,

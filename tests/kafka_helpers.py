@@ -21,22 +21,21 @@ from streaming.kafka import (
 from tests.sse import wait_until
 
 
-def produce(topic: str, records: Sequence[tuple[str, bytes | str | dict[str, Any]]]) -> None:
-    """Write ``(key, value)`` records and wait for the broker to acknowledge them all."""
+def produce(
+    topic: str,
+    records: Sequence[tuple[str, bytes | str | dict[str, Any]]],
+    *,
+    partition: int | None = None,
+    headers: list[tuple[str, str | bytes | None]] | None = None,
+) -> None:
+    """Write ``(key, value)`` records (into ``partition`` if given, with ``headers`` if
+    given) and wait for the broker to acknowledge them all."""
     producer = Producer(producer_config())
+    extra: dict[str, Any] = {} if partition is None else {"partition": partition}
     for key, value in records:
         raw = json.dumps(value) if isinstance(value, dict) else value
-        producer.produce(topic, key=key, value=raw)
+        producer.produce(topic, key=key, value=raw, headers=headers, **extra)
     assert producer.flush(30) == 0, "records not acknowledged"
-
-
-def produce_with_headers(
-    topic: str, value: bytes, headers: list[tuple[str, str | bytes | None]], key: str = "k"
-) -> None:
-    """One record with ``headers`` (a dead letter's reason, say), acknowledged."""
-    producer = Producer(producer_config())
-    producer.produce(topic, key=key, value=value, headers=headers)
-    assert producer.flush(30) == 0, "record not acknowledged"
 
 
 def read_all(topic: str, bootstrap: str) -> list[Any]:

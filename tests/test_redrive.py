@@ -21,7 +21,7 @@ from tasks.models import AsyncTask, DeadLetter, TaskEventLog
 from tasks.redrive import DeadLetterRedrive, Letter, Selection
 from tests.conftest import Stack, open_stream
 from tests.fakes import event_value
-from tests.kafka_helpers import produce, produce_with_headers, recreate
+from tests.kafka_helpers import produce, recreate
 from tests.sse import StreamReader, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -129,7 +129,7 @@ def test_a_re_created_dead_letter_topics_records_replace_the_old_ledger_rows(
     try:
 
         def dead_letter(reason: str) -> None:
-            produce_with_headers(topic, b"{}", [("reason", reason.encode())])
+            produce(topic, [("k", b"{}")], headers=[("reason", reason.encode())])
 
         dead_letter("unknown task")
         (old,) = redrive.read()

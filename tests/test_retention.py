@@ -5,7 +5,6 @@ so the delivery rule decides every record Kafka can still serve as before."""
 from __future__ import annotations
 
 import io
-import json
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
@@ -26,14 +25,14 @@ from django.utils import timezone
 
 from streaming import conf
 from streaming.adapter import adapt
-from streaming.kafka import RangeReader, admin_config, ensure_topics, producer_config, topic_epoch
+from streaming.kafka import RangeReader, admin_config, ensure_topics, topic_epoch
 from tasks.apply import apply_events
 from tasks.delivery import deliverable
 from tasks.models import AsyncTask, DeadLetter, OutboxMessage, TaskEventLog
 from tasks.retention import HistoryPruner, KafkaHoldings, Pruned
 from tests.conftest import Proc
 from tests.fakes import event_value
-from tests.kafka_helpers import read_all
+from tests.kafka_helpers import produce, read_all
 from tests.sse import wait_until
 from tests.tcp_proxy import TcpProxy
 
@@ -55,17 +54,6 @@ def topic() -> Iterator[str]:
     ensure_topics([name], partitions=2)
     yield name
     AdminClient(admin_config()).delete_topics([name])
-
-
-def produce_to(
-    topic: str, partition: int, records: list[tuple[str, bytes | dict[str, object]]]
-) -> None:
-    """``(key, value)`` records into one partition, acknowledged."""
-    producer = Producer(producer_config())
-    for key, value in records:
-        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-        producer.produce(topic, key=key, value=raw, partition=partition)
-    assert producer.flush(30) == 0
 
 
 def cut(topic: str, partition: int, offset: int) -> None:
@@ -104,8 +92,8 @@ def test_old_log_rows_go_once_kafka_no_longer_holds_their_records(topic: str, al
     values = [
         event_value(user_id=alice.pk, task_id=str(task.id), data={"progress": n}) for n in range(9)
     ]
-    produce_to(topic, 0, [(str(alice.pk), v) for v in values[:8]])
-    produce_to(topic, 1, [(str(alice.pk), values[8])])
+    produce(topic, [(str(alice.pk), v) for v in values[:8]], partition=0)
+    produce(topic, [(str(alice.pk), values[8])], partition=1)
     epoch = topic_epoch(topic)
     apply_events([adapt(r) for r in read_all(topic, BOOTSTRAP())], epoch=epoch)
     real = list(TaskEventLog.objects.values_list("pk", flat=True))
@@ -180,7 +168,7 @@ def test_dead_letter_ledger_rows_go_once_the_dead_letter_topic_dropped_them(topi
         )  # fmt: skip
 
     # Four records in partition 0; Kafka then drops the first two.
-    produce_to(topic, 0, [("k", b"{}")] * 4)
+    produce(topic, [("k", b"{}")] * 4, partition=0)
     for n in range(4):
         letter(0, n, old)
     letter(0, 1 + 10_000, timezone.now())  # young: kept whatever Kafka holds
