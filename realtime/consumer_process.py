@@ -1,6 +1,6 @@
-"""``consume_events`` as a process: the consumer (``realtime.ingest``), the signals that stop
-it, and the watch that stops it when its topic is re-created under it
-(``realtime.epoch_watch``)."""
+"""``consume_events`` as a process: the consumer (``realtime.ingest``) built from the
+settings, the signals that stop it, and the watch that stops it when its topic is
+re-created under it (``realtime.epoch_watch``)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,44 @@ import gc
 import logging
 import signal
 
+from channels.layers import get_channel_layer
+from confluent_kafka import Consumer, Producer
+from django.db import connection
+
+from realtime import ingest_kafka as kafka_side
 from realtime.epoch_watch import EpochWatch, TopicRecreated
-from realtime.ingest import build_event_consumer
+from realtime.ingest import EventConsumer
+from realtime.store import get_store
 from streaming import conf
+from streaming.kafka import consumer_config, producer_config, subscribe, topic_epoch
 from streaming.loop import exit_by_deadline
 
 logger = logging.getLogger("realtime.ingest")
+
+
+async def build_event_consumer(epoch: str | None = None) -> EventConsumer:
+    """``epoch``: the events topic's identity, looked up from Kafka when not given."""
+    settings = conf.get()
+    if epoch is None:
+        loop = asyncio.get_running_loop()
+        epoch = await loop.run_in_executor(None, topic_epoch, settings.TOPIC_EVENTS)
+    store = get_store()
+    # A new epoch (a re-created topic): the store forgets the old topic's events (logged).
+    await store.switch_epoch(settings.TOPIC_EVENTS, epoch)
+    consumer = Consumer(consumer_config(settings.CONSUMER_GROUP, on_commit=kafka_side.committed))
+    event_consumer = EventConsumer(
+        consumer,
+        Producer(producer_config()),
+        get_channel_layer(),
+        store,
+        epoch=epoch,
+        dlq_topic=settings.TOPIC_DLQ,
+        batch_size=settings.CONSUMER_BATCH,
+        linger=settings.CONSUMER_LINGER_MS / 1000,
+        overlap=connection.vendor == "postgresql",
+    )
+    subscribe(consumer, [settings.TOPIC_EVENTS], on_revoke=event_consumer.on_revoke)
+    return event_consumer
 
 
 async def run_consumer() -> None:

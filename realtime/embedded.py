@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from realtime.ingest import build_event_consumer
+from realtime.consumer_process import build_event_consumer
 from realtime.routing import build_application
 from streaming import conf
 from streaming.kafka import cluster_epoch

@@ -30,8 +30,8 @@ adapter and the database's refusals: it names no record, and a retry loses nothi
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import functools
 import logging
 import random
 import time
@@ -39,30 +39,26 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from realtime import bus
 from realtime import ingest_kafka as kafka_side
+from realtime.applier import Applier
 from realtime.epoch_watch import TopicRecreated
-from realtime.ingest_batch import Batch, BatchResult
+from realtime.ingest_batch import Batch, BatchResult, Flight
 from realtime.ingest_kafka import Record
-from realtime.isolation import OUTAGES, apply_isolating
-from realtime.store import HotStore, get_store
-from streaming import conf, metrics
+from realtime.isolation import OUTAGES
+from realtime.store import HotStore
+from streaming import metrics
 from streaming.cursor import PartitionKey
 from streaming.kafka import (
     ConsumerPort,
     ProducerPort,
-    consumer_config,
     next_batch,
-    producer_config,
     raise_if_fatal,
-    subscribe,
-    topic_epoch,
 )
 from tasks.apply import Applied, apply_events
+from tasks.turns import BeforeFailed, Turn
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +80,7 @@ class EventConsumer:
         poll_timeout: float = 0.2,
         apply: Callable[..., list[Applied]] = apply_events,
         linger: float = 0.0,
+        overlap: bool = False,
     ) -> None:
         self.consumer = consumer
         self.dlq_producer = dlq_producer
@@ -95,7 +92,7 @@ class EventConsumer:
         self.poll_timeout = poll_timeout
         # Pacing (above): when the last read of records returned, and whether it was full.
         self.linger, self._last_read, self._last_full = linger, float("-inf"), False
-        self._apply_batch = database_sync_to_async(functools.partial(apply, epoch=epoch))
+        self.applier = Applier(apply, epoch, overlap=overlap)
         # librdkafka calls that block (a waiting read, rewinds, close) run on a dedicated
         # thread; those that cannot (a read of what is buffered, a queued commit), on the loop.
         self._kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
@@ -123,17 +120,16 @@ class EventConsumer:
             self._stopping.set()
 
     async def run(self) -> None:
-        """Batches in a three-stage pipeline, each stage on its own resource: while batch N
-        is applied (``_apply``, waiting on PostgreSQL in the database thread), batch N+1 is
-        read and adapted (``_read``: what Kafka has buffered, else the first records to
-        come) and batch N-1 is stored, pushed and committed (``_finish``, Redis and the
-        layer; its commit is queued). The order of effects does not change: a batch is
-        applied before the one before it is committed, which is what a crash between the
-        two leaves too (the state is idempotent), and each batch is stored, pushed and
-        committed only after the one before it. An outage drops every batch in flight and
-        rewinds to the first record any of them holds."""
+        """Batches in a pipeline, each stage on its own resource: while batch N is applied
+        (PostgreSQL, in a database thread), batch N+1 is read and adapted (``_read``) and its
+        apply begins beside N's (``realtime.applier``), and batch N-1 is stored, pushed and
+        committed (``_finish``: Redis and the layer; the commit is queued). Batches are
+        applied in order, each once every one before it is, and stored, pushed and
+        committed in order; a batch may be applied before the one before it is committed,
+        as a crash between the two leaves it too (applying is idempotent). An outage drops
+        every batch in flight and rewinds to the first record any of them holds."""
         self._stopping = asyncio.Event()
-        behind: tuple[Batch, asyncio.Task[None]] | None = None
+        flights: collections.deque[Flight] = collections.deque()
         ahead: asyncio.Task[Batch | None] | None = None
         try:
             while not self._stop:
@@ -143,37 +139,54 @@ class EventConsumer:
                     batch = await self._read()
                 if batch is not None:
                     # The next read waits for records if none are buffered: one that
-                    # arrives while this batch is applied or finished is applied at once,
-                    # instead of after this batch's commit (the latency of small batches).
+                    # arrives while this batch is in flight begins at once.
                     ahead = asyncio.create_task(self._read())
-                    await self._apply(batch)
-                if behind is not None:
-                    previous, finishing = behind
-                    behind = None
-                    await finishing
-                    if previous.outage is not None:
-                        await self._drop([previous, batch], ahead, previous.outage)
+                    flights.append(self._fly(batch, flights[-1] if flights else None))
+                # In flight: at most two applies, and three batches. With no new records,
+                # everything in flight ends first.
+                while flights and (batch is None or len(flights) > 2):
+                    oldest = flights.popleft()
+                    await oldest.done
+                    if oldest.batch.outage is not None:
+                        for flight in flights:
+                            await flight.done  # each ends unfinished: the one before did
+                        dropped: list[Batch | None] = [oldest.batch, *(f.batch for f in flights)]
+                        flights.clear()
+                        await self._drop(dropped, ahead, oldest.batch.outage)
                         ahead = None
-                        continue
-                if batch is None:
+                        break
+                if batch is None and not flights:
                     self._forget_revoked()  # nothing is in flight
-                    continue
-                if batch.outage is not None:
-                    await self._drop([batch], ahead, batch.outage)
-                    ahead = None
-                    continue
-                self._forget(batch)
-                behind = (batch, asyncio.create_task(self._finish(batch)))
+                elif len(flights) > 1:
+                    await flights[-2].applied
         finally:
             if ahead is not None:
-                # Read, not applied: nothing of it is committed. Its error, if any, is the
+                # Read, not begun: nothing of it is committed. Its error, if any, is the
                 # one already propagating, or comes after the stop.
                 with contextlib.suppress(Exception):
                     await ahead
-            if behind is not None:
-                # Its effects complete (or its outage leaves it uncommitted, to be re-read).
-                await behind[1]
+            for flight in flights:
+                # Their effects complete (or an outage leaves them uncommitted, re-read).
+                await flight.done
             await self.close()
+
+    def _fly(self, batch: Batch, before: Flight | None) -> Flight:
+        """Start the batch's apply (after ``before``'s, in its turn) and, once the batch
+        before is done, its finish."""
+        turn = self.applier.turn(None if before is None else before.turn)
+        applied = asyncio.create_task(self._apply(batch, turn, before))
+        landed = asyncio.create_task(self._land(batch, applied, before))
+        return Flight(batch, turn, applied, landed)
+
+    async def _land(self, batch: Batch, applied: asyncio.Task[None], before: Flight | None) -> None:
+        await applied
+        if before is not None:
+            await before.done
+            if before.batch.outage is not None and batch.outage is None:
+                self._note_outage(batch, BeforeFailed(repr(before.batch.outage)))
+        if batch.outage is None:
+            self._forget(batch)
+            await self._finish(batch)
 
     async def run_once(self) -> BatchResult:
         """One batch from read to commit (or to its rewind): the loop one step at a time."""
@@ -224,23 +237,30 @@ class EventConsumer:
             batch.adapt()
         return batch
 
-    async def _apply(self, batch: Batch) -> None:
-        """Apply the batch's events to task state. An outage is recorded on the batch, not
-        raised. Offsets that went back are checked against the topic's id first: a topic
+    async def _apply(
+        self, batch: Batch, turn: Turn | None = None, before: Flight | None = None
+    ) -> None:
+        """Apply the batch's events to task state, in ``turn`` after ``before`` (the batch
+        before it, if still in flight). An outage is recorded on the batch, not raised.
+        Offsets that went back are checked against the topic's id first: a topic
         re-created under the process resets its position with no other sign, and its
         records must not be applied under the old epoch (then: stop, commit nothing)."""
-        back = kafka_side.went_back(batch.spans, self._highest)
-        if back and self.epoch_check is not None:
-            loop = asyncio.get_running_loop()
-            if not await loop.run_in_executor(None, self.epoch_check):
-                self.request_stop()
-                self._note_outage(batch, TopicRecreated(f"{self.epoch} is not the topic's"))
-                return
         try:
+            back = kafka_side.went_back(batch.spans, self._highest)
+            if back and self.epoch_check is not None:
+                loop = asyncio.get_running_loop()
+                if not await loop.run_in_executor(None, self.epoch_check):
+                    self.request_stop()
+                    self._note_outage(batch, TopicRecreated(f"{self.epoch} is not the topic's"))
+                    return
             with batch.log.stage("apply"):
-                batch.sort(*await apply_isolating(self._apply_batch, batch.events))
+                waits = None if before is None else before.was_applied
+                batch.sort(*await self.applier.apply(batch.events, turn, waits))
         except Exception as exc:
             self._note_outage(batch, exc)
+        finally:
+            if turn is not None:
+                turn.end(committed=False)  # a no-op once the applier ended it
 
     async def _finish(self, batch: Batch) -> None:
         """Dead-letter, store (and the heads), push, commit. An outage is recorded on the
@@ -259,7 +279,7 @@ class EventConsumer:
     def _note_outage(self, batch: Batch, exc: Exception) -> None:
         # Whatever a record is to blame for was dead-lettered already; what escapes is the
         # stores', the layer's or the database's being down: read the batch again later.
-        if not isinstance(exc, (*OUTAGES, TopicRecreated)):
+        if not isinstance(exc, (*OUTAGES, TopicRecreated, BeforeFailed)):
             logger.exception("unexpected error while processing a batch; retrying it")
         batch.outage = exc
         batch.result.retried = True
@@ -360,29 +380,6 @@ class EventConsumer:
         # leaves the group at once instead of waiting for the session to time out.
         await loop.run_in_executor(self._kafka_thread, self.consumer.close)
         await loop.run_in_executor(self._dlq_thread, self.dlq_producer.flush, 10.0)
+        await self.applier.close()
         self._kafka_thread.shutdown(wait=True)
         self._dlq_thread.shutdown(wait=True)
-
-
-async def build_event_consumer(epoch: str | None = None) -> EventConsumer:
-    """``epoch``: the events topic's identity, looked up from Kafka when not given."""
-    settings = conf.get()
-    if epoch is None:
-        loop = asyncio.get_running_loop()
-        epoch = await loop.run_in_executor(None, topic_epoch, settings.TOPIC_EVENTS)
-    store = get_store()
-    # A new epoch (a re-created topic): the store forgets the old topic's events (logged).
-    await store.switch_epoch(settings.TOPIC_EVENTS, epoch)
-    consumer = Consumer(consumer_config(settings.CONSUMER_GROUP, on_commit=kafka_side.committed))
-    event_consumer = EventConsumer(
-        consumer,
-        Producer(producer_config()),
-        get_channel_layer(),
-        store,
-        epoch=epoch,
-        dlq_topic=settings.TOPIC_DLQ,
-        batch_size=settings.CONSUMER_BATCH,
-        linger=settings.CONSUMER_LINGER_MS / 1000,
-    )
-    subscribe(consumer, [settings.TOPIC_EVENTS], on_revoke=event_consumer.on_revoke)
-    return event_consumer

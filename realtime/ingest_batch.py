@@ -4,9 +4,11 @@ dead-letter topic with its reason)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from realtime import ingest_kafka as kafka_side
 from realtime import ingestlog
@@ -15,6 +17,7 @@ from streaming.adapter import InvalidRecord, adapt
 from streaming.cursor import PartitionKey
 from streaming.events import Position, TaskEvent
 from tasks.apply import Applied, Outcome
+from tasks.turns import Turn
 
 logger = logging.getLogger("realtime.ingest")
 
@@ -83,3 +86,17 @@ class Batch:
             elif item.deliver:
                 self.deliverable.append(item.event)
         ingestlog.record_lines(applied)
+
+
+class Flight(NamedTuple):
+    """A batch in ``consume_events``' pipeline: its turn among the applies, its apply, and
+    all of it (``done``: finished, or left unfinished by an outage, its own or one before)."""
+
+    batch: Batch
+    turn: Turn | None
+    applied: asyncio.Task[None]
+    done: asyncio.Task[None]
+
+    async def was_applied(self) -> bool:
+        await self.applied
+        return self.batch.outage is None

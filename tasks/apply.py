@@ -39,6 +39,7 @@ from streaming.events import EVENT_TYPES, TaskEvent
 from tasks import postgres
 from tasks.delivery import LoggedPosition, is_delivered, same_position
 from tasks.models import TERMINAL_STATUSES, AsyncTask, TaskEventLog, TaskStatus
+from tasks.turns import BeforeFailed, Released, Turn
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +100,18 @@ class TaskRow:
     last_event_epoch: str
 
 
-def apply_events(events: Sequence[TaskEvent], epoch: str = "") -> list[Applied]:
+def apply_events(
+    events: Sequence[TaskEvent], epoch: str = "", turn: Turn | None = None
+) -> list[Applied]:
     """Apply a batch of events in one transaction; return one outcome per event, in order.
 
     ``epoch`` is the identity of the events' topic (streaming.kafka.topic_epoch), kept with
-    the task's last position so that position is a complete stream cursor."""
+    the task's last position so that position is a complete stream cursor. With a ``turn``
+    (PostgreSQL only) the transaction overlaps the batch before's, in the order
+    ``tasks.turns`` keeps, and assumes the batch is new: anything that would retry or fail
+    releases the turn and raises, and the caller applies the batch again without one."""
+    if turn is not None:
+        return _apply_in_turn(events, epoch, turn)
     if not events:
         return []
     if connection.vendor != "postgresql":
@@ -117,17 +125,40 @@ def apply_events(events: Sequence[TaskEvent], epoch: str = "") -> list[Applied]:
     return _apply(events, epoch, _PostgresBatch(look_up=True))
 
 
+def _apply_in_turn(events: Sequence[TaskEvent], epoch: str, turn: Turn) -> list[Applied]:
+    while True:
+        try:
+            return _apply(events, epoch, _PostgresBatch(look_up=False), turn)
+        except Released:  # so this one's locks cannot hold up the batch before's retry
+            turn.release()
+            turn.wait_before()
+        except BeforeFailed:
+            raise
+        except BaseException:
+            turn.release()
+            raise
+
+
 def _apply(
-    events: Sequence[TaskEvent], epoch: str, batch: _PostgresBatch | _OrmBatch
+    events: Sequence[TaskEvent],
+    epoch: str,
+    batch: _PostgresBatch | _OrmBatch,
+    turn: Turn | None = None,
 ) -> list[Applied]:
     task_ids = sorted({e.task_id for e in events})
+    if turn is not None:
+        turn.begin()
     with batch:
         rows, found = batch.read(task_ids, events, epoch)
+        if turn is not None:
+            turn.locked()
         tasks = {str(row[0]): TaskRow(*row) for row in rows}
         logged, taken = _log_index(found)
         results, new_logs, changed = _decide(events, tasks, logged, taken, epoch)
         if any(a.reason in _MAYBE_NO_USER for a in results):
             results = _name_unknown_users(results)
+        if turn is not None:
+            turn.may_write()
         batch.write(new_logs, list(changed.values()), timezone.now(), epoch)
     return results
 

@@ -1,0 +1,200 @@
+"""Two batches applied at once on PostgreSQL (realtime/applier.py, tasks/turns.py): Kafka's
+order holds whatever the first of them meets. Fake Kafka edge; real PostgreSQL, real loop.
+
+Each test holds batch 1 just before its writes until batch 2 is blocked on a task lock
+batch 1 holds (seen in ``pg_locks``): the two transactions are then truly in flight
+together, and batch 2 must read the task as batch 1 leaves it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import InMemoryChannelLayer
+from django.contrib.auth.models import User
+from django.db import OperationalError, connection, connections
+
+from realtime.ingest import EventConsumer
+from realtime.store_memory import MemoryHotStore
+from streaming.adapter import adapt
+from streaming.events import TaskEvent
+from tasks.apply import apply_events
+from tasks.models import AsyncTask, TaskEventLog
+from tasks.turns import Turn
+from tests.fakes import FakeConsumer, FakeMessage, FakeProducer, event_value, record
+from tests.test_consumer_loop import _drop_refusing_trigger, _install_refusing_trigger
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        connections["default"].vendor != "postgresql", reason="applies overlap on PostgreSQL"
+    ),
+]
+
+DEADLINE = 10.0
+
+
+@pytest.fixture(autouse=True)
+async def close_thread_connections() -> AsyncIterator[None]:
+    yield
+    await database_sync_to_async(connections.close_all)()
+
+
+def wait_for_a_lock_waiter() -> None:
+    """In batch 1's transaction: until another transaction waits for a lock."""
+    deadline = time.monotonic() + DEADLINE
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            if cursor.fetchone()[0]:
+                return
+            assert time.monotonic() < deadline, "batch 2 never waited for batch 1's lock"
+            time.sleep(0.01)
+
+
+def holding_the_first(then: Callable[[], None] = lambda: None) -> Callable[..., Any]:
+    """``apply_events``, where the first attempt in a turn waits before its writes until
+    batch 2 waits for its lock, then does ``then`` (which may fail it)."""
+    held = [False]
+
+    def apply(events: list[TaskEvent], epoch: str, turn: Turn | None = None) -> Any:
+        if turn is not None and not held[0]:
+            held[0] = True
+            may_write = turn.may_write
+
+            def hold() -> None:
+                wait_for_a_lock_waiter()
+                then()
+                may_write()
+
+            turn.may_write = hold  # type: ignore[method-assign]
+        return apply_events(events, epoch, turn)
+
+    return apply
+
+
+def progress(alice: User, task: AsyncTask, offsets: range, **data: Any) -> list[FakeMessage]:
+    return [
+        record(
+            event_value(user_id=alice.pk, task_id=str(task.id), data={"progress": n, **data}),
+            offset=n,
+        )
+        for n in offsets
+    ]
+
+
+async def run_until(
+    consumer: FakeConsumer, apply: Callable[..., Any], commits: int
+) -> MemoryHotStore:
+    store = MemoryHotStore()
+    loop = EventConsumer(
+        consumer,
+        FakeProducer(),
+        InMemoryChannelLayer(),
+        store,
+        epoch="E1",
+        dlq_topic="task.events.dlq",
+        poll_timeout=0.05,
+        apply=apply,
+        overlap=True,
+    )
+    running = asyncio.create_task(loop.run())
+    deadline = asyncio.get_running_loop().time() + DEADLINE
+    while len(consumer.commits) < commits:
+        assert asyncio.get_running_loop().time() < deadline, f"commits: {consumer.commits}"
+        assert not running.done(), running
+        await asyncio.sleep(0.01)
+    loop.request_stop()
+    await asyncio.wait_for(running, DEADLINE)
+    return store
+
+
+# Offsets 0-4 in batch 1, 5-9 in batch 2: both committed, in order.
+BOTH = [[("task.events", 0, 5)], [("task.events", 0, 10)]]
+
+
+def log_of(task: AsyncTask) -> list[tuple[int, bool]]:
+    rows = TaskEventLog.objects.filter(task=task).order_by("offset")
+    return list(rows.values_list("offset", "changed_task"))
+
+
+def outcome(task: AsyncTask) -> tuple[list[tuple[int, bool]], int | None]:
+    """The task's log (offset, whether the event moved the task) and its last offset."""
+    task.refresh_from_db()
+    return log_of(task), task.last_event_offset
+
+
+async def test_two_batches_of_one_task_apply_in_kafka_order_while_they_overlap(
+    alice: User,
+) -> None:
+    task = await database_sync_to_async(AsyncTask.objects.create)(owner=alice, kind="demo")
+    consumer = FakeConsumer()
+    consumer.batches += [progress(alice, task, range(0, 5)), progress(alice, task, range(5, 10))]
+    store = await run_until(consumer, holding_the_first(), commits=2)
+    assert consumer.commits == BOTH
+    # Every event moved the task: batch 2 read it as batch 1 left it.
+    assert await database_sync_to_async(outcome)(task) == ([(n, True) for n in range(10)], 9)
+    page = await store.read_after(alice.pk, ("task.events", 0), -1, 20)
+    assert [e.offset for e in page.events] == list(range(10))
+
+
+async def test_a_batch_holding_a_logged_event_is_applied_again_before_the_next_one(
+    alice: User,
+) -> None:
+    """Batch 1 holds an event applied before (a redelivery): its first attempt fails on the
+    log's unique index while batch 2 waits for the task. Batch 2 rolls back, batch 1 is
+    applied again with the log, then batch 2."""
+    task = await database_sync_to_async(AsyncTask.objects.create)(owner=alice, kind="demo")
+    first = progress(alice, task, range(0, 5))
+    await database_sync_to_async(apply_events)([adapt(first[3])], "E1")
+    consumer = FakeConsumer()
+    consumer.batches += [first, progress(alice, task, range(5, 10))]
+    await run_until(consumer, holding_the_first(), commits=2)
+    assert consumer.commits == BOTH
+    # Offset 3 was logged first (it moved the task then); 0-2 are older than it now.
+    logged = [(n, n >= 3) for n in range(10)]
+    assert await database_sync_to_async(outcome)(task) == (logged, 9)
+
+
+async def test_a_batch_the_database_refuses_part_of_is_bisected_before_the_next_one(
+    alice: User,
+) -> None:
+    task = await database_sync_to_async(AsyncTask.objects.create)(owner=alice, kind="demo")
+    consumer = FakeConsumer()
+    bad = event_value(user_id=alice.pk, task_id=str(task.id), data={"progress": 2, "bad": True})
+    first = [*progress(alice, task, range(0, 2)), record(bad, offset=2)]
+    consumer.batches += [
+        first + progress(alice, task, range(3, 5)),
+        progress(alice, task, range(5, 10)),
+    ]
+    await database_sync_to_async(_install_refusing_trigger)()
+    try:
+        await run_until(consumer, holding_the_first(), commits=2)
+    finally:
+        await database_sync_to_async(_drop_refusing_trigger)()
+    assert consumer.commits == BOTH
+    logged = [(n, True) for n in range(10) if n != 2]
+    assert await database_sync_to_async(outcome)(task) == (logged, 9)
+
+
+async def test_after_an_outage_in_the_first_batch_the_next_one_is_not_applied_before_it(
+    alice: User,
+) -> None:
+    task = await database_sync_to_async(AsyncTask.objects.create)(owner=alice, kind="demo")
+    first, second = progress(alice, task, range(0, 5)), progress(alice, task, range(5, 10))
+    consumer = FakeConsumer()
+    # Both, nothing for the reads while they are in flight, then both again after the rewind.
+    consumer.batches += [first, second, [], [], [], first, second]
+
+    def outage() -> None:
+        raise OperationalError("connection lost (the test's outage)")
+
+    await run_until(consumer, holding_the_first(outage), commits=2)
+    assert consumer.seeks == [("task.events", 0, 0)]
+    assert consumer.commits == BOTH
+    # Batch 2 was not committed ahead of batch 1: batch 1's events moved the task.
+    assert await database_sync_to_async(log_of)(task) == [(n, True) for n in range(10)]
