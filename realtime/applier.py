@@ -2,16 +2,19 @@
 
 On PostgreSQL a batch's apply begins while the batch before it is still being written,
 each on its own thread and connection; ``tasks.turns`` keeps their order. That first
-attempt assumes the batch is new and clean. If it is not (a logged event, data PostgreSQL
-refuses), it rolls back and the batch is applied again here, alone and in the order
-(``realtime.isolation``: retried with the log, or bisected). On other databases (the
-embedded SQLite) batches are applied one at a time, on Django's database thread.
+attempt (``tasks.apply_turn``) assumes the batch is new and clean, and takes the tasks the
+batch before holds as that batch decided them. If it cannot commit (a logged event, data
+PostgreSQL refuses, a task changed meanwhile), it rolls back and the batch is applied again
+here, alone and in the order (``realtime.isolation``: retried with the log, or bisected).
+On other databases (the embedded SQLite) batches are applied one at a time, on Django's
+database thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,21 +28,34 @@ from tasks.turns import BeforeFailed, Turn
 
 Refused = list[tuple[TaskEvent, str]]
 
+logger = logging.getLogger("realtime.ingest")
+
 
 class Applier:
-    def __init__(self, apply: Callable[..., list[Applied]], epoch: str, *, overlap: bool) -> None:
-        bound = functools.partial(apply, epoch=epoch)
+    """``apply`` applies a batch alone (``tasks.apply.apply_events``); ``attempt`` makes a
+    batch's first attempt in its turn (``tasks.apply_turn.apply_in_turn``)."""
+
+    def __init__(
+        self,
+        epoch: str,
+        *,
+        apply: Callable[..., list[Applied]],
+        attempt: Callable[..., list[Applied]],
+        overlap: bool,
+    ) -> None:
         # Attempts that wait on each other need threads (and connections) of their own.
         self._threads = [
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"apply-{i}")
             for i in range(2 if overlap else 0)
         ]
         self._attempts = [
-            DatabaseSyncToAsync(bound, thread_sensitive=False, executor=thread)
+            DatabaseSyncToAsync(
+                functools.partial(attempt, epoch=epoch), thread_sensitive=False, executor=thread
+            )
             for thread in self._threads
         ]
         # Applies again, alone: never queued behind an attempt that waits for this one.
-        self._alone = database_sync_to_async(bound)
+        self._alone = database_sync_to_async(functools.partial(apply, epoch=epoch))
         self._next = 0
 
     def turn(self, after: Turn | None) -> Turn | None:
@@ -70,8 +86,9 @@ class Applier:
                 raise
             except OUTAGES:
                 raise
-            except Exception:  # applied again alone, which decides
-                pass
+            except Exception as exc:  # applied again alone, which decides
+                # Expected after a restart (logged events) and for data PostgreSQL refuses.
+                logger.info("batch of %d applied again alone: %r", len(events), exc)
             else:
                 turn.end(committed=True)
                 return applied, []

@@ -58,6 +58,7 @@ from streaming.kafka import (
     raise_if_fatal,
 )
 from tasks.apply import Applied, apply_events
+from tasks.apply_turn import apply_in_turn
 from tasks.turns import BeforeFailed, Turn
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class EventConsumer:
         apply: Callable[..., list[Applied]] = apply_events,
         linger: float = 0.0,
         overlap: bool = False,
+        attempt: Callable[..., list[Applied]] = apply_in_turn,
     ) -> None:
         self.consumer = consumer
         self.dlq_producer = dlq_producer
@@ -92,7 +94,7 @@ class EventConsumer:
         self.poll_timeout = poll_timeout
         # Pacing (above): when the last read of records returned, and whether it was full.
         self.linger, self._last_read, self._last_full = linger, float("-inf"), False
-        self.applier = Applier(apply, epoch, overlap=overlap)
+        self.applier = Applier(epoch, apply=apply, attempt=attempt, overlap=overlap)
         # librdkafka calls that block (a waiting read, rewinds, close) run on a dedicated
         # thread; those that cannot (a read of what is buffered, a queued commit), on the loop.
         self._kafka_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")

@@ -39,7 +39,6 @@ from streaming.events import EVENT_TYPES, TaskEvent
 from tasks import postgres
 from tasks.delivery import LoggedPosition, is_delivered, same_position
 from tasks.models import TERMINAL_STATUSES, AsyncTask, TaskEventLog, TaskStatus
-from tasks.turns import BeforeFailed, Released, Turn
 
 logger = logging.getLogger(__name__)
 
@@ -100,73 +99,49 @@ class TaskRow:
     last_event_epoch: str
 
 
-def apply_events(
-    events: Sequence[TaskEvent], epoch: str = "", turn: Turn | None = None
-) -> list[Applied]:
+def apply_events(events: Sequence[TaskEvent], epoch: str = "") -> list[Applied]:
     """Apply a batch of events in one transaction; return one outcome per event, in order.
 
     ``epoch`` is the identity of the events' topic (streaming.kafka.topic_epoch), kept with
-    the task's last position so that position is a complete stream cursor. With a ``turn``
-    (PostgreSQL only) the transaction overlaps the batch before's, in the order
-    ``tasks.turns`` keeps, and assumes the batch is new: anything that would retry or fail
-    releases the turn and raises, and the caller applies the batch again without one."""
-    if turn is not None:
-        return _apply_in_turn(events, epoch, turn)
+    the task's last position so that position is a complete stream cursor. (A batch that
+    overlaps the one before it: ``tasks.apply_turn``.)"""
     if not events:
         return []
     if connection.vendor != "postgresql":
-        return _apply(events, epoch, _OrmBatch())
+        return apply_with(events, epoch, _OrmBatch())
     try:
-        return _apply(events, epoch, _PostgresBatch(look_up=False))
+        return apply_with(events, epoch, PostgresBatch(look_up=False))
     except IntegrityError as exc:
         if not isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
             raise
         logger.debug("batch of %d holds logged events; deciding with the log", len(events))
-    return _apply(events, epoch, _PostgresBatch(look_up=True))
+    return apply_with(events, epoch, PostgresBatch(look_up=True))
 
 
-def _apply_in_turn(events: Sequence[TaskEvent], epoch: str, turn: Turn) -> list[Applied]:
-    while True:
-        try:
-            return _apply(events, epoch, _PostgresBatch(look_up=False), turn)
-        except Released:  # so this one's locks cannot hold up the batch before's retry
-            turn.release()
-            turn.wait_before()
-        except BeforeFailed:
-            raise
-        except BaseException:
-            turn.release()
-            raise
-
-
-def _apply(
-    events: Sequence[TaskEvent],
-    epoch: str,
-    batch: _PostgresBatch | _OrmBatch,
-    turn: Turn | None = None,
+def apply_with(
+    events: Sequence[TaskEvent], epoch: str, batch: PostgresBatch | _OrmBatch
 ) -> list[Applied]:
+    """The batch's events applied with ``batch``'s reads and writes."""
     task_ids = sorted({e.task_id for e in events})
-    if turn is not None:
-        turn.begin()
     with batch:
-        rows, found = batch.read(task_ids, events, epoch)
-        if turn is not None:
-            turn.locked()
-        tasks = {str(row[0]): TaskRow(*row) for row in rows}
+        tasks, found = batch.read(task_ids, events, epoch)
         logged, taken = _log_index(found)
         results, new_logs, changed = _decide(events, tasks, logged, taken, epoch)
         if any(a.reason in _MAYBE_NO_USER for a in results):
             results = _name_unknown_users(results)
-        if turn is not None:
-            turn.may_write()
         batch.write(new_logs, list(changed.values()), timezone.now(), epoch)
     return results
 
 
-_TASK_COLUMNS = ["id", "owner_id", *STATE_FIELDS]
+TASK_COLUMNS = ["id", "owner_id", *STATE_FIELDS]
 
 
-class _PostgresBatch:
+def task_rows(rows: Sequence[Sequence[Any]]) -> dict[str, TaskRow]:
+    """``TASK_COLUMNS`` rows by task id."""
+    return {str(row[0]): TaskRow(*row) for row in rows}
+
+
+class PostgresBatch:
     """The batch's reads and writes as ``tasks.postgres`` statements, two round trips.
     Without ``look_up`` the log is not read (the batch is assumed new): a logged event then
     fails the INSERT on a unique index."""
@@ -174,7 +149,7 @@ class _PostgresBatch:
     def __init__(self, *, look_up: bool) -> None:
         self._look_up = look_up
 
-    def __enter__(self) -> _PostgresBatch:
+    def __enter__(self) -> PostgresBatch:
         self._tx = postgres.BatchTransaction()
         self._tx.__enter__()
         return self
@@ -184,17 +159,17 @@ class _PostgresBatch:
 
     def read(
         self, task_ids: list[str], events: Sequence[TaskEvent], epoch: str
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    ) -> tuple[dict[str, TaskRow], list[tuple[Any, ...]]]:
         """The tasks (locked, in id order: one lock order for every process), and the log
         rows holding any of the events' ids or positions in ``epoch`` (each branch uses a
         unique index)."""
-        locked = postgres.locked_tasks(task_ids, _TASK_COLUMNS)
+        locked = postgres.locked_tasks(task_ids, TASK_COLUMNS)
         if not self._look_up:
             (rows,) = self._tx.read(locked)
-            return postgres.task_rows(rows, _TASK_COLUMNS), []
+            return task_rows(postgres.task_rows(rows, TASK_COLUMNS)), []
         event_ids, offsets = _ids_and_offsets(events)
         rows, found = self._tx.read(locked, postgres.log_entries(event_ids, offsets, epoch))
-        return postgres.task_rows(rows, _TASK_COLUMNS), found
+        return task_rows(postgres.task_rows(rows, TASK_COLUMNS)), found
 
     def write(
         self,
@@ -226,13 +201,13 @@ class _OrmBatch:
 
     def read(
         self, task_ids: list[str], events: Sequence[TaskEvent], epoch: str
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    ) -> tuple[dict[str, TaskRow], list[tuple[Any, ...]]]:
         event_ids, offsets = _ids_and_offsets(events)
         rows = list(
             AsyncTask.objects.select_for_update()
             .filter(id__in=task_ids)
             .order_by("id")
-            .values_list(*_TASK_COLUMNS)
+            .values_list(*TASK_COLUMNS)
         )
         match = Q(event_id__in=event_ids)
         for (source, partition), values in offsets.items():
@@ -242,7 +217,7 @@ class _OrmBatch:
                 "event_id", "source", "partition", "offset", "epoch"
             )
         )
-        return rows, found
+        return task_rows(rows), found
 
     def write(
         self,

@@ -39,23 +39,43 @@ if TYPE_CHECKING:
 Statement = tuple[str, list[Any]]
 
 
-def locked_tasks(task_ids: list[str], fields: list[str]) -> Statement:
+def locked_tasks(
+    task_ids: list[str], fields: list[str], *, versions: bool = False, skip_locked: bool = False
+) -> Statement:
     """The tasks' ``fields``, locked for this transaction in id order (one lock order
-    for every process), as one JSON array of rows: ``task_rows`` reads it."""
-    return _locked_sql(tuple(fields)), [_array(task_ids)]
+    for every process), as one JSON array of rows: ``task_rows`` reads it. For an apply in
+    its turn (``tasks.turns``): each row ends with its version (``xmin``), and a task
+    another transaction holds is left out instead of waited for (``skip_locked``)."""
+    return _locked_sql(tuple(fields), versions, skip_locked), [_array(task_ids)]
 
 
 # The statement texts depend only on the columns (and the number of partitions a batch
 # spans), so each is built once per process.
 @functools.cache
-def _locked_sql(fields: tuple[str, ...]) -> str:
+def _locked_sql(fields: tuple[str, ...], versions: bool, skip_locked: bool) -> str:
     columns = ", ".join(_column(AsyncTask, n) for n in fields)
+    picked = f"{columns}, xmin::text AS version" if versions else columns
     return (
-        f"SELECT coalesce(json_agg(json_build_array({columns})), '[]')::text FROM ("
-        f"SELECT {columns} FROM {_table(AsyncTask)} "
+        f"SELECT coalesce(json_agg(json_build_array({columns}{', version' * versions})), "
+        f"'[]')::text FROM (SELECT {picked} FROM {_table(AsyncTask)} "
         f"WHERE {_column(AsyncTask, 'id')} = ANY(%s::uuid[]) "
-        f"ORDER BY {_column(AsyncTask, 'id')} FOR NO KEY UPDATE) AS locked"
+        f"ORDER BY {_column(AsyncTask, 'id')} FOR NO KEY UPDATE"
+        f"{' SKIP LOCKED' * skip_locked}) AS locked"
     )
+
+
+def current_version() -> Statement:
+    """The version (``xmin``) the rows this transaction writes will have."""
+    return "SELECT (txid_current() %% 4294967296)::text", []
+
+
+def task_versions(task_ids: list[str]) -> Statement:
+    """(id, version) of the tasks, locked (waiting for whoever holds them)."""
+    column = _column(AsyncTask, "id")
+    return (
+        f"SELECT {column}::text, xmin::text FROM {_table(AsyncTask)} "
+        f"WHERE {column} = ANY(%s::uuid[]) ORDER BY {column} FOR NO KEY UPDATE"
+    ), [_array(task_ids)]
 
 
 def task_rows(fetched: list[tuple[Any, ...]], fields: list[str]) -> list[tuple[Any, ...]]:
@@ -252,11 +272,13 @@ class BatchTransaction:
             self._atomic.__enter__()
         return self
 
-    def read(self, *statements: Statement) -> list[list[tuple[Any, ...]]]:
-        """Each statement's rows, in the batch's transaction (begun here)."""
-        cursor = self._run(statements, before="BEGIN" if self._own else None)
+    def read(self, *statements: Statement, begin: bool = True) -> list[list[tuple[Any, ...]]]:
+        """Each statement's rows, in the batch's transaction (begun here unless ``begin``
+        is False: a read after the first)."""
+        begin = begin and self._own
+        cursor = self._run(statements, before="BEGIN" if begin else None)
         with connection.wrap_database_errors:
-            if self._own:
+            if begin:
                 cursor.nextset()  # past BEGIN's result
             results = [cursor.fetchall()]
             while cursor.nextset():

@@ -4,8 +4,10 @@
 works on one while the other is decided in Python (issue #8: PostgreSQL waited on the
 Python side for about a third of each apply). Kafka's order must still hold. It does if
 each batch's transaction, told by the ``Turn`` of the batch before it:
-1. begins only once the batch before holds its tasks' locks, or is over: a task both touch
-   is then read as the batch before leaves it (the lock waits for its commit);
+1. begins only once the batch before holds its tasks' locks, or is over. It does not wait
+   for those locks: it takes those tasks as the batch before decided them (``decided``,
+   ``before_decided``), and checks before its writes, holding their locks, that each is
+   still the row version that batch left (else it is applied again alone);
 2. writes only once the batch before committed: its INSERT can then never hold up the one
    before on a unique index (the same event id in both), and commits keep Kafka's order;
 3. rolls back if the batch before rolled back to be applied again (a logged event, a
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import threading
+from typing import Any
 
 
 class BeforeFailed(Exception):
@@ -35,6 +38,7 @@ class Released(Exception):
 class _State(enum.Enum):
     PENDING = "pending"  # not begun
     LOCKED = "locked"  # an attempt holds its locks
+    DECIDED = "decided"  # ... and has decided its tasks' new rows (``rows``)
     RELEASED = "released"  # an attempt rolled back; the batch is applied again later
     OVER = "over"  # applied, or given up (``committed``)
 
@@ -45,14 +49,39 @@ class Turn:
         self._changed = threading.Condition()
         self._state = _State.PENDING
         self.committed = False
+        # Once DECIDED: the attempt's tasks as it will leave them (by id), and the row
+        # version (``xmin``) each will have once it commits.
+        self._rows: dict[str, Any] = {}
+        self._versions: dict[str, str] = {}
 
     def begin(self) -> None:
         """Before BEGIN: wait until the batch before holds its locks or is over."""
-        self._wait_before({_State.LOCKED, _State.OVER})
+        self._wait_before({_State.LOCKED, _State.DECIDED, _State.OVER})
 
     def locked(self) -> None:
         """After the read: this attempt holds its tasks' locks."""
         self._set(_State.LOCKED)
+
+    def decided(self, rows: dict[str, Any], versions: dict[str, str]) -> None:
+        """This attempt's tasks as it will write them, and their row versions after."""
+        with self._changed:
+            self._rows, self._versions = rows, versions
+        self._set(_State.DECIDED)
+
+    def before_decided(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The batch before's decided tasks and versions, once it has decided (nothing if
+        it is over: its rows are then in the database); ``Released`` if it rolled back."""
+        before = self._before
+        if before is None:
+            return {}, {}
+        with before._changed:
+            states = {_State.DECIDED, _State.OVER, _State.RELEASED}
+            before._changed.wait_for(lambda: before._state in states)
+            if before._state is _State.RELEASED:
+                raise Released
+            if before._state is _State.OVER and not before.committed:
+                raise BeforeFailed
+            return before._rows, before._versions
 
     def may_write(self) -> None:
         """Before the writes: wait until the batch before is over (then go on if it
@@ -62,6 +91,8 @@ class Turn:
 
     def release(self) -> None:
         """This attempt rolled back; the batch is applied again later."""
+        with self._changed:
+            self._rows, self._versions = {}, {}
         self._set(_State.RELEASED)
 
     def wait_before(self) -> None:
@@ -76,6 +107,7 @@ class Turn:
                 return
             self.committed = committed
             self._before = None  # a chain of turns must not keep every batch alive
+            self._rows, self._versions = {}, {}  # in the database now, or never
             self._state = _State.OVER
             self._changed.notify_all()
 

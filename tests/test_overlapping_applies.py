@@ -1,14 +1,15 @@
-"""Two batches applied at once on PostgreSQL (realtime/applier.py, tasks/turns.py): Kafka's
-order holds whatever the first of them meets. Fake Kafka edge; real PostgreSQL, real loop.
+"""Two batches applied at once on PostgreSQL (realtime/applier.py, tasks/turns.py,
+tasks/apply_turn.py): Kafka's order holds whatever the first of them meets. Fake Kafka
+edge; real PostgreSQL, real loop.
 
-Each test holds batch 1 just before its writes until batch 2 is blocked on a task lock
-batch 1 holds (seen in ``pg_locks``): the two transactions are then truly in flight
-together, and batch 2 must read the task as batch 1 leaves it."""
+Each test holds batch 1 just before its writes until batch 2 has decided its tasks: the two
+transactions are then truly in flight together, and batch 2 must have taken the task as
+batch 1 leaves it (batch 1 still holds its lock)."""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,14 +17,15 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer
 from django.contrib.auth.models import User
-from django.db import OperationalError, connection, connections
+from django.db import OperationalError, connections
 
 from realtime.ingest import EventConsumer
 from realtime.store_memory import MemoryHotStore
 from streaming.adapter import adapt
 from streaming.events import TaskEvent
 from tasks.apply import apply_events
-from tasks.models import AsyncTask, TaskEventLog
+from tasks.apply_turn import apply_in_turn
+from tasks.models import AsyncTask, TaskEventLog, TaskStatus
 from tasks.turns import Turn
 from tests.fakes import FakeConsumer, FakeMessage, FakeProducer, event_value, record
 from tests.test_consumer_loop import _drop_refusing_trigger, _install_refusing_trigger
@@ -44,37 +46,57 @@ async def close_thread_connections() -> AsyncIterator[None]:
     await database_sync_to_async(connections.close_all)()
 
 
-def wait_for_a_lock_waiter() -> None:
-    """In batch 1's transaction: until another transaction waits for a lock."""
-    deadline = time.monotonic() + DEADLINE
-    with connection.cursor() as cursor:
-        while True:
-            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
-            if cursor.fetchone()[0]:
-                return
-            assert time.monotonic() < deadline, "batch 2 never waited for batch 1's lock"
-            time.sleep(0.01)
+# How each batch's first attempt in its turn ended, by the batch's first offset.
+Ends = dict[int, str]
 
 
-def holding_the_first(then: Callable[[], None] = lambda: None) -> Callable[..., Any]:
-    """``apply_events``, where the first attempt in a turn waits before its writes until
-    batch 2 waits for its lock, then does ``then`` (which may fail it)."""
-    held = [False]
+def holding_the_first(
+    ends: Ends,
+    then: Callable[[], None] = lambda: None,
+    meanwhile: Callable[[], None] = lambda: None,
+) -> Callable[..., Any]:
+    """``apply_in_turn``, where the first attempt waits before its writes until the second
+    has decided its tasks (taken from the first), then does ``then`` (which may fail it);
+    the second, once the first is over, does ``meanwhile`` before its own writes."""
+    attempts = {0: 0, 5: 0}  # by each batch's first offset
+    second_decided = threading.Event()
 
-    def apply(events: list[TaskEvent], epoch: str, turn: Turn | None = None) -> Any:
-        if turn is not None and not held[0]:
-            held[0] = True
+    def attempt(events: list[TaskEvent], epoch: str, turn: Turn) -> Any:
+        batch = events[0].position.offset
+        attempts[batch] += 1
+        if attempts[batch] > 1:
+            pass
+        elif batch == 0:
             may_write = turn.may_write
 
             def hold() -> None:
-                wait_for_a_lock_waiter()
+                assert second_decided.wait(DEADLINE), "batch 2 never decided beside batch 1"
                 then()
                 may_write()
 
             turn.may_write = hold  # type: ignore[method-assign]
-        return apply_events(events, epoch, turn)
+        else:
+            decided, second_may_write = turn.decided, turn.may_write
 
-    return apply
+            def tell(rows: Any, versions: Any) -> None:
+                decided(rows, versions)
+                second_decided.set()
+
+            def after_the_first() -> None:
+                second_may_write()
+                meanwhile()
+
+            turn.decided = tell  # type: ignore[method-assign]
+            turn.may_write = after_the_first  # type: ignore[method-assign]
+        try:
+            applied = apply_in_turn(events, epoch, turn)
+        except Exception as exc:
+            ends.setdefault(batch, type(exc).__name__)
+            raise
+        ends.setdefault(batch, "applied")
+        return applied
+
+    return attempt
 
 
 def progress(alice: User, task: AsyncTask, offsets: range, **data: Any) -> list[FakeMessage]:
@@ -88,7 +110,7 @@ def progress(alice: User, task: AsyncTask, offsets: range, **data: Any) -> list[
 
 
 async def run_until(
-    consumer: FakeConsumer, apply: Callable[..., Any], commits: int
+    consumer: FakeConsumer, attempt: Callable[..., Any], commits: int
 ) -> MemoryHotStore:
     store = MemoryHotStore()
     loop = EventConsumer(
@@ -99,7 +121,7 @@ async def run_until(
         epoch="E1",
         dlq_topic="task.events.dlq",
         poll_timeout=0.05,
-        apply=apply,
+        attempt=attempt,
         overlap=True,
     )
     running = asyncio.create_task(loop.run())
@@ -134,7 +156,9 @@ async def test_two_batches_of_one_task_apply_in_kafka_order_while_they_overlap(
     task = await database_sync_to_async(AsyncTask.objects.create)(owner=alice, kind="demo")
     consumer = FakeConsumer()
     consumer.batches += [progress(alice, task, range(0, 5)), progress(alice, task, range(5, 10))]
-    store = await run_until(consumer, holding_the_first(), commits=2)
+    ends: Ends = {}
+    store = await run_until(consumer, holding_the_first(ends), commits=2)
+    assert ends == {0: "applied", 5: "applied"}
     assert consumer.commits == BOTH
     # Every event moved the task: batch 2 read it as batch 1 left it.
     assert await database_sync_to_async(outcome)(task) == ([(n, True) for n in range(10)], 9)
@@ -153,7 +177,9 @@ async def test_a_batch_holding_a_logged_event_is_applied_again_before_the_next_o
     await database_sync_to_async(apply_events)([adapt(first[3])], "E1")
     consumer = FakeConsumer()
     consumer.batches += [first, progress(alice, task, range(5, 10))]
-    await run_until(consumer, holding_the_first(), commits=2)
+    ends: Ends = {}
+    await run_until(consumer, holding_the_first(ends), commits=2)
+    assert ends == {0: "IntegrityError", 5: "applied"}
     assert consumer.commits == BOTH
     # Offset 3 was logged first (it moved the task then); 0-2 are older than it now.
     logged = [(n, n >= 3) for n in range(10)]
@@ -171,11 +197,13 @@ async def test_a_batch_the_database_refuses_part_of_is_bisected_before_the_next_
         first + progress(alice, task, range(3, 5)),
         progress(alice, task, range(5, 10)),
     ]
+    ends: Ends = {}
     await database_sync_to_async(_install_refusing_trigger)()
     try:
-        await run_until(consumer, holding_the_first(), commits=2)
+        await run_until(consumer, holding_the_first(ends), commits=2)
     finally:
         await database_sync_to_async(_drop_refusing_trigger)()
+    assert ends == {0: "DataError", 5: "applied"}
     assert consumer.commits == BOTH
     logged = [(n, True) for n in range(10) if n != 2]
     assert await database_sync_to_async(outcome)(task) == (logged, 9)
@@ -193,8 +221,41 @@ async def test_after_an_outage_in_the_first_batch_the_next_one_is_not_applied_be
     def outage() -> None:
         raise OperationalError("connection lost (the test's outage)")
 
-    await run_until(consumer, holding_the_first(outage), commits=2)
+    ends: Ends = {}
+    await run_until(consumer, holding_the_first(ends, outage), commits=2)
+    assert ends == {0: "OperationalError", 5: "BeforeFailed"}
     assert consumer.seeks == [("task.events", 0, 0)]
     assert consumer.commits == BOTH
     # Batch 2 was not committed ahead of batch 1: batch 1's events moved the task.
     assert await database_sync_to_async(log_of)(task) == [(n, True) for n in range(10)]
+
+
+async def test_a_task_changed_by_someone_else_meanwhile_is_not_overwritten(alice: User) -> None:
+    """Batch 2 took the task as batch 1 left it; before batch 2 writes, an operator cancels
+    the task. Batch 2 sees the task's version moved, and is applied again alone: its events
+    then come after a final state, and change nothing."""
+    task = await database_sync_to_async(AsyncTask.objects.create)(owner=alice, kind="demo")
+    consumer = FakeConsumer()
+    consumer.batches += [progress(alice, task, range(0, 5)), progress(alice, task, range(5, 10))]
+
+    def cancel() -> None:
+        # Another connection, as the admin's would be.
+        thread = threading.Thread(target=_cancel, args=(task.pk,))
+        thread.start()
+        thread.join(DEADLINE)
+
+    ends: Ends = {}
+    await run_until(consumer, holding_the_first(ends, meanwhile=cancel), commits=2)
+    assert ends == {0: "applied", 5: "Stale"}
+    assert consumer.commits == BOTH
+    logged = [(n, n < 5) for n in range(10)]
+    assert await database_sync_to_async(outcome)(task) == (logged, 4)
+    task = await database_sync_to_async(AsyncTask.objects.get)(id=task.id)
+    assert task.status == TaskStatus.CANCELLED
+
+
+def _cancel(task_id: Any) -> None:
+    try:
+        AsyncTask.objects.filter(id=task_id).update(status=TaskStatus.CANCELLED)
+    finally:
+        connections.close_all()
