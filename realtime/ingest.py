@@ -173,9 +173,11 @@ class EventConsumer:
             await self.close()
 
     def _fly(self, batch: Batch, before: Flight | None) -> Flight:
-        """Start the batch's apply (after ``before``'s, in its turn) and, once the batch
-        before is done, its finish."""
-        turn = self.applier.turn(None if before is None else before.turn)
+        """Start the batch's apply (after ``before``'s) and, once the batch before is done,
+        its finish. Only a full batch (a backlog) takes a turn to overlap the one before:
+        a paced flow's small batches gain nothing from it and keep one connection warm."""
+        full = len(batch.records) >= self.batch_size
+        turn = self.applier.turn(None if before is None else before.turn) if full else None
         applied = asyncio.create_task(self._apply(batch, turn, before))
         landed = asyncio.create_task(self._land(batch, applied, before))
         return Flight(batch, turn, applied, landed)
@@ -257,6 +259,11 @@ class EventConsumer:
                     return
             with batch.log.stage("apply"):
                 waits = None if before is None else before.was_applied
+                if turn is not None and before is not None and before.turn is None:
+                    # The batch before applies alone, outside the turns: after it, then.
+                    if not await before.was_applied():
+                        raise BeforeFailed
+                    waits = None
                 batch.sort(*await self.applier.apply(batch.events, turn, waits))
         except Exception as exc:
             self._note_outage(batch, exc)

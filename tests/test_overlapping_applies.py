@@ -121,6 +121,7 @@ async def run_until(
         epoch="E1",
         dlq_topic="task.events.dlq",
         poll_timeout=0.05,
+        batch_size=5,  # full batches: a backlog, where applies overlap
         attempt=attempt,
         overlap=True,
     )
@@ -259,3 +260,23 @@ def _cancel(task_id: Any) -> None:
         AsyncTask.objects.filter(id=task_id).update(status=TaskStatus.CANCELLED)
     finally:
         connections.close_all()
+
+
+async def test_only_a_full_batch_takes_a_turn_and_after_a_small_one_it_waits_for_it(
+    alice: User,
+) -> None:
+    """A paced flow's batch (3 of 5 records) is applied alone; the full one after it takes a
+    turn, once the small one is applied."""
+    task = await database_sync_to_async(AsyncTask.objects.create)(owner=alice, kind="demo")
+    consumer = FakeConsumer()
+    consumer.batches += [progress(alice, task, range(0, 3)), progress(alice, task, range(3, 8))]
+    in_turn: list[int] = []
+
+    def attempt(events: list[TaskEvent], epoch: str, turn: Turn) -> Any:
+        in_turn.append(events[0].position.offset)
+        return apply_in_turn(events, epoch, turn)
+
+    await run_until(consumer, attempt, commits=2)
+    assert in_turn == [3]
+    assert consumer.commits == [[("task.events", 0, 3)], [("task.events", 0, 8)]]
+    assert await database_sync_to_async(outcome)(task) == ([(n, True) for n in range(8)], 7)
