@@ -74,8 +74,7 @@ class Applier:
         in flight: None). Raises ``BeforeFailed`` if it was not; this batch is then not
         applied either, and the caller reads both again."""
         if turn is None:
-            if before is not None and not await before():
-                raise BeforeFailed
+            await _applied(before)
             return await apply_isolating(self._alone, events)
         try:
             attempt = self._attempts[self._next]
@@ -92,8 +91,7 @@ class Applier:
             else:
                 turn.end(committed=True)
                 return applied, []
-            if before is not None and not await before():
-                raise BeforeFailed
+            await _applied(before)
             result = await apply_isolating(self._alone, events)
             turn.end(committed=True)
             return result
@@ -105,3 +103,9 @@ class Applier:
         for thread in self._threads:
             await loop.run_in_executor(thread, connections.close_all)  # that thread's own
             thread.shutdown(wait=True)
+
+
+async def _applied(before: Callable[[], Awaitable[bool]] | None) -> None:
+    """Until the batch before (if any is in flight) is applied; ``BeforeFailed`` if not."""
+    if before is not None and not await before():
+        raise BeforeFailed
