@@ -249,6 +249,23 @@ def ceiling_cell(c: tuple[float, bool] | None, u: tuple[float, bool] | None) -> 
     return f"{'≥ ' if c[1] else ''}{fmt(c[0])} ({r})"
 
 
+def warmup_row(warm: dict[str, Any] | None) -> str:
+    """The broker's warm-up before the first target (bench/warmup.py), one table row."""
+    if not warm:
+        return "| Kafka warm-up | none (a run from before bench/warmup.py) |"
+    windows = ", ".join(
+        f"{ms:.1f} ms / {cpu:.0f} %"
+        for ms, cpu in zip(warm["window_p50_ms"], warm["window_kafka_cpu_pct"], strict=True)
+    )
+    return (
+        f"| Kafka warm-up | {warm['seconds']:.0f} s at {warm['rate']:.0f} records/s, "
+        f"{warm['readers']} committing readers; produce → consume p50 / broker CPU per "
+        f"{warm['window_s']:.0f} s window: {windows}"
+        + ("" if warm["stable"] else " (**not settled**: the first target ran on a cold broker)")
+        + " |"
+    )
+
+
 class Report:
     def __init__(self, results: dict[str, Any]) -> None:
         self.r = results
@@ -301,6 +318,7 @@ class Report:
             f"| services | Redis {env.get('redis_server')}, {env.get('kafka')} (KRaft, one broker),"
             f" librdkafka {env.get('librdkafka')}, PostgreSQL (bench database taskstream_bench)|",
             f"| Go | {env.get('go')} |",
+            warmup_row(r.get("warmup")),
             f"| limits | open files {env.get('fd_limit')} per process (hard limit; not raisable "
             "here), 8 client source addresses 127.0.0.2-9 |",
             "",

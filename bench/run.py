@@ -10,7 +10,9 @@ Pinning on this 2-core box: the server under test on CPU 1; the load client, the
 (this process), the ingest (consume_events or the bridge), Redis, Kafka and PostgreSQL on CPU 0.
 M6 (no server): the bare loop, the bridge and one consume_events process on CPU 1; two and three
 consume_events processes of one group float over CPUs 0-1, shared with the services.
-Everything stays on loopback; every process started here is stopped here.
+Everything stays on loopback; every process started here is stopped here. Before the first
+target the Kafka broker is driven until it is warm (bench/warmup.py: a broker started minutes
+before measured Taskstream, always first, at 3-4 times its warm latency).
 
 M2 steps up to 4,000 events/s (full) show the targeted-delivery ceiling as a ratio to U; its
 warm-up (one event per stream) is delivered in full before the first step, so no step counts
@@ -47,6 +49,7 @@ from typing import Any
 
 from m7 import ReclaimWatcher, lift_blackhole, m7, m7_line, reclaim_line
 from stats import best_step, median_run
+from warmup import warm_kafka
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -101,6 +104,7 @@ MODES: dict[str, dict[str, Any]] = {
         "m6_reps": 1,
         "m6_max_s": 3.0,
         "m6_end_s": 170.0,
+        "warm_max_s": 40.0,
         "wait_s": 3.0,
         "catch_up_s": 5.0,
     },
@@ -133,6 +137,7 @@ MODES: dict[str, dict[str, Any]] = {
         "m6_reps": 3,
         "m6_max_s": 10.0,
         "m6_end_s": 840.0,
+        "warm_max_s": 150.0,
         "wait_s": 5.0,
         "catch_up_s": 15.0,
     },
@@ -575,6 +580,7 @@ class Bench:
         self.topic_ts = f"{prefix}.ts.events"
         self.topic_peer = f"{prefix}.peer"
         self.topic_m6 = f"{prefix}.m6"
+        self.topic_warm = f"{prefix}.warm"
         self.t_start = time.monotonic()
         self.all_topics = [
             self.topic_ts,
@@ -585,6 +591,7 @@ class Bench:
             *(f"{self.topic_m6}.p{k}" for k in self.cfg["m6_procs"]),
             f"{prefix}.m6.requests",
             f"{prefix}.m6.dlq",
+            self.topic_warm,
         ]
         self.ts_env = {
             "DJANGO_SECRET_KEY": SECRET,
@@ -661,6 +668,25 @@ class Bench:
                 fut.result()
         self.load = Load(self.bootstrap, self.tasks)
         self.results["env"] = environment()
+
+    def warm_up(self) -> None:
+        """The broker warm before the first target (bench/warmup.py says why and how)."""
+        pid = self.kafka_pid
+        warm = warm_kafka(
+            self.bootstrap,
+            self.topic_warm,
+            cpu_seconds=lambda: cpu_seconds(pid) if pid else 0.0,
+            max_s=self.cfg["warm_max_s"],
+        )
+        self.results["warmup"] = warm
+        windows = ", ".join(
+            f"{ms:.1f} ms/{cpu:.0f} %"
+            for ms, cpu in zip(warm["window_p50_ms"], warm["window_kafka_cpu_pct"], strict=True)
+        )
+        log(
+            f"Kafka warm-up {warm['seconds']:.0f}s, p50/broker CPU per window: {windows}"
+            + ("" if warm["stable"] else " (not settled)")
+        )
 
     def pin_services(self) -> None:
         """Redis, Kafka and PostgreSQL on CPU 0 for the run (restored afterwards)."""
@@ -1371,6 +1397,7 @@ class Bench:
             self.setup()
             self.results["setup_s"] = time.monotonic() - t_start
             log(f"setup done in {time.monotonic() - t_start:.0f}s")
+            self.warm_up()
             for t in targets(18600):
                 if self.only and t.key not in self.only:
                     continue
