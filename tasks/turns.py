@@ -7,7 +7,10 @@ each batch's transaction, told by the ``Turn`` of the batch before it:
 1. begins only once the batch before holds its tasks' locks, or is over. It does not wait
    for those locks: it takes those tasks as the batch before decided them (``decided``,
    ``before_decided``), and checks before its writes, holding their locks, that each is
-   still the row version that batch left (else it is applied again alone);
+   still the row version that batch left (else it is applied again alone). It never locks
+   a task the batch before took from its own batch before (``before_takes``): that one
+   locks those only once its own before committed, and a later batch holding one would
+   wait for it to commit while it waits for the lock: a deadlock PostgreSQL cannot see;
 2. writes only once the batch before committed: its INSERT can then never hold up the one
    before on a unique index (the same event id in both), and commits keep Kafka's order;
 3. rolls back if the batch before rolled back to be applied again (a logged event, a
@@ -53,13 +56,26 @@ class Turn:
         # version (``xmin``) each will have once it commits.
         self._rows: dict[str, Any] = {}
         self._versions: dict[str, str] = {}
+        # Once LOCKED: the tasks this attempt took from the batch before, not locked yet.
+        self._takes: frozenset[str] = frozenset()
 
     def begin(self) -> None:
         """Before BEGIN: wait until the batch before holds its locks or is over."""
         self._wait_before({_State.LOCKED, _State.DECIDED, _State.OVER})
 
-    def locked(self) -> None:
-        """After the read: this attempt holds its tasks' locks."""
+    def before_takes(self) -> frozenset[str]:
+        """After ``begin``: the tasks the batch before took from its own before and will
+        lock before it writes. This attempt must not lock them (module docstring, 1)."""
+        before = self._before
+        if before is None:
+            return frozenset()
+        with before._changed:
+            return before._takes
+
+    def locked(self, takes: frozenset[str] = frozenset()) -> None:
+        """After the read: this attempt holds its tasks' locks, and took ``takes``."""
+        with self._changed:
+            self._takes = takes
         self._set(_State.LOCKED)
 
     def decided(self, rows: dict[str, Any], versions: dict[str, str]) -> None:
@@ -92,7 +108,7 @@ class Turn:
     def release(self) -> None:
         """This attempt rolled back; the batch is applied again later."""
         with self._changed:
-            self._rows, self._versions = {}, {}
+            self._rows, self._versions, self._takes = {}, {}, frozenset()
         self._set(_State.RELEASED)
 
     def wait_before(self) -> None:
@@ -108,6 +124,7 @@ class Turn:
             self.committed = committed
             self._before = None  # a chain of turns must not keep every batch alive
             self._rows, self._versions = {}, {}  # in the database now, or never
+            self._takes = frozenset()
             self._state = _State.OVER
             self._changed.notify_all()
 
