@@ -280,3 +280,68 @@ async def test_only_a_full_batch_takes_a_turn_and_after_a_small_one_it_waits_for
     assert in_turn == [3]
     assert consumer.commits == [[("task.events", 0, 3)], [("task.events", 0, 8)]]
     assert await database_sync_to_async(outcome)(task) == ([(n, True) for n in range(8)], 7)
+
+
+def test_a_third_batch_never_locks_what_the_second_took_from_the_first(alice: User) -> None:
+    """Batch 2 takes the task from batch 1, and locks it only at its writes, once batch 1
+    has committed. Batch 3 reads in between (the task is free then): it must take the task
+    from batch 2, not lock it, or batch 2 waits for its lock while it waits for batch 2's
+    commit, a cycle PostgreSQL cannot see (with a lock timeout here, not for ever)."""
+    task = AsyncTask.objects.create(owner=alice, kind="demo")
+    batches = [
+        [adapt(m) for m in progress(alice, task, range(start, start + 5))] for start in (0, 5, 10)
+    ]
+    first = Turn(None)
+    second = Turn(first)
+    third = Turn(second)
+    second_decided, third_read = threading.Event(), threading.Event()
+    first_may_write, second_may_write = first.may_write, second.may_write
+    second_decides, third_locks = second.decided, third.locked
+
+    def first_holds() -> None:
+        assert second_decided.wait(DEADLINE), "batch 2 never decided beside batch 1"
+        first_may_write()
+
+    def second_tells(rows: Any, versions: Any) -> None:
+        second_decides(rows, versions)
+        second_decided.set()
+
+    def second_holds() -> None:
+        second_may_write()  # batch 1 committed: the task is free until batch 2 locks it
+        assert third_read.wait(DEADLINE), "batch 3 never read beside batch 2"
+
+    def third_tells(takes: frozenset[str] = frozenset()) -> None:
+        third_locks(takes)
+        third_read.set()
+
+    first.may_write = first_holds  # type: ignore[method-assign]
+    second.decided = second_tells  # type: ignore[method-assign]
+    second.may_write = second_holds  # type: ignore[method-assign]
+    third.locked = third_tells  # type: ignore[method-assign]
+    ends: dict[int, str] = {}
+
+    def apply(n: int, turn: Turn) -> None:
+        try:
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SET lock_timeout = '3s'")
+            apply_in_turn(batches[n], "E1", turn)
+            ends[n] = "applied"
+            turn.end(committed=True)
+        except Exception as exc:
+            ends[n] = type(exc).__name__
+            turn.end(committed=False)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=apply, args=(n, t)) for n, t in enumerate([first, second])]
+    for thread in threads:
+        thread.start()
+    threads[0].join(DEADLINE)  # batch 1 committed; batch 2 holds before its writes
+    assert ends == {0: "applied"}
+    threads.append(threading.Thread(target=apply, args=(2, third)))
+    threads[2].start()
+    for thread in threads[1:]:
+        thread.join(DEADLINE)
+    assert ends == {0: "applied", 1: "applied", 2: "applied"}
+    # Every event moved the task, in Kafka's order.
+    assert outcome(task) == ([(n, True) for n in range(15)], 14)
