@@ -734,11 +734,15 @@ class Bench:
     # ---- ingest
 
     @contextlib.contextmanager
-    def ingest(self, kind: str) -> Iterator[Proc]:
+    def ingest(self, kind: str, target: str) -> Iterator[Proc]:
         if kind == "taskstream":
             env = {**self.ts_env, "LOG_LEVEL": "INFO"}
+            # One log per target: each batch's stages and timings, to read a step's figures.
             proc = self.procs.start(
-                "consume_events", [PY, "manage.py", "consume_events"], cpu=OTHER_CPU, env=env
+                f"consume_events-{target}",
+                [PY, "manage.py", "consume_events"],
+                cpu=OTHER_CPU,
+                env=env,
             )
             wait_line(proc, "assigned " + self.topic_ts, 60)
         else:
@@ -840,7 +844,7 @@ class Bench:
         watcher: ReclaimWatcher | None = None
         phase = Phases(res["phase_s"])
         try:
-            with self.ingest(t.ingest) as ingest:
+            with self.ingest(t.ingest, t.key) as ingest:
                 # M1 broadcast (one user, many streams), then M3 and M7 on the same streams.
                 n1 = cfg["m1_clients"]
                 with phase("M1 open"):
