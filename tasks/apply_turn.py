@@ -60,13 +60,14 @@ class _TurnBatch(PostgresBatch):
         self, task_ids: list[str], events: Sequence[TaskEvent], epoch: str
     ) -> tuple[dict[str, TaskRow], list[tuple[Any, ...]]]:
         self._turn.begin()
-        # What the batch before took from its own before, it locks only at its writes:
-        # those tasks are never locked here, only taken from it (tasks.turns, 1).
-        not_mine = self._turn.before_takes()
-        mine = [t for t in task_ids if t not in not_mine]
+        # The batch before's tasks are only ever taken from it, never locked here: it may
+        # lock some of them after this read (tasks.turns, 1).
+        theirs = self._turn.before_tasks()
+        mine = [t for t in task_ids if t not in theirs]
         locked = postgres.locked_tasks(mine, TASK_COLUMNS, versions=True, skip_locked=True)
         rows, ((self._version,),) = self._tx.read(locked, postgres.current_version())
         self._keep(rows)
+        self._turn.locked(frozenset(task_ids))
         missing = [t for t in task_ids if t not in self._tasks]
         if missing:
             before, versions = self._turn.before_decided()
@@ -81,7 +82,6 @@ class _TurnBatch(PostgresBatch):
                 locked = postgres.locked_tasks(rest, TASK_COLUMNS, versions=True)
                 (rows,) = self._tx.read(locked, begin=False)
                 self._keep(rows)
-        self._turn.locked(frozenset(self._taken))
         return self._tasks, []
 
     def _keep(self, fetched: list[tuple[Any, ...]]) -> None:

@@ -8,9 +8,10 @@ each batch's transaction, told by the ``Turn`` of the batch before it:
    for those locks: it takes those tasks as the batch before decided them (``decided``,
    ``before_decided``), and checks before its writes, holding their locks, that each is
    still the row version that batch left (else it is applied again alone). It never locks
-   a task the batch before took from its own batch before (``before_takes``): that one
-   locks those only once its own before committed, and a later batch holding one would
-   wait for it to commit while it waits for the lock: a deadlock PostgreSQL cannot see;
+   a task of the batch before (``before_tasks``), only takes it: that batch locks some of
+   its tasks after this one began (those it took from its own before, at its writes; those
+   another transaction held, once it let go), and a later batch holding one would wait for
+   it to commit while it waits for the lock: a deadlock PostgreSQL cannot see;
 2. writes only once the batch before committed: its INSERT can then never hold up the one
    before on a unique index (the same event id in both), and commits keep Kafka's order;
 3. rolls back if the batch before rolled back to be applied again (a logged event, a
@@ -56,26 +57,26 @@ class Turn:
         # version (``xmin``) each will have once it commits.
         self._rows: dict[str, Any] = {}
         self._versions: dict[str, str] = {}
-        # Once LOCKED: the tasks this attempt took from the batch before, not locked yet.
-        self._takes: frozenset[str] = frozenset()
+        # Once LOCKED: the batch's tasks (ids), locked by it or to be.
+        self._tasks: frozenset[str] = frozenset()
 
     def begin(self) -> None:
         """Before BEGIN: wait until the batch before holds its locks or is over."""
         self._wait_before({_State.LOCKED, _State.DECIDED, _State.OVER})
 
-    def before_takes(self) -> frozenset[str]:
-        """After ``begin``: the tasks the batch before took from its own before and will
-        lock before it writes. This attempt must not lock them (module docstring, 1)."""
+    def before_tasks(self) -> frozenset[str]:
+        """After ``begin``: the tasks of the batch before, while it runs. This attempt must
+        not lock them (module docstring, 1)."""
         before = self._before
         if before is None:
             return frozenset()
         with before._changed:
-            return before._takes
+            return before._tasks
 
-    def locked(self, takes: frozenset[str] = frozenset()) -> None:
-        """After the read: this attempt holds its tasks' locks, and took ``takes``."""
+    def locked(self, tasks: frozenset[str] = frozenset()) -> None:
+        """After the read: this attempt holds the locks it could take of ``tasks``."""
         with self._changed:
-            self._takes = takes
+            self._tasks = tasks
         self._set(_State.LOCKED)
 
     def decided(self, rows: dict[str, Any], versions: dict[str, str]) -> None:
@@ -108,7 +109,7 @@ class Turn:
     def release(self) -> None:
         """This attempt rolled back; the batch is applied again later."""
         with self._changed:
-            self._rows, self._versions, self._takes = {}, {}, frozenset()
+            self._rows, self._versions, self._tasks = {}, {}, frozenset()
         self._set(_State.RELEASED)
 
     def wait_before(self) -> None:
@@ -124,7 +125,7 @@ class Turn:
             self.committed = committed
             self._before = None  # a chain of turns must not keep every batch alive
             self._rows, self._versions = {}, {}  # in the database now, or never
-            self._takes = frozenset()
+            self._tasks = frozenset()
             self._state = _State.OVER
             self._changed.notify_all()
 
