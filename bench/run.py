@@ -105,6 +105,7 @@ MODES: dict[str, dict[str, Any]] = {
         "m6_max_s": 3.0,
         "m6_end_s": 170.0,
         "warm_max_s": 40.0,
+        "warm_window_s": 5.0,
         "wait_s": 3.0,
         "catch_up_s": 5.0,
     },
@@ -138,6 +139,7 @@ MODES: dict[str, dict[str, Any]] = {
         "m6_max_s": 10.0,
         "m6_end_s": 840.0,
         "warm_max_s": 150.0,
+        "warm_window_s": 10.0,
         "wait_s": 5.0,
         "catch_up_s": 15.0,
     },
@@ -676,6 +678,7 @@ class Bench:
             self.bootstrap,
             self.topic_warm,
             cpu_seconds=lambda: cpu_seconds(pid) if pid else 0.0,
+            window_s=self.cfg["warm_window_s"],
             max_s=self.cfg["warm_max_s"],
         )
         self.results["warmup"] = warm
