@@ -73,7 +73,7 @@ class Turn:
         with before._changed:
             return before._tasks
 
-    def locked(self, tasks: frozenset[str] = frozenset()) -> None:
+    def locked(self, tasks: frozenset[str]) -> None:
         """After the read: this attempt holds the locks it could take of ``tasks``."""
         with self._changed:
             self._tasks = tasks

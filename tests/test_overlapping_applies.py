@@ -310,7 +310,7 @@ def test_a_third_batch_never_locks_what_the_second_took_from_the_first(alice: Us
         second_may_write()  # batch 1 committed: the task is free until batch 2 locks it
         assert third_read.wait(DEADLINE), "batch 3 never read beside batch 2"
 
-    def third_tells(tasks: frozenset[str] = frozenset()) -> None:
+    def third_tells(tasks: frozenset[str]) -> None:
         third_locks(tasks)
         third_read.set()
 

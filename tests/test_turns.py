@@ -39,7 +39,7 @@ def test_a_batch_begins_only_once_the_one_before_holds_its_locks() -> None:
     thread.join(0.2)  # not a wait for a result: the thread must still be blocked
     assert thread.is_alive() and order == []
     order.append("first locked")
-    first.locked()
+    first.locked(frozenset())
     thread.join(DEADLINE)
     assert not thread.is_alive() and errors == []
     assert order == ["first locked", "second begins"]
@@ -48,7 +48,7 @@ def test_a_batch_begins_only_once_the_one_before_holds_its_locks() -> None:
 def test_a_batch_writes_only_once_the_one_before_committed() -> None:
     first = Turn(None)
     second = Turn(first)
-    first.locked()
+    first.locked(frozenset())
     second.begin()
     order: list[str] = []
     thread, errors = in_thread(second.may_write, lambda: order.append("second writes"))
@@ -63,14 +63,14 @@ def test_a_batch_writes_only_once_the_one_before_committed() -> None:
 def test_a_batch_rolls_back_when_the_one_before_rolls_back_to_try_again() -> None:
     first = Turn(None)
     second = Turn(first)
-    first.locked()
+    first.locked(frozenset())
     thread, errors = in_thread(second.may_write)
     first.release()
     thread.join(DEADLINE)
     assert [type(e) for e in errors] == [Released]
     # It begins again only once the one before is over (not at its next attempt's locks).
     waited, failures = in_thread(second.wait_before)
-    first.locked()
+    first.locked(frozenset())
     waited.join(0.2)
     assert waited.is_alive()
     first.end(committed=True)
