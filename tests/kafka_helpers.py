@@ -77,6 +77,22 @@ def read_all(topic: str, bootstrap: str) -> list[Any]:
         consumer.close()
 
 
+def delete_topics_named(fragment: str, timeout: float = 30.0) -> list[str]:
+    """Delete every topic whose name holds ``fragment``, and wait until Kafka has taken each
+    deletion (``delete_topics`` alone only queues the request: a client dropped right after
+    it may never send it, and the topic stays on the broker for good)."""
+    admin = AdminClient(admin_config())
+    names = sorted(t for t in admin.list_topics(timeout=timeout).topics if fragment in t)
+    if names:
+        for future in admin.delete_topics(names, request_timeout=timeout).values():
+            try:
+                future.result()
+            except Exception as exc:  # deleted meanwhile (a test's own teardown) is fine
+                if "UNKNOWN_TOPIC" not in str(exc):
+                    raise
+    return names
+
+
 def recreate(topic: str, old_epoch: str, partitions: int = 3) -> str:
     """Delete ``topic`` and create it again; its new epoch (Kafka finishes a deletion in the
     background: creating it meanwhile fails, and is tried again)."""

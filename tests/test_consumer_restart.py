@@ -147,14 +147,14 @@ def open_transactions(database: str) -> int:
 
 
 def test_killed_with_two_applies_open_a_restarted_consume_events_applies_and_sends_each_event_once(
-    stack_env: dict[str, str], tmp_path: Path, django_user_model: type[User]
+    stack_env: dict[str, str], tmp_path: Path, django_user_model: type[User], run_id: str
 ) -> None:
     # Full batches of a backlog take turns: the next batch's transaction opens while the one
     # before is still running (realtime/applier.py). SIGKILL lands while two are open; both
     # die uncommitted, their offsets uncommitted too, and the restart must apply and send
     # every event exactly once.
     run = uuid.uuid4().hex[:8]
-    topic, prefix = f"task.events.kill2.{run}", f"ts-test-kill2-{run}"
+    topic, prefix = f"task.events.kill2.{run_id}.{run}", f"ts-test-kill2-{run}"
     ensure_topics([topic], partitions=3)
     group = f"taskstream-kill2-{run}"
     env = {

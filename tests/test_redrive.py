@@ -119,11 +119,11 @@ def test_a_fixup_repairs_a_record_and_the_admin_counts_reasons(
 
 
 def test_a_re_created_dead_letter_topics_records_replace_the_old_ledger_rows(
-    stack: Stack,
+    stack: Stack, run_id: str
 ) -> None:
     """Deleting and creating the dead-letter topic again (a purge) restarts its offsets: a
     new record at an offset an old, redriven one had is recorded as itself, not redriven."""
-    topic = f"test.dlq.recreated.{uuid.uuid4().hex[:8]}"
+    topic = f"test.dlq.recreated.{run_id}.{uuid.uuid4().hex[:8]}"
     ensure_topics([topic], partitions=1)
     redrive = DeadLetterRedrive(topic=topic)
     try:

@@ -32,7 +32,7 @@ from tasks.models import AsyncTask, DeadLetter, OutboxMessage, TaskEventLog
 from tasks.retention import HistoryPruner, KafkaHoldings, Pruned
 from tests.conftest import Proc
 from tests.fakes import event_value
-from tests.kafka_helpers import produce, read_all
+from tests.kafka_helpers import delete_topics_named, produce, read_all
 from tests.sse import wait_until
 from tests.tcp_proxy import TcpProxy
 
@@ -49,11 +49,11 @@ OLD = timedelta(days=40)  # past the default TASKSTREAM_HISTORY_DAYS (30)
 
 
 @pytest.fixture
-def topic() -> Iterator[str]:
-    name = f"test.retention.{uuid.uuid4().hex[:8]}"
+def topic(run_id: str) -> Iterator[str]:
+    name = f"test.retention.{run_id}.{uuid.uuid4().hex[:8]}"
     ensure_topics([name], partitions=2)
     yield name
-    AdminClient(admin_config()).delete_topics([name])
+    delete_topics_named(name)
 
 
 def cut(topic: str, partition: int, offset: int) -> None:

@@ -13,26 +13,25 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka.admin import AdminClient
 from django.contrib.auth.models import User
 
 from streaming import conf
-from streaming.kafka import admin_config, ensure_topics, topic_epoch
+from streaming.kafka import ensure_topics, topic_epoch
 from tasks.models import AsyncTask, TaskEventLog
 from tests.conftest import Proc, free_port, open_stream
 from tests.fakes import event_value
-from tests.kafka_helpers import produce, read_all, recreate
+from tests.kafka_helpers import delete_topics_named, produce, read_all, recreate
 from tests.sse import StreamReader, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def topic() -> Iterator[str]:
-    name = f"task.events.recreated.{uuid.uuid4().hex[:8]}"
+def topic(run_id: str) -> Iterator[str]:
+    name = f"task.events.recreated.{run_id}.{uuid.uuid4().hex[:8]}"
     ensure_topics([name], partitions=3)
     yield name
-    AdminClient(admin_config()).delete_topics([name])
+    delete_topics_named(name)
 
 
 def messages(reader: StreamReader) -> list[str]:
