@@ -23,7 +23,11 @@ def main(count: int) -> None:
     bench = Bench("quick", ["M6"])
     bench.setup()
     topic = bench.topic_m6
-    bench.load.burst(topic, bench.users, count)
+    try:
+        bench.load.burst(topic, bench.users, count)
+    except BaseException:
+        bench.cleanup_topics()
+        raise
     prefix = f"bench.{bench.run_id}.m6"
     env = {
         **os.environ,

@@ -453,7 +453,12 @@ class Load:
 
     def send(self, topic: str, records: list[tuple[bytes, str]]) -> int:
         for i, (value, key) in enumerate(records):
-            self.producer.produce(topic, value, key=key)
+            while True:
+                try:
+                    self.producer.produce(topic, value, key=key)
+                    break
+                except BufferError:  # the local queue is full (100k records): let it drain
+                    self.producer.poll(0.1)
             if i % 1000 == 999:
                 self.producer.poll(0)
         self.producer.flush(60)
