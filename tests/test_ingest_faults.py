@@ -48,6 +48,21 @@ def dead_letters_with(marker: bytes) -> list[Any]:
     ]
 
 
+def committed_offsets(group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset (the next to read) per partition of ``topic``; a
+    partition with none committed is absent."""
+    consumer = Consumer({"bootstrap.servers": conf.get().require_kafka(), "group.id": group})
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(3)]
+        return {
+            tp.partition: tp.offset
+            for tp in consumer.committed(partitions, timeout=10)
+            if tp.offset >= 0
+        }
+    finally:
+        consumer.close()
+
+
 def committed_to_the_end(group: str, topic: str) -> bool:
     """Every partition's committed offset has reached its high watermark."""
     consumer = Consumer({"bootstrap.servers": conf.get().require_kafka(), "group.id": group})
