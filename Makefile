@@ -58,8 +58,18 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	DJANGO_SECRET_KEY=lint-only $(VENV)/bin/mypy .
 
+## The optional OpenTelemetry packages (requirements-otel.txt), for the tests of the tracing
+## path (tests/test_tracing.py). `make install` leaves them out; installed, they stay off in
+## any process without an OTLP endpoint.
+OTEL_STAMP := $(VENV)/.otel-$(shell cat requirements-otel.txt | cksum | cut -d' ' -f1)
+
+$(OTEL_STAMP): requirements-otel.txt $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-otel.txt
+	@rm -f $(VENV)/.otel-*
+	@touch $(OTEL_STAMP)
+
 ## Lint, types, then every test against the real services.
-test: install services lint frontend
+test: install $(OTEL_STAMP) services lint frontend
 	eval "$$(PYTHON=$(PY) scripts/services env)" && \
 	  DJANGO_SECRET_KEY=test-only-secret-key-not-for-production-0123456789 \
 	  $(PY) -m pytest $(PYTEST_ARGS)
