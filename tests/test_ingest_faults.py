@@ -3,6 +3,7 @@ loses nothing, and no replay path delivers what the live path refused."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -48,34 +49,34 @@ def dead_letters_with(marker: bytes) -> list[Any]:
     ]
 
 
-def committed_offsets(group: str, topic: str) -> dict[int, int]:
-    """The group's committed offset (the next to read) per partition of ``topic``; a
-    partition with none committed is absent."""
+@contextlib.contextmanager
+def group_reader(group: str) -> Iterator[Consumer]:
+    """A consumer of ``group`` that never joins it: it only reads the group's offsets."""
     consumer = Consumer({"bootstrap.servers": conf.get().require_kafka(), "group.id": group})
     try:
-        partitions = [TopicPartition(topic, p) for p in range(3)]
-        return {
-            tp.partition: tp.offset
-            for tp in consumer.committed(partitions, timeout=10)
-            if tp.offset >= 0
-        }
+        yield consumer
     finally:
         consumer.close()
+
+
+def committed_offsets(reader: Consumer, topic: str) -> dict[int, int]:
+    """The committed offset (the next to read) of ``reader``'s group per partition of
+    ``topic``; a partition with none committed is absent."""
+    partitions = [TopicPartition(topic, p) for p in range(3)]
+    return {
+        tp.partition: tp.offset for tp in reader.committed(partitions, timeout=10) if tp.offset >= 0
+    }
 
 
 def committed_to_the_end(group: str, topic: str) -> bool:
     """Every partition's committed offset has reached its high watermark."""
-    consumer = Consumer({"bootstrap.servers": conf.get().require_kafka(), "group.id": group})
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(3)]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
-        for tp in partitions:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            if high > low and committed.get(tp.partition, -1) < high:
+    with group_reader(group) as reader:
+        committed = committed_offsets(reader, topic)
+        for p in range(3):
+            low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low and committed.get(p, -1) < high:
                 return False
         return True
-    finally:
-        consumer.close()
 
 
 def test_each_poison_kind_alone_and_amid_good_records_stops_nothing(
